@@ -1,0 +1,1 @@
+"""One package per framework, each exposing the same protocol from files with the same names."""

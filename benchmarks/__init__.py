@@ -1,0 +1,1 @@
+"""Throughput benchmarks and the seed documents' own loops (peers)."""

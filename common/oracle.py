@@ -1,0 +1,179 @@
+"""The float64 NumPy oracle: both models, forward, hand-written backward, Adam.
+
+It implements the backend protocol (as backend ``oracle``), so the same loop,
+traces and comparisons run on it. Everything is float64 whatever is asked;
+it is the reference the framework backends are measured against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import oracle_layers as L
+from .params import OptState, Params, copy_opt_state, trainable_names, zero_opt_state
+from .protocol import Backend, BuildOptions, StepOutput
+from .spec import AdamSpec, BatchNorm, Conv2d, ConvTranspose2d, Dense, GANSpec, NetSpec
+
+
+def _layer_params(params: Params, prefix: str) -> dict[str, np.ndarray]:
+    n = len(prefix)
+    return {k[n:]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+@dataclass
+class NetRun:
+    """Caches of one forward pass, for the backward pass."""
+
+    caches: list[Any] = field(default_factory=list)
+    running: Params = field(default_factory=dict)  # updated running stats (canonical names)
+
+
+def net_forward(net: NetSpec, params: Params, prefix: str, x: np.ndarray, bn: str = "batch") -> tuple[np.ndarray, NetRun]:
+    run = NetRun()
+    for i, layer in enumerate(net.layers):
+        lp = _layer_params(params, f"{prefix}.{i}.")
+        if isinstance(layer, Dense):
+            x, cache = L.dense_forward(layer, lp, x)
+        elif isinstance(layer, Conv2d):
+            x, cache = L.conv2d_forward(layer, lp, x)
+        elif isinstance(layer, ConvTranspose2d):
+            x, cache = L.conv_transpose2d_forward(layer, lp, x)
+        elif isinstance(layer, BatchNorm):
+            x, cache = L.batch_norm_forward(layer, lp, x, use_batch_stats=(bn == "batch"))
+            if bn == "batch":
+                for k, v in L.batch_norm_running_update(layer, lp, cache).items():
+                    run.running[f"{prefix}.{i}.{k}"] = v
+        else:
+            x, cache = L.activation_forward(layer, x)
+        run.caches.append(cache)
+    return x, run
+
+
+def net_backward(net: NetSpec, params: Params, prefix: str, run: NetRun, dy: np.ndarray) -> tuple[np.ndarray, Params]:
+    grads: Params = {}
+    for i in reversed(range(len(net.layers))):
+        layer, cache = net.layers[i], run.caches[i]
+        lp = _layer_params(params, f"{prefix}.{i}.")
+        if isinstance(layer, Dense):
+            dy, g = L.dense_backward(layer, lp, cache, dy)
+        elif isinstance(layer, Conv2d):
+            dy, g = L.conv2d_backward(layer, lp, cache, dy)
+        elif isinstance(layer, ConvTranspose2d):
+            dy, g = L.conv_transpose2d_backward(layer, lp, cache, dy)
+        elif isinstance(layer, BatchNorm):
+            dy, g = L.batch_norm_backward(layer, lp, cache, dy)
+        else:
+            dy, g = L.activation_backward(layer, cache, dy), {}
+        for k, v in g.items():
+            grads[f"{prefix}.{i}.{k}"] = v
+    return dy, grads
+
+
+def adam_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, step: int, opt: AdamSpec):
+    """PyTorch's Adam: ``p -= lr * m_hat / (sqrt(v_hat) + eps)`` (eps AFTER bias correction)."""
+    m = opt.beta1 * m + (1 - opt.beta1) * g
+    v = opt.beta2 * v + (1 - opt.beta2) * g * g
+    m_hat = m / (1 - opt.beta1**step)
+    v_hat = v / (1 - opt.beta2**step)
+    return p - opt.lr * m_hat / (np.sqrt(v_hat) + opt.eps), m, v
+
+
+@dataclass
+class DStep:
+    fake: np.ndarray
+    run_g: NetRun  # G's forward caches, reused by the G step's backward
+    loss_D: float
+    D_x: float
+    D_G_z1: float
+    grads: Params
+
+
+@dataclass
+class GStep:
+    loss_G: float
+    D_G_z2: float
+    grads: Params
+
+
+@dataclass
+class OracleState:
+    spec: GANSpec
+    params: Params
+    opt: OptState
+
+
+class OracleBackend(Backend):
+    name = "oracle"
+
+    def versions(self) -> dict[str, str]:
+        return {"numpy": np.__version__}
+
+    def build(self, spec: GANSpec, params: Params, opt_state: OptState | None, options: BuildOptions) -> OracleState:
+        params = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
+        opt = copy_opt_state(opt_state if opt_state is not None else zero_opt_state(spec), np.float64)
+        return OracleState(spec, params, opt)
+
+    def generate(self, state: OracleState, z: np.ndarray, bn: str = "batch") -> np.ndarray:
+        return net_forward(state.spec.generator, state.params, "G", np.asarray(z, np.float64), bn)[0]
+
+    def discriminate(self, state: OracleState, x: np.ndarray, bn: str = "batch") -> np.ndarray:
+        out = net_forward(state.spec.discriminator, state.params, "D", np.asarray(x, np.float64), bn)[0]
+        return out.reshape(out.shape[0])
+
+    def train_step(self, state: OracleState, real: np.ndarray, z: np.ndarray | None, with_grads: bool = False) -> StepOutput:
+        if z is None:
+            raise ValueError("the oracle has no device RNG: pass z (parity mode)")
+        d = self.d_step(state, real, z)
+        self.adam_step(state, "D", d.grads)
+        g = self.g_step(state, d)
+        self.adam_step(state, "G", g.grads)
+        return StepOutput(
+            loss_D=d.loss_D, loss_G=g.loss_G, D_x=d.D_x, D_G_z1=d.D_G_z1, D_G_z2=g.D_G_z2,
+            grads={**g.grads, **d.grads} if with_grads else None,
+        )
+
+    def d_step(self, state: OracleState, real: np.ndarray, z: np.ndarray) -> "DStep":
+        """D(real), G(z), D(fake.detach()); running stats advance after each forward. No Adam."""
+        spec, p, loss = state.spec, state.params, state.spec.loss
+        G, D = spec.generator, spec.discriminator
+        out_real, run_real = net_forward(D, p, "D", np.asarray(real, np.float64))
+        p.update(run_real.running)
+        fake, run_g = net_forward(G, p, "G", np.asarray(z, np.float64))
+        p.update(run_g.running)
+        out_fake, run_fake = net_forward(D, p, "D", fake)
+        p.update(run_fake.running)
+        l_real, d_real = L.bce_with_logits(out_real, loss.real_label, loss.reduction)
+        l_fake, d_fake = L.bce_with_logits(out_fake, loss.fake_label, loss.reduction)
+        _, g_real = net_backward(D, p, "D", run_real, loss.d_loss_scale * d_real)
+        _, g_fake = net_backward(D, p, "D", run_fake, loss.d_loss_scale * d_fake)
+        return DStep(
+            fake=fake, run_g=run_g,
+            loss_D=loss.d_loss_scale * (l_real + l_fake),
+            D_x=float(L.sigmoid(out_real).mean()), D_G_z1=float(L.sigmoid(out_fake).mean()),
+            grads={k: g_real[k] + g_fake[k] for k in g_real},
+        )
+
+    def g_step(self, state: OracleState, d: "DStep") -> "GStep":
+        """D (as it is now, i.e. after its step) on the SAME fake; gradient through D into G. No Adam."""
+        spec, p, loss = state.spec, state.params, state.spec.loss
+        out_gen, run_gen = net_forward(spec.discriminator, p, "D", d.fake)
+        p.update(run_gen.running)
+        l_gen, d_gen = L.bce_with_logits(out_gen, loss.real_label, loss.reduction)
+        d_fake_img, _ = net_backward(spec.discriminator, p, "D", run_gen, d_gen)
+        _, grads_G = net_backward(spec.generator, p, "G", d.run_g, d_fake_img)
+        return GStep(loss_G=l_gen, D_G_z2=float(L.sigmoid(out_gen).mean()), grads=grads_G)
+
+    def adam_step(self, state: OracleState, net: str, grads: Params) -> None:
+        cfg = state.spec.train.optim_G if net == "G" else state.spec.train.optim_D
+        adam = state.opt[net]
+        adam.step += 1
+        for name in trainable_names(state.spec, net):
+            state.params[name], adam.m[name], adam.v[name] = adam_update(
+                state.params[name], grads[name], adam.m[name], adam.v[name], adam.step, cfg
+            )
+
+    def export_params(self, state: OracleState) -> tuple[Params, OptState]:
+        return {k: v.copy() for k, v in state.params.items()}, copy_opt_state(state.opt)

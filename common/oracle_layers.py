@@ -1,0 +1,191 @@
+"""Float64 NumPy layers with hand-written backward passes: the oracle's arithmetic.
+
+Written from the definitions, not from any framework:
+
+* conv2d:  ``y[n,o,i,j] = sum_{c,a,b} x_pad[n,c,i*s+a,j*s+b] w[o,c,a,b] + bias[o]``
+* conv_transpose2d (scatter definition, weight ``(in, out, k, k)``):
+  ``full[n,o,i*s+a,j*s+b] += x[n,c,i,j] w[c,o,a,b]``, then crop ``p`` per side
+* batch norm (train): normalise with the biased batch variance; the running
+  variance is updated with the unbiased one (PyTorch semantics).
+
+Every backward is checked against central finite differences in the tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .spec import BatchNorm, Conv2d, ConvTranspose2d, Dense, LeakyReLU, ReLU, Tanh
+
+Cache = dict[str, Any]
+
+
+def _windows(x: np.ndarray, k: int, s: int) -> np.ndarray:
+    """``(N, C, H, W)`` -> ``(N, C, Ho, Wo, k, k)`` strided view (no copy)."""
+    return sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::s, ::s]
+
+
+# -- dense -------------------------------------------------------------------
+
+
+def dense_forward(layer: Dense, p: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, Cache]:
+    y = x @ p["weight"].T
+    if layer.bias:
+        y = y + p["bias"]
+    return y, {"x": x}
+
+
+def dense_backward(layer: Dense, p, cache: Cache, dy: np.ndarray):
+    grads = {"weight": dy.T @ cache["x"]}
+    if layer.bias:
+        grads["bias"] = dy.sum(axis=0)
+    return dy @ p["weight"], grads
+
+
+# -- conv2d ------------------------------------------------------------------
+
+
+def conv2d_forward(layer: Conv2d, p, x: np.ndarray):
+    k, s, pad = layer.kernel, layer.stride, layer.padding
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    win = _windows(xp, k, s)
+    y = np.tensordot(win, p["weight"], axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2)
+    if layer.bias:
+        y = y + p["bias"][None, :, None, None]
+    return np.ascontiguousarray(y), {"xp_shape": xp.shape, "win": win}
+
+
+def conv2d_backward(layer: Conv2d, p, cache: Cache, dy: np.ndarray):
+    k, s, pad = layer.kernel, layer.stride, layer.padding
+    w = p["weight"]
+    grads = {"weight": np.tensordot(dy, cache["win"], axes=([0, 2, 3], [0, 2, 3]))}
+    if layer.bias:
+        grads["bias"] = dy.sum(axis=(0, 2, 3))
+    n, _, ho, wo = dy.shape
+    dxp = np.zeros(cache["xp_shape"])
+    for a in range(k):
+        for b in range(k):
+            # contribution of kernel tap (a, b): dy[n,o,i,j] * w[o,c,a,b] -> x_pad[n,c,i*s+a,j*s+b]
+            dxp[:, :, a : a + s * ho : s, b : b + s * wo : s] += np.einsum("nohw,oc->nchw", dy, w[:, :, a, b])
+    h, wd = dxp.shape[2] - 2 * pad, dxp.shape[3] - 2 * pad
+    return dxp[:, :, pad : pad + h, pad : pad + wd], grads
+
+
+# -- conv transpose 2d ---------------------------------------------------------
+
+
+def conv_transpose2d_forward(layer: ConvTranspose2d, p, x: np.ndarray):
+    k, s, pad = layer.kernel, layer.stride, layer.padding
+    w = p["weight"]  # (in, out, k, k)
+    n, _, h, wd = x.shape
+    hf, wf = (h - 1) * s + k, (wd - 1) * s + k
+    full = np.zeros((n, layer.out_channels, hf, wf))
+    for a in range(k):
+        for b in range(k):
+            full[:, :, a : a + s * h : s, b : b + s * wd : s] += np.einsum("nchw,co->nohw", x, w[:, :, a, b])
+    y = full[:, :, pad : hf - pad, pad : wf - pad]
+    if layer.bias:
+        y = y + p["bias"][None, :, None, None]
+    return np.ascontiguousarray(y), {"x": x, "full_shape": full.shape}
+
+
+def conv_transpose2d_backward(layer: ConvTranspose2d, p, cache: Cache, dy: np.ndarray):
+    k, s, pad = layer.kernel, layer.stride, layer.padding
+    x = cache["x"]
+    dfull = np.pad(dy, ((0, 0), (0, 0), (pad, pad), (pad, pad)))  # the cropped border had zero gradient
+    win = _windows(dfull, k, s)  # (N, out, H, W, k, k): the taps each input pixel scattered to
+    dx = np.tensordot(win, p["weight"], axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2)
+    grads = {"weight": np.tensordot(x, win, axes=([0, 2, 3], [0, 2, 3]))}
+    if layer.bias:
+        grads["bias"] = dy.sum(axis=(0, 2, 3))
+    return np.ascontiguousarray(dx), grads
+
+
+# -- batch norm --------------------------------------------------------------
+
+
+def _bn_axes(x: np.ndarray) -> tuple[int, ...]:
+    return (0,) if x.ndim == 2 else (0, 2, 3)
+
+
+def _bshape(x: np.ndarray) -> tuple[int, ...]:
+    return (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
+
+
+def batch_norm_forward(layer: BatchNorm, p, x: np.ndarray, *, use_batch_stats: bool = True):
+    axes, bs = _bn_axes(x), _bshape(x)
+    if use_batch_stats:
+        mean = x.mean(axis=axes)
+        var = ((x - mean.reshape(bs)) ** 2).mean(axis=axes)  # biased: used to normalise
+    else:
+        mean, var = p["running_mean"], p["running_var"]
+    inv_std = 1.0 / np.sqrt(var + layer.eps)
+    xhat = (x - mean.reshape(bs)) * inv_std.reshape(bs)
+    y = xhat * p["weight"].reshape(bs) + p["bias"].reshape(bs)
+    count = x.size // x.shape[1]
+    return y, {"xhat": xhat, "inv_std": inv_std, "mean": mean, "var": var, "count": count}
+
+
+def batch_norm_running_update(layer: BatchNorm, p, cache: Cache) -> dict[str, np.ndarray]:
+    """PyTorch: ``running = (1-m) running + m stat`` with the UNBIASED variance."""
+    m, n = layer.momentum, cache["count"]
+    unbiased = cache["var"] * n / max(n - 1, 1)
+    return {
+        "running_mean": (1 - m) * p["running_mean"] + m * cache["mean"],
+        "running_var": (1 - m) * p["running_var"] + m * unbiased,
+    }
+
+
+def batch_norm_backward(layer: BatchNorm, p, cache: Cache, dy: np.ndarray):
+    axes, bs = _bn_axes(dy), _bshape(dy)
+    xhat, inv_std, n = cache["xhat"], cache["inv_std"], cache["count"]
+    grads = {"weight": (dy * xhat).sum(axis=axes), "bias": dy.sum(axis=axes)}
+    dxhat = dy * p["weight"].reshape(bs)
+    dx = (inv_std.reshape(bs) / n) * (
+        n * dxhat - dxhat.sum(axis=axes).reshape(bs) - xhat * (dxhat * xhat).sum(axis=axes).reshape(bs)
+    )
+    return dx, grads
+
+
+# -- activations ---------------------------------------------------------------
+
+
+def activation_forward(layer, x: np.ndarray):
+    if isinstance(layer, ReLU):
+        return np.maximum(x, 0.0), {"x": x}
+    if isinstance(layer, LeakyReLU):
+        return np.where(x > 0, x, layer.slope * x), {"x": x}
+    if isinstance(layer, Tanh):
+        y = np.tanh(x)
+        return y, {"y": y}
+    raise TypeError(f"not an activation: {layer!r}")
+
+
+def activation_backward(layer, cache: Cache, dy: np.ndarray) -> np.ndarray:
+    if isinstance(layer, ReLU):
+        return dy * (cache["x"] > 0)
+    if isinstance(layer, LeakyReLU):
+        return dy * np.where(cache["x"] > 0, 1.0, layer.slope)
+    return dy * (1.0 - cache["y"] ** 2)  # Tanh
+
+
+# -- loss ----------------------------------------------------------------------
+
+
+def bce_with_logits(logits: np.ndarray, target: float, reduction: str) -> tuple[float, np.ndarray]:
+    """``max(x,0) - x t + log(1 + exp(-|x|))`` per example; gradient ``sigmoid(x) - t``."""
+    x = logits.reshape(logits.shape[0])
+    per = np.maximum(x, 0.0) - x * target + np.log1p(np.exp(-np.abs(x)))
+    grad = sigmoid(x) - target
+    if reduction == "mean":
+        return float(per.mean()), (grad / x.shape[0]).reshape(logits.shape)
+    return float(per.sum()), grad.reshape(logits.shape)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    # Two branches avoid overflow in exp for large |x|.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))

@@ -1,0 +1,49 @@
+"""Backend names -> implementations, imported lazily (each lives in its own env)."""
+
+from __future__ import annotations
+
+import importlib
+
+from .errors import BackendUnavailable, GanSuiteError
+from .protocol import Backend
+
+#: name -> (module, the framework package it needs, the tox env that installs it)
+BACKENDS: dict[str, tuple[str, str, str]] = {
+    "oracle": ("gansuite.common.oracle", "numpy", "any"),
+    "torch": ("gansuite.backends.torch", "torch", "torch"),
+    "jax": ("gansuite.backends.jax", "jax", "jax"),
+    "tensorflow": ("gansuite.backends.tensorflow", "tensorflow", "tensorflow"),
+    "mxnet": ("gansuite.backends.mxnet", "mxnet", "mxnet"),
+}
+FRAMEWORK_BACKENDS = tuple(n for n in BACKENDS if n != "oracle")
+
+
+def get_backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise GanSuiteError(f"backend: unknown backend {name!r}; allowed: {', '.join(BACKENDS)}")
+    module_name, package, env = BACKENDS[name]
+    if name == "oracle":
+        from .oracle import OracleBackend
+
+        return OracleBackend()
+    try:
+        importlib.import_module(package)
+    except ImportError:
+        raise BackendUnavailable(
+            f"backend: {name!r} needs the {package!r} package, which is not installed in this environment; "
+            f"run it in its tox env (`tox -e {env}`) or `pip install 'gansuite[{env}]'`"
+        ) from None
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise BackendUnavailable(f"backend: {name!r} is not part of this installation ({err})") from None
+    return module.Backend()
+
+
+def available(name: str) -> tuple[bool, str | None]:
+    """(True, None) if the backend imports here, else (False, the one-line reason)."""
+    try:
+        get_backend(name)
+    except GanSuiteError as err:
+        return False, str(err)
+    return True, None

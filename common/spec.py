@@ -1,0 +1,495 @@
+"""A GAN described as data: frozen, validated dataclasses.
+
+Every backend builds its networks from a :class:`GANSpec`, so a model is defined
+once for all frameworks. Conventions fixed here (and converted per framework in
+each backend's ``layout.py``):
+
+* Shapes are per example, channels first: ``(C, H, W)`` for images, ``(F,)`` for
+  vectors. The batch axis is never part of a spec shape.
+* ``BatchNorm.momentum`` uses PyTorch's convention: the weight on the NEW batch
+  statistic, ``running = (1 - momentum) * running + momentum * batch_stat``.
+  Keras, Flax and MXNet put their momentum on the OLD value (=> 1 - momentum).
+* ``ConvTranspose2d.padding`` is PyTorch's ``p``: it crops ``p`` pixels from each
+  side of the full transposed convolution, ``out = (in - 1) * stride - 2p + k``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Mapping, Sequence, Union
+
+from .errors import SpecError
+
+# ---------------------------------------------------------------------------
+# validation helpers
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise SpecError(name, f"must be a positive integer, got {value!r}")
+
+
+def _nonneg_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SpecError(name, f"must be a non-negative integer, got {value!r}")
+
+
+def _positive_float(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise SpecError(name, f"must be a positive number, got {value!r}")
+
+
+def _unit_interval(name: str, value: Any) -> None:
+    """[0, 1): Adam's betas and a BatchNorm momentum of exactly 1 are degenerate."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise SpecError(name, f"must be in [0, 1), got {value!r}")
+
+
+def _choice(name: str, value: Any, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise SpecError(name, f"must be one of {', '.join(allowed)}; got {value!r}")
+
+
+# ---------------------------------------------------------------------------
+# layers
+
+
+@dataclass(frozen=True)
+class Dense:
+    """Fully connected layer, canonical weight ``(out, in)`` as in ``torch.nn.Linear``."""
+
+    in_features: int
+    out_features: int
+    bias: bool = True
+    kind: ClassVar[str] = "dense"
+
+    def __post_init__(self) -> None:
+        _positive_int("in_features", self.in_features)
+        _positive_int("out_features", self.out_features)
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if shape != (self.in_features,):
+            raise SpecError("in_features", f"is {self.in_features} but the input shape is {shape}")
+        return (self.out_features,)
+
+
+@dataclass(frozen=True)
+class Conv2d:
+    """2-D convolution, canonical weight OIHW, explicit symmetric padding."""
+
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+    bias: bool = False
+    kind: ClassVar[str] = "conv2d"
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "out_channels", "kernel", "stride"):
+            _positive_int(name, getattr(self, name))
+        _nonneg_int("padding", self.padding)
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shape) != 3 or shape[0] != self.in_channels:
+            raise SpecError("in_channels", f"is {self.in_channels} but the input shape is {shape}")
+        _, h, w = shape
+        out = [(s + 2 * self.padding - self.kernel) // self.stride + 1 for s in (h, w)]
+        if min(out) <= 0:
+            raise SpecError("kernel", f"kernel {self.kernel} with padding {self.padding} does not fit input {shape}")
+        return (self.out_channels, out[0], out[1])
+
+
+@dataclass(frozen=True)
+class ConvTranspose2d:
+    """Transposed convolution, canonical weight ``(in, out, kh, kw)``, PyTorch padding ``p``."""
+
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+    bias: bool = False
+    kind: ClassVar[str] = "conv_transpose2d"
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "out_channels", "kernel", "stride"):
+            _positive_int(name, getattr(self, name))
+        _nonneg_int("padding", self.padding)
+        if self.padding > self.kernel - 1:
+            raise SpecError("padding", f"must be <= kernel - 1 = {self.kernel - 1}, got {self.padding}")
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shape) != 3 or shape[0] != self.in_channels:
+            raise SpecError("in_channels", f"is {self.in_channels} but the input shape is {shape}")
+        _, h, w = shape
+        out = [(s - 1) * self.stride - 2 * self.padding + self.kernel for s in (h, w)]
+        return (self.out_channels, out[0], out[1])
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    """Batch normalisation over the channel axis (axis 1 of NCHW or of (N, F)).
+
+    ``momentum`` is PyTorch's (weight on the new statistic). In train mode the
+    output is normalised with the BIASED batch variance while ``running_var`` is
+    updated with the UNBIASED one (PyTorch semantics, which the spec adopts).
+    """
+
+    num_features: int
+    eps: float = 1e-5
+    momentum: float = 0.1
+    kind: ClassVar[str] = "batch_norm"
+
+    def __post_init__(self) -> None:
+        _positive_int("num_features", self.num_features)
+        _positive_float("eps", self.eps)
+        _unit_interval("momentum", self.momentum)
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if shape[0] != self.num_features:
+            raise SpecError("num_features", f"is {self.num_features} but the input has {shape[0]} channels")
+        return shape
+
+
+@dataclass(frozen=True)
+class ReLU:
+    kind: ClassVar[str] = "relu"
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape
+
+
+@dataclass(frozen=True)
+class LeakyReLU:
+    """Leaky ReLU. The slope has no default on purpose: every framework's differs."""
+
+    slope: float
+    kind: ClassVar[str] = "leaky_relu"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.slope, bool) or not isinstance(self.slope, (int, float)) or not 0 <= self.slope < 1:
+            raise SpecError("slope", f"must be in [0, 1), got {self.slope!r}")
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape
+
+
+@dataclass(frozen=True)
+class Tanh:
+    kind: ClassVar[str] = "tanh"
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape
+
+
+Layer = Union[Dense, Conv2d, ConvTranspose2d, BatchNorm, ReLU, LeakyReLU, Tanh]
+LAYER_KINDS: dict[str, type] = {
+    cls.kind: cls for cls in (Dense, Conv2d, ConvTranspose2d, BatchNorm, ReLU, LeakyReLU, Tanh)
+}
+PARAM_LAYERS = (Dense, Conv2d, ConvTranspose2d, BatchNorm)
+
+
+# ---------------------------------------------------------------------------
+# networks and training settings
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """A feed-forward stack: per-example input shape and the layers in order.
+
+    The last layer of a discriminator is linear: it outputs a logit, and the loss
+    is BCE-with-logits (the tutorial's Sigmoid + BCELoss, computed stably).
+    """
+
+    input_shape: tuple[int, ...]
+    layers: tuple[Layer, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_shape", tuple(self.input_shape))
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if not self.input_shape:
+            raise SpecError("input_shape", "must not be empty")
+        for i, s in enumerate(self.input_shape):
+            _positive_int(f"input_shape[{i}]", s)
+        if not self.layers:
+            raise SpecError("layers", "must hold at least one layer")
+        self.shapes()  # raises on the first layer that does not fit
+
+    def shapes(self) -> list[tuple[int, ...]]:
+        """Per-example shape after each layer (index i = output of layer i)."""
+        shape, out = self.input_shape, []
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, tuple(LAYER_KINDS.values())):
+                raise SpecError(f"layers[{i}]", f"unknown layer {layer!r}; allowed: {', '.join(LAYER_KINDS)}")
+            if isinstance(layer, Dense) and len(shape) != 1:
+                raise SpecError(f"layers[{i}].in_features", f"a dense layer needs a flat input, got shape {shape}")
+            try:
+                shape = layer.output_shape(shape)
+            except SpecError as err:
+                raise err.under(f"layers[{i}]") from None
+            out.append(shape)
+        return out
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.shapes()[-1]
+
+
+@dataclass(frozen=True)
+class AdamSpec:
+    """Adam in PyTorch's form: ``p -= lr * m_hat / (sqrt(v_hat) + eps)``.
+
+    Keras and MXNet add eps to ``sqrt(v)`` before bias correction ("eps-hat");
+    backends convert. No weight decay, no AMSGrad (both off in every seed).
+    """
+
+    lr: float
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        _positive_float("lr", self.lr)
+        _unit_interval("beta1", self.beta1)
+        _unit_interval("beta2", self.beta2)
+        _positive_float("eps", self.eps)
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """BCE-with-logits on D's output.
+
+    ``reduction`` over the batch ('sum' in d2l, 'mean' in the tutorial);
+    ``loss_D = d_loss_scale * (BCE(D(x), real) + BCE(D(G(z)), fake))``
+    (d2l halves it: 0.5; the tutorial adds errD_real + errD_fake: 1.0).
+    """
+
+    reduction: str = "mean"
+    d_loss_scale: float = 1.0
+    real_label: float = 1.0
+    fake_label: float = 0.0
+
+    def __post_init__(self) -> None:
+        _choice("reduction", self.reduction, ("mean", "sum"))
+        _positive_float("d_loss_scale", self.d_loss_scale)
+        for name in ("real_label", "fake_label"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                raise SpecError(name, f"must be in [0, 1], got {v!r}")
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    """How ``init_params`` draws parameters (numpy PCG64, float64)."""
+
+    weight_std: float = 0.02
+    bias: str = "normal"  # "normal": N(0, weight_std) (d2l); "zero"
+    bn_weight_mean: float = 1.0
+    bn_weight_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        _positive_float("weight_std", self.weight_std)
+        _choice("bias", self.bias, ("normal", "zero"))
+        _positive_float("bn_weight_std", self.bn_weight_std)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    batch_size: int
+    epochs: int
+    optim_G: AdamSpec
+    optim_D: AdamSpec
+    drop_last: bool = False  # both seeds' DataLoaders keep the last partial batch
+
+    def __post_init__(self) -> None:
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("epochs", self.epochs)
+        if not isinstance(self.drop_last, bool):
+            raise SpecError("drop_last", f"must be true or false, got {self.drop_last!r}")
+
+
+DATA_KINDS = ("gaussian", "shapes", "idx", "image_folder")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where real examples come from.
+
+    * ``gaussian``: ``N(0,1)^(n x 2) @ A + b`` (d2l 20.1).
+    * ``shapes``: procedurally drawn shapes (offline default for DCGAN).
+    * ``idx``: MNIST/FashionMNIST IDX images (.gz or raw) in ``path``.
+    * ``image_folder``: jpg/png files under ``path`` (CelebA-style).
+    Images are resized (shorter side) and centre-cropped to ``image_size`` and
+    scaled to [-1, 1], as the tutorial's transforms do.
+    """
+
+    kind: str
+    n_examples: int = 1000
+    path: str = ""
+    image_size: int = 64
+    channels: int = 3
+    gaussian_A: tuple[tuple[float, float], ...] = ((1.0, 2.0), (-0.1, 0.5))
+    gaussian_b: tuple[float, ...] = (1.0, 2.0)
+
+    def __post_init__(self) -> None:
+        _choice("kind", self.kind, DATA_KINDS)
+        _positive_int("n_examples", self.n_examples)
+        _positive_int("image_size", self.image_size)
+        _choice("channels", self.channels, (1, 3))
+        object.__setattr__(self, "gaussian_A", tuple(tuple(float(v) for v in row) for row in self.gaussian_A))
+        object.__setattr__(self, "gaussian_b", tuple(float(v) for v in self.gaussian_b))
+        if len(self.gaussian_A) != 2 or any(len(r) != 2 for r in self.gaussian_A):
+            raise SpecError("gaussian_A", "must be a 2x2 matrix")
+        if len(self.gaussian_b) != 2:
+            raise SpecError("gaussian_b", "must have 2 entries")
+        if self.kind in ("idx", "image_folder") and not self.path:
+            raise SpecError("path", f"is required for data kind {self.kind!r} (give --data PATH)")
+
+    def example_shape(self) -> tuple[int, ...]:
+        if self.kind == "gaussian":
+            return (2,)
+        return (self.channels, self.image_size, self.image_size)
+
+
+@dataclass(frozen=True)
+class GANSpec:
+    name: str
+    source: str
+    generator: NetSpec
+    discriminator: NetSpec
+    loss: LossSpec
+    train: TrainSpec
+    init: InitSpec
+    data: DataSpec
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise SpecError("name", "must not be empty")
+        g_out = self.generator.output_shape
+        if g_out != self.discriminator.input_shape:
+            raise SpecError(
+                "discriminator.input_shape",
+                f"is {self.discriminator.input_shape} but the generator outputs {g_out}",
+            )
+        if self.data.example_shape() != g_out:
+            raise SpecError("data", f"examples have shape {self.data.example_shape()} but the generator outputs {g_out}")
+        d_out = self.discriminator.output_shape
+        if int(_prod(d_out)) != 1:
+            raise SpecError("discriminator.layers", f"must end in one logit per example, got shape {d_out}")
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return self.generator.input_shape
+
+    @property
+    def latent_dim(self) -> int:
+        return int(_prod(self.latent_shape))
+
+    @property
+    def has_batch_norm(self) -> bool:
+        return any(isinstance(l, BatchNorm) for net in (self.generator, self.discriminator) for l in net.layers)
+
+    # -- serialisation ------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> "GANSpec":
+        return _from_plain(GANSpec, d, "")
+
+    @staticmethod
+    def from_json(text: str) -> "GANSpec":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SpecError("spec", f"is not valid JSON ({err.msg} at line {err.lineno})") from None
+        return GANSpec.from_dict(d)
+
+    @staticmethod
+    def from_toml(text: str) -> "GANSpec":
+        import tomllib
+
+        try:
+            d = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise SpecError("spec", f"is not valid TOML ({err})") from None
+        return GANSpec.from_dict(d)
+
+
+def _prod(shape: Sequence[int]) -> int:
+    out = 1
+    for s in shape:
+        out *= s
+    return out
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        out: dict[str, Any] = {}
+        if hasattr(type(obj), "kind") and type(obj) in LAYER_KINDS.values():
+            out["kind"] = obj.kind
+        for f in fields(obj):
+            out[f.name] = _to_plain(getattr(obj, f.name))
+        return out
+    if isinstance(obj, tuple):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _field_type(cls: type, name: str) -> Any:
+    return {
+        (GANSpec, "generator"): NetSpec,
+        (GANSpec, "discriminator"): NetSpec,
+        (GANSpec, "loss"): LossSpec,
+        (GANSpec, "train"): TrainSpec,
+        (GANSpec, "init"): InitSpec,
+        (GANSpec, "data"): DataSpec,
+        (TrainSpec, "optim_G"): AdamSpec,
+        (TrainSpec, "optim_D"): AdamSpec,
+    }.get((cls, name))
+
+
+def _from_plain(cls: type, d: Any, path: str) -> Any:
+    where = path or "spec"
+    if not isinstance(d, Mapping):
+        raise SpecError(where, f"must be a table/object, got {type(d).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known - ({"kind"} if cls in LAYER_KINDS.values() else set()))
+    if unknown:
+        raise SpecError(where, f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in d:
+            continue
+        sub = f"{path}.{f.name}" if path else f.name
+        value = d[f.name]
+        nested = _field_type(cls, f.name)
+        if nested is not None:
+            value = _from_plain(nested, value, sub)
+        elif cls is NetSpec and f.name == "layers":
+            value = tuple(_layer_from_plain(v, f"{sub}[{i}]") for i, v in enumerate(value))
+        elif isinstance(value, list):
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        kwargs[f.name] = value
+    try:
+        return cls(**kwargs)
+    except SpecError as err:
+        raise err.under(path) if path else err from None
+    except TypeError as err:  # a required key is missing
+        raise SpecError(where, str(err).split(") ", 1)[-1].replace("__init__() ", "")) from None
+
+
+def _layer_from_plain(d: Any, path: str) -> Layer:
+    if not isinstance(d, Mapping) or "kind" not in d:
+        raise SpecError(path, f"a layer needs a 'kind'; allowed: {', '.join(LAYER_KINDS)}")
+    kind = d["kind"]
+    if kind not in LAYER_KINDS:
+        raise SpecError(f"{path}.kind", f"unknown layer {kind!r}; allowed: {', '.join(LAYER_KINDS)}")
+    return _from_plain(LAYER_KINDS[kind], d, path)

@@ -1,0 +1,84 @@
+"""The shared random streams: batch order and latent noise, by iteration number.
+
+Every stream is keyed by ``SeedSequence([seed, stream id, index])``, so any
+iteration's batch and noise can be produced directly (no replay), which is what
+makes resume exact and lets every backend train on the same numbers.
+
+* order:  one permutation of the dataset per epoch (``shuffle=True``),
+* noise:  ``z ~ N(0, 1)`` of shape ``(B, *latent_shape)`` per iteration, where
+          ``B`` is that iteration's real batch size (the last one may be short),
+* fixed:  the fixed noise used for sample grids (the tutorial's fixed_noise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from .data import Dataset, load_dataset
+from .spec import GANSpec
+
+STREAM_ORDER = 3
+STREAM_NOISE = 4
+STREAM_FIXED = 5
+
+
+def _rng(*words: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(w) for w in words])))
+
+
+@dataclass(frozen=True)
+class Batch:
+    iteration: int
+    epoch: int
+    real: np.ndarray  # float64, (B, *example_shape)
+    z: np.ndarray  # float64, (B, *latent_shape)
+
+
+class Streams:
+    def __init__(self, spec: GANSpec, seed: int, dataset: Dataset | None = None):
+        self.spec = spec
+        self.seed = int(seed)
+        self.dataset = dataset if dataset is not None else load_dataset(spec.data, seed)
+        bs, n = spec.train.batch_size, self.dataset.n
+        self.iterations_per_epoch = n // bs if spec.train.drop_last else -(-n // bs)
+        if self.iterations_per_epoch == 0:
+            from .errors import SpecError
+
+            raise SpecError("train.batch_size", f"{bs} exceeds the dataset size {n} with drop_last=true")
+        self.total_iterations = self.iterations_per_epoch * spec.train.epochs
+        self._perm_epoch = -1
+        self._perm = np.empty(0, dtype=np.int64)
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._perm_epoch:
+            self._perm = _rng(self.seed, STREAM_ORDER, epoch).permutation(self.dataset.n)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def indices(self, iteration: int) -> np.ndarray:
+        epoch, k = divmod(int(iteration), self.iterations_per_epoch)
+        bs = self.spec.train.batch_size
+        return self.permutation(epoch)[k * bs : (k + 1) * bs]
+
+    def real(self, iteration: int) -> np.ndarray:
+        return self.dataset.get(self.indices(iteration))
+
+    def noise(self, iteration: int, batch_size: int | None = None) -> np.ndarray:
+        if batch_size is None:
+            batch_size = len(self.indices(iteration))
+        return _rng(self.seed, STREAM_NOISE, iteration).standard_normal((batch_size, *self.spec.latent_shape))
+
+    def batch(self, iteration: int) -> Batch:
+        real = self.real(iteration)
+        return Batch(iteration, iteration // self.iterations_per_epoch, real, self.noise(iteration, len(real)))
+
+    def iterate(self, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
+        stop = self.total_iterations if stop is None else stop
+        for it in range(start, stop):
+            yield self.batch(it)
+
+    def fixed_noise(self, n: int = 64) -> np.ndarray:
+        return _rng(self.seed, STREAM_FIXED).standard_normal((n, *self.spec.latent_shape))

@@ -1,0 +1,56 @@
+"""Every parity tolerance, in one place, with the reason for its size.
+
+Error measure (``common.parity.rel_err``): per tensor, ``max|a - ref| / max|ref|``,
+i.e. the worst element error in units of that tensor's scale. Elementwise
+relative error is meaningless where a tensor crosses zero; the tensor scale is
+what a roundoff bound is proportional to.
+
+float32 (unit roundoff u = 2^-24 ~ 6e-8):
+* forward: a conv output is a sum of up to C*k*k = 512*16 = 8192 products and
+  passes through <= 5 conv/BN stages; a random-walk bound sqrt(8192) * u * 5
+  ~ 3e-5 is pessimistic, the measured PyTorch error is 3e-7 (G) and 6e-7 (D) on
+  dcgan-tiny: 1e-5 leaves headroom for other kernels' summation orders.
+* gradients: weight gradients reduce over B*H*W (16*32*32 = 16384 terms for
+  dcgan-tiny), then flow back through BN whose backward subtracts two means
+  (cancellation): measured 9e-6 on dcgan-tiny; 5e-5 ~ 6x that.
+* losses and D(x) means: scalar reductions of the forward: 1e-5.
+* Adam: checked on its own (the backend's parameters after one step vs the
+  oracle's Adam applied to the backend's OWN gradients), because Adam's first
+  step is ``lr * g / (|g| + eps)``: for |g| near eps it turns any gradient
+  roundoff into an O(lr) change, so an end-to-end parameter bound would measure
+  gradient conditioning, not the port. Elementwise update, a few roundings: 1e-6.
+* BN running statistics: forward quantities (means, variances): 1e-5.
+
+float64 (u ~ 1.1e-16): the same reasoning scaled by 2^-29; measured 2e-16..3e-14
+for PyTorch; 1e-12 everywhere (also end-to-end parameters, where the Adam
+amplification stays far below it).
+
+Trajectories: the "divergence horizon" is the first iteration whose relative
+error exceeds ``DIVERGENCE_THRESHOLD``.
+"""
+
+from __future__ import annotations
+
+TOLERANCES: dict[str, dict[str, float]] = {
+    "float32": {
+        "forward": 1e-5,
+        "loss": 1e-5,
+        "grad": 5e-5,
+        "adam": 1e-6,
+        "running_stats": 1e-5,
+    },
+    "float64": {
+        "forward": 1e-12,
+        "loss": 1e-12,
+        "grad": 1e-12,
+        "adam": 1e-12,
+        "running_stats": 1e-12,
+        "params": 1e-12,
+    },
+}
+
+DIVERGENCE_THRESHOLD = 1e-3
+
+
+def tolerance(dtype: str, quantity: str) -> float:
+    return TOLERANCES[dtype][quantity]
