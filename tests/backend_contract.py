@@ -1,0 +1,186 @@
+"""The tests every backend must pass, written once.
+
+A backend's test file subclasses :class:`BackendContract` and sets
+``backend_name``; nothing else. All numbers are asserted against the float64
+oracle (common/oracle.py) with the tolerances of common/tolerances.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gansuite.common.metrics import gaussian_report
+from gansuite.common.oracle import OracleBackend
+from gansuite.common.parity import check_forward, check_one_step, failures
+from gansuite.common.params import init_params, param_shapes
+from gansuite.common.presets import preset
+from gansuite.common.protocol import BuildOptions
+from gansuite.common.registry import get_backend
+from gansuite.common.streams import Streams
+from gansuite.common.trace import load_trace, run_trace, save_trace
+
+DTYPES = ("float32", "float64")
+# (model, batch size for the oracle comparison): full-size DCGAN at a small batch keeps the
+# float64 numpy oracle to a few seconds while exercising every real layer shape.
+PARITY_CASES = [("gaussian", None), ("dcgan-tiny", None), ("dcgan-mnist-tiny", 4), ("dcgan", 4)]
+
+
+def _assert_rows(rows) -> None:
+    msg = failures(rows)
+    assert not msg, "\n" + msg
+
+
+class BackendContract:
+    backend_name: str = ""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def backend(cls):
+        # No skip here: in an env built for this backend, a missing framework is a failure.
+        return get_backend(cls.backend_name)
+
+    # -- shapes ---------------------------------------------------------------
+
+    @pytest.mark.parametrize("model", ["gaussian", "dcgan-tiny", "dcgan-mnist-tiny"])
+    def test_output_shapes(self, backend, model):
+        spec = preset(model)
+        st = backend.build(spec, init_params(spec, 0), None, BuildOptions(dtype="float32"))
+        z = Streams(spec, 0).noise(0, 3)
+        x = backend.generate(st, z)
+        assert x.shape == (3, *spec.generator.output_shape)
+        assert x.dtype == np.float64
+        assert backend.discriminate(st, x).shape == (3,)
+        exported, opt = backend.export_params(st)
+        assert {k: v.shape for k, v in exported.items()} == param_shapes(spec)
+        assert list(exported) == list(param_shapes(spec)), "canonical order"
+        assert opt.G.step == 0 and opt.D.step == 0
+
+    # -- parity with the oracle --------------------------------------------------
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("model,batch", PARITY_CASES)
+    def test_forward_matches_oracle(self, backend, model, batch, dtype):
+        spec = preset(model)
+        rows = check_forward(backend, spec, dtype, batch_size=batch)
+        if spec.has_batch_norm:  # eval-mode forward (running statistics) as well
+            rows += check_forward(backend, spec, dtype, batch_size=batch, bn="running")
+        _assert_rows(rows)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("model,batch", PARITY_CASES)
+    def test_one_iteration_matches_oracle(self, backend, model, batch, dtype):
+        _assert_rows(check_one_step(backend, preset(model), dtype, batch_size=batch))
+
+    def test_forward_changes_no_state(self, backend):
+        spec = preset("dcgan-tiny")
+        st = backend.build(spec, init_params(spec, 0), None, BuildOptions(dtype="float64"))
+        before, _ = backend.export_params(st)
+        backend.generate(st, Streams(spec, 0).noise(0, 4))
+        backend.discriminate(st, Streams(spec, 0).real(0))
+        after, _ = backend.export_params(st)
+        for k in before:
+            np.testing.assert_array_equal(after[k], before[k], err_msg=k)
+
+    # -- training ---------------------------------------------------------------
+
+    def test_gaussian_gan_converges(self, backend):
+        """d2l's full 20-epoch run, seeds 0..4 (fixed, not chosen): median exact Frechet
+        distance to N(b, A^T A) <= 0.5 (about 10 at init)."""
+        spec = preset("gaussian")
+        fds = [gaussian_report(spec, run_trace(backend, spec, seed, "float32", 2500).params)["frechet_distance"]
+               for seed in range(5)]
+        assert np.median(fds) <= 0.5, f"Frechet distances per seed: {fds}"
+
+    def test_same_seed_is_bit_identical(self, backend):
+        spec = preset("dcgan-tiny")
+        a = run_trace(backend, spec, 3, "float32", 3)
+        b = run_trace(backend, spec, 3, "float32", 3)
+        for k in a.scalars:
+            np.testing.assert_array_equal(a.scalars[k], b.scalars[k], err_msg=k)
+        for k in a.params:
+            np.testing.assert_array_equal(a.params[k], b.params[k], err_msg=k)
+
+    @pytest.mark.parametrize("model", ["gaussian", "dcgan-tiny"])
+    def test_checkpoint_round_trip_and_resume(self, backend, model):
+        """Export -> build -> export is exact, and 2 + 2 iterations through an export
+        equal 4 uninterrupted ones (Adam moments and step counters included)."""
+        spec = preset(model)
+        streams = Streams(spec, 1)
+        opts = BuildOptions(dtype="float64")
+        straight = backend.build(spec, init_params(spec, 1), None, opts)
+        split = backend.build(spec, init_params(spec, 1), None, opts)
+        for b in streams.iterate(0, 2):
+            backend.train_step(straight, b.real, b.z)
+            backend.train_step(split, b.real, b.z)
+        params, opt = backend.export_params(split)
+        resumed = backend.build(spec, params, opt, opts)
+        params2, opt2 = backend.export_params(resumed)
+        for k in params:
+            np.testing.assert_array_equal(params2[k], params[k], err_msg=k)
+        for net in ("G", "D"):
+            assert opt2[net].step == opt[net].step == 2
+            for k in opt[net].m:
+                np.testing.assert_array_equal(opt2[net].m[k], opt[net].m[k], err_msg=k)
+                np.testing.assert_array_equal(opt2[net].v[k], opt[net].v[k], err_msg=k)
+        for b in streams.iterate(2, 4):
+            backend.train_step(straight, b.real, b.z)
+            backend.train_step(resumed, b.real, b.z)
+        p_straight, _ = backend.export_params(straight)
+        p_resumed, _ = backend.export_params(resumed)
+        for k in p_straight:
+            np.testing.assert_array_equal(p_resumed[k], p_straight[k], err_msg=k)
+
+    def test_oracle_checkpoint_trains_on(self, backend):
+        """A checkpoint written by another implementation (the oracle, 2 steps) trains on here
+        and agrees with the oracle continuing from the same checkpoint."""
+        spec = preset("gaussian")
+        streams, oracle = Streams(spec, 2), OracleBackend()
+        ref = oracle.build(spec, init_params(spec, 2), None, BuildOptions())
+        for b in streams.iterate(0, 2):
+            oracle.train_step(ref, b.real, b.z)
+        params, opt = oracle.export_params(ref)
+        st = backend.build(spec, params, opt, BuildOptions(dtype="float64"))
+        for b in streams.iterate(2, 4):
+            oracle.train_step(ref, b.real, b.z)
+            backend.train_step(st, b.real, b.z)
+        p_ref, _ = oracle.export_params(ref)
+        p, _ = backend.export_params(st)
+        for k in p_ref:
+            np.testing.assert_allclose(p[k], p_ref[k], rtol=0, atol=1e-12, err_msg=k)
+
+    @pytest.mark.parametrize("model", ["gaussian", "dcgan-tiny"])
+    def test_fast_mode_trains(self, backend, model):
+        """Compiled step with device-side noise: runs, stays finite, changes the params."""
+        spec = preset(model)
+        p0 = init_params(spec, 0)
+        st = backend.build(spec, p0, None, BuildOptions(dtype="float32", mode="fast", seed=0))
+        streams = Streams(spec, 0)
+        for b in streams.iterate(0, 3):
+            out = backend.train_step(st, b.real, None)
+            assert all(np.isfinite(v) for v in out.scalars().values()), out
+        p, opt = backend.export_params(st)
+        assert opt.G.step == 3 and opt.D.step == 3
+        assert any(not np.array_equal(p[k], p0[k]) for k in p)
+
+    def test_fast_mode_matches_oracle_with_host_noise(self, backend):
+        """Compilation may reorder float32 arithmetic but must not change the maths:
+        one fast-mode iteration with host noise vs the oracle, losses within 1e-4."""
+        spec = preset("dcgan-tiny")
+        params = init_params(spec, 0)
+        b = Streams(spec, 0).batch(0)
+        st = backend.build(spec, params, None, BuildOptions(dtype="float32", mode="fast"))
+        out = backend.train_step(st, b.real, b.z)
+        ref = OracleBackend()
+        ref_out = ref.train_step(ref.build(spec, params, None, BuildOptions()), b.real, b.z)
+        for k in ("loss_D", "D_x", "D_G_z1"):
+            assert abs(getattr(out, k) - getattr(ref_out, k)) <= 1e-4 * max(1.0, abs(getattr(ref_out, k))), k
+
+    def test_trace_file_round_trip(self, backend, tmp_path):
+        spec = preset("gaussian")
+        tr = run_trace(backend, spec, 0, "float32", 5, snapshot_every=2)
+        back = load_trace(save_trace(tmp_path / "t.npz", tr))
+        assert back.meta["backend"] == self.backend_name and back.iterations == 5
+        assert sorted(back.snapshots) == [1, 3]
+        for k in tr.params:
+            np.testing.assert_array_equal(back.params[k], tr.params[k])
