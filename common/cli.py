@@ -1,0 +1,173 @@
+"""``gansuite`` command line: train, sample, spec, backends.
+
+Every user error is printed as one line (``error: <field>: <what is allowed>``)
+with exit status 2; no traceback reaches the user for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import GanSuiteError
+from .overrides import apply_overrides
+from .presets import PRESETS, preset
+from .protocol import BN_MODES, DTYPES, MODES
+from .spec import GANSpec
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Run and compare the same GANs on PyTorch, TensorFlow, JAX and MXNet.")
+
+
+def _choice(field: str, value: str, allowed) -> str:
+    if value not in allowed:
+        raise GanSuiteError(f"{field}: must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+def resolve_spec(model: str, spec_file: Optional[Path], data: Optional[Path], epochs: Optional[int],
+                 sets: List[str]) -> GANSpec:
+    """Preset (or spec file) + --data + --epochs + --set overrides, validated as a whole."""
+    if spec_file is not None:
+        if not spec_file.is_file():
+            raise GanSuiteError(f"spec: file {str(spec_file)!r} does not exist")
+        text = spec_file.read_text()
+        spec = GANSpec.from_toml(text) if spec_file.suffix == ".toml" else GANSpec.from_json(text)
+    else:
+        spec = preset(model)
+    extra: list[str] = []
+    if data is not None:
+        if not data.exists():
+            raise GanSuiteError(f"data.path: {str(data)!r} does not exist")
+        if spec.data.kind == "gaussian":
+            raise GanSuiteError("data: the gaussian model draws its own data; --data is for image models")
+        is_idx = (data.is_file() and "idx" in data.name) or (data.is_dir() and any(data.glob("*-idx3-ubyte*")))
+        extra += [f"data.kind={'idx' if is_idx else 'image_folder'}", f"data.path={json.dumps(str(data))}"]
+    if epochs is not None:
+        extra.append(f"train.epochs={epochs}")
+    return apply_overrides(spec, extra + list(sets))
+
+
+@app.command()
+def train(
+    backend: str = typer.Option("torch", help="torch | jax | tensorflow | mxnet | oracle"),
+    model: str = typer.Option("gaussian", help=f"one of: {', '.join(PRESETS)}"),
+    out: Path = typer.Option(..., help="output folder (checkpoint, summary.json, PNGs)"),
+    data: Optional[Path] = typer.Option(None, help="image folder, or MNIST/FashionMNIST IDX file/folder"),
+    epochs: Optional[int] = typer.Option(None, help="override train.epochs"),
+    iterations: Optional[int] = typer.Option(None, help="stop after this many iterations"),
+    set_: List[str] = typer.Option([], "--set", help="override a spec field, e.g. train.batch_size=32"),
+    spec_file: Optional[Path] = typer.Option(None, "--spec", help="a spec JSON/TOML file instead of --model"),
+    seed: int = typer.Option(0, help="seeds params, data, batch order and noise"),
+    dtype: str = typer.Option("float32", help="float32 | float64"),
+    mode: str = typer.Option("parity", help="parity (host noise, deterministic) | fast (compiled, device noise)"),
+    device: str = typer.Option("cpu", help="cpu | cuda"),
+    checkpoint_every: int = typer.Option(200, help="iterations between checkpoints"),
+    resume: bool = typer.Option(False, help="continue from OUT/checkpoint.safetensors"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Train one model on one backend."""
+    from .registry import get_backend
+    from .training import RunConfig
+    from .training import train as run_training
+
+    _choice("dtype", dtype, DTYPES)
+    _choice("mode", mode, MODES)
+    if iterations is not None and iterations <= 0:
+        raise GanSuiteError(f"iterations: must be a positive integer, got {iterations}")
+    if checkpoint_every <= 0:
+        raise GanSuiteError(f"checkpoint-every: must be a positive integer, got {checkpoint_every}")
+    spec = resolve_spec(model, spec_file, data, epochs, set_)
+    be = get_backend(backend)
+    summary = run_training(RunConfig(spec=spec, backend=be, out_dir=out, seed=seed, dtype=dtype, mode=mode,
+                                     device=device, iterations=iterations, checkpoint_every=checkpoint_every,
+                                     resume=resume, progress=progress))
+    brief = {k: summary[k] for k in ("model", "backend", "iterations", "examples_per_s", "final")}
+    if "gaussian" in summary:
+        brief["frechet_distance"] = summary["gaussian"]["frechet_distance"]
+    typer.echo(json.dumps(brief, indent=2))
+
+
+@app.command()
+def sample(
+    checkpoint: Path = typer.Option(..., help="a checkpoint written by any backend"),
+    backend: str = typer.Option("torch"),
+    n: int = typer.Option(64, help="number of samples"),
+    out: Path = typer.Option(Path("samples.png"), help="PNG to write"),
+    seed: int = typer.Option(0, help="seed of the latent noise"),
+    bn: str = typer.Option("batch", help="BatchNorm statistics: batch (as the tutorial samples) | running"),
+    dtype: str = typer.Option("float32"),
+) -> None:
+    """Generate samples from a checkpoint (grid for images, scatter for the Gaussian)."""
+    import numpy as np
+
+    from . import plots
+    from .checkpoint import load_checkpoint
+    from .data import load_dataset
+    from .protocol import BuildOptions
+    from .registry import get_backend
+
+    _choice("bn", bn, BN_MODES)
+    _choice("dtype", dtype, DTYPES)
+    if n <= 0:
+        raise GanSuiteError(f"n: must be a positive integer, got {n}")
+    ck = load_checkpoint(checkpoint)
+    be = get_backend(backend)
+    state = be.build(ck.spec, ck.params, ck.opt, BuildOptions(dtype=dtype))
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 6])))
+    z = rng.standard_normal((n, *ck.spec.latent_shape))
+    fake = be.generate(state, z, bn)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if ck.spec.data.kind == "gaussian":
+        real = load_dataset(ck.spec.data, ck.seed).values[:n]
+        plots.save_gaussian_scatter(real, fake, out, f"{be.name}: {n} samples")
+    else:
+        plots.save_grid(fake, out)
+    typer.echo(f"wrote {out} ({n} samples from {ck.spec.name}, iteration {ck.next_iteration}, {be.name})")
+
+
+@app.command("spec")
+def show_spec(
+    model: str = typer.Option("gaussian"),
+    set_: List[str] = typer.Option([], "--set"),
+) -> None:
+    """Print a preset's spec as JSON (with any --set overrides applied)."""
+    typer.echo(resolve_spec(model, None, None, None, set_).to_json())
+
+
+@app.command()
+def backends() -> None:
+    """Which backends import in this environment, and why not."""
+    from .registry import BACKENDS, available
+
+    for name in BACKENDS:
+        ok, reason = available(name)
+        typer.echo(f"{name:11s} {'available' if ok else 'unavailable: ' + str(reason)}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        app(args=argv, standalone_mode=False)
+    except GanSuiteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except typer.Exit as err:
+        return int(getattr(err, "exit_code", 0) or 0)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        return 1
+    except typer.exceptions.TyperException as err:  # usage errors: unknown option, bad value
+        print(f"error: {err.format_message()}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

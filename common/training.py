@@ -1,0 +1,169 @@
+"""The training loop, written once for every backend: streams in, checkpoints and pictures out.
+
+Output folder layout::
+
+    checkpoint.safetensors   latest checkpoint (atomic), resumable with --resume
+    summary.json             final numbers (and Gaussian moments / Frechet distance)
+    losses.png               D and G loss, D(x) and D(G(z)) per iteration
+    samples.png              sample grid from the fixed noise (images) or real-vs-generated scatter
+    progress.gif             the fixed-noise grid over training (image models)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import plots
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .errors import GanSuiteError
+from .metrics import gaussian_report
+from .params import init_params
+from .protocol import SCALARS, Backend, BuildOptions
+from .spec import GANSpec
+from .streams import Streams
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+@dataclass
+class RunConfig:
+    spec: GANSpec
+    backend: Backend
+    out_dir: Path
+    seed: int = 0
+    dtype: str = "float32"
+    mode: str = "parity"
+    device: str = "cpu"
+    iterations: int | None = None  # default: spec.train.epochs full epochs
+    checkpoint_every: int = 200
+    sample_every: int = 0  # 0: about 10 frames over the run
+    resume: bool = False
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def ensure_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise GanSuiteError(f"out: cannot write to {str(out_dir)!r} ({err.strerror or err})") from None
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), disable=not enabled)
+
+
+def train(cfg: RunConfig) -> dict[str, Any]:
+    spec, backend = cfg.spec, cfg.backend
+    ensure_writable(cfg.out_dir)
+    ckpt_path = cfg.out_dir / CHECKPOINT
+    streams = Streams(spec, cfg.seed)
+    total = cfg.iterations if cfg.iterations is not None else streams.total_iterations
+
+    history = {k: [] for k in SCALARS}
+    start = 0
+    if cfg.resume:
+        ck = load_checkpoint(ckpt_path, expect_model=spec.name)
+        if ck.seed != cfg.seed:
+            raise GanSuiteError(f"seed: the checkpoint was trained with seed {ck.seed}, not {cfg.seed}")
+        params, opt, start = ck.params, ck.opt, ck.next_iteration
+        history = {k: list(ck.history.get(k, np.empty(0))[:start]) for k in SCALARS}
+    else:
+        params, opt = init_params(spec, cfg.seed, "float64"), None
+    options = BuildOptions(dtype=cfg.dtype, device=cfg.device, mode=cfg.mode, seed=cfg.seed, extra=cfg.extra)
+    state = backend.build(spec, params, opt, options)
+
+    is_images = len(spec.generator.output_shape) == 3
+    fixed_z = streams.fixed_noise(64)
+    sample_every = cfg.sample_every or max(1, total // 10)
+    frames: list[np.ndarray] = []
+    meta = {"backend": backend.name, "dtype": cfg.dtype, "mode": cfg.mode, "versions": backend.versions()}
+
+    def checkpoint(next_iteration: int) -> None:
+        p, o = backend.export_params(state)
+        save_checkpoint(ckpt_path, Checkpoint(spec, p, o, cfg.seed, next_iteration,
+                                              {k: np.asarray(v) for k, v in history.items()}, meta))
+
+    last_good = start
+    t0, examples = time.perf_counter(), 0
+    it = start
+    try:
+        with _progress(cfg.progress) as bar:
+            task = bar.add_task(f"{spec.name} on {backend.name}", total=total, completed=start, stats="")
+            for batch in streams.iterate(start, total):
+                it = batch.iteration
+                out = backend.train_step(state, batch.real, batch.z if cfg.mode == "parity" else None)
+                bad = [k for k, v in out.scalars().items() if not math.isfinite(v)]
+                if bad:
+                    raise GanSuiteError(
+                        f"training diverged at iteration {it}: {bad[0]} is {out.scalars()[bad[0]]}; "
+                        f"last good checkpoint: {ckpt_path} (resumes at iteration {last_good})")
+                for k, v in out.scalars().items():
+                    history[k].append(v)
+                examples += len(batch.real)
+                done = it + 1
+                if done % cfg.checkpoint_every == 0 or done == total:
+                    checkpoint(done)
+                    last_good = done
+                if is_images and (done % sample_every == 0 or done == total):
+                    frames.append(plots.image_grid(backend.generate(state, fixed_z)))
+                rate = examples / max(time.perf_counter() - t0, 1e-9)
+                bar.update(task, completed=done, stats=(
+                    f"loss_D {out.loss_D:.3f} loss_G {out.loss_G:.3f} D(x) {out.D_x:.3f} "
+                    f"D(G(z)) {out.D_G_z1:.3f}/{out.D_G_z2:.3f} {rate:.0f} ex/s"))
+    except KeyboardInterrupt:
+        done = len(history["loss_D"])
+        checkpoint(done)  # the state is consistent: the interrupted step either finished or never began
+        raise GanSuiteError(f"interrupted at iteration {done}; checkpoint saved to {ckpt_path}; "
+                            f"continue with --resume") from None
+    elapsed = time.perf_counter() - t0
+    return write_outputs(cfg, state, streams, history, frames, elapsed, examples, start, total)
+
+
+def write_outputs(cfg: RunConfig, state: Any, streams: Streams, history: dict[str, list], frames: list,
+                  elapsed: float, examples: int, start: int, total: int) -> dict[str, Any]:
+    spec, backend = cfg.spec, cfg.backend
+    hist = {k: np.asarray(v, dtype=np.float64) for k, v in history.items()}
+    summary: dict[str, Any] = {
+        "model": spec.name,
+        "source": spec.source,
+        "backend": backend.name,
+        "versions": backend.versions(),
+        "settings": backend.settings(state),
+        "seed": cfg.seed,
+        "dtype": cfg.dtype,
+        "mode": cfg.mode,
+        "iterations": total,
+        "resumed_from": start if cfg.resume else None,
+        "seconds": elapsed,
+        "examples_per_s": examples / elapsed if elapsed > 0 else None,
+        "final": {k: float(v[-1]) for k, v in hist.items() if len(v)},
+    }
+    if len(hist["loss_D"]):
+        plots.save_loss_curves(hist, cfg.out_dir / "losses.png", f"{spec.name} on {backend.name} ({cfg.dtype}, {cfg.mode})")
+    params, _ = backend.export_params(state)
+    if spec.data.kind == "gaussian":
+        summary["gaussian"] = gaussian_report(spec, params)
+        fake = backend.generate(state, streams.fixed_noise(1000))
+        plots.save_gaussian_scatter(streams.dataset.values[:1000], fake, cfg.out_dir / "samples.png",
+                                    f"{backend.name}: Frechet distance {summary['gaussian']['frechet_distance']:.3f}")
+    else:
+        plots.save_grid(backend.generate(state, streams.fixed_noise(64)), cfg.out_dir / "samples.png")
+        if frames:
+            plots.save_gif(frames, cfg.out_dir / "progress.gif")
+    (cfg.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
