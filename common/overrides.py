@@ -46,15 +46,17 @@ def apply_overrides(spec: GANSpec, assignments: Iterable[str]) -> GANSpec:
         key = key.strip()
         parts = key.split(".")
         node: Any = d
+        in_layer = False  # a layer's 'kind' picks its class: change the layer list in a spec file instead
         for depth, part in enumerate(parts):
             where = ".".join(parts[: depth + 1])
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
                     raise SpecError(where, f"index must be 0..{len(node) - 1}")
                 part_key: Any = int(part)
+                in_layer = True
             else:
-                if part not in node or part == "kind":
-                    allowed = ", ".join(k for k in node if k != "kind")
+                if part not in node or (in_layer and part == "kind"):
+                    allowed = ", ".join(k for k in node if not (in_layer and k == "kind"))
                     raise SpecError(key, f"unknown key {part!r} at '{where}'; allowed: {allowed}")
                 part_key = part
             if depth == len(parts) - 1:
@@ -63,4 +65,5 @@ def apply_overrides(spec: GANSpec, assignments: Iterable[str]) -> GANSpec:
                 node[part_key] = _parse_value(key, text.strip(), node[part_key])
             else:
                 node = node[part_key]
+                in_layer = in_layer and not isinstance(node, list)
     return GANSpec.from_dict(d)

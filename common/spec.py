@@ -49,7 +49,7 @@ def _unit_interval(name: str, value: Any) -> None:
 
 def _choice(name: str, value: Any, allowed: Sequence[str]) -> None:
     if value not in allowed:
-        raise SpecError(name, f"must be one of {', '.join(allowed)}; got {value!r}")
+        raise SpecError(name, f"must be one of {', '.join(map(str, allowed))}; got {value!r}")
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,195 @@
+"""The oracle's hand-written backward passes vs central finite differences, every layer kind
+and both models; BatchNorm running statistics and Adam against their definitions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gansuite.common import oracle_layers as L
+from gansuite.common.oracle import OracleBackend, adam_update, net_backward, net_forward
+from gansuite.common.params import init_params, trainable_names
+from gansuite.common.presets import preset
+from gansuite.common.protocol import BuildOptions
+from gansuite.common.spec import (AdamSpec, BatchNorm, Conv2d, ConvTranspose2d, Dense, LeakyReLU, NetSpec, ReLU,
+                                  Tanh)
+
+# Central differences in float64: truncation error O(h^2 f'''') plus roundoff ~ eps |f| / h.
+# The tolerance is 1e-6 of the gradient's scale plus that roundoff bound. ReLU/LeakyReLU
+# kinks make the loss non-smooth: a probe whose +-h interval straddles a kink is off at
+# that h, so each probe is tried at h = 1e-6 and 1e-7 and must agree at one of them
+# (a wrong analytic gradient disagrees at both).
+FD_RTOL = 1e-6
+FD_STEPS = (1e-6, 1e-7)
+RNG = np.random.default_rng(1234)
+
+
+def _fd_check(f, x: np.ndarray, analytic: np.ndarray, n_probe: int = 12) -> None:
+    """Compare ``analytic`` (df/dx) with central differences at ``n_probe`` random entries."""
+    flat = x.reshape(-1)
+    assert np.shares_memory(flat, x)
+    idx = RNG.choice(flat.size, size=min(n_probe, flat.size), replace=False)
+    scale = max(np.abs(analytic).max(), 1e-12)
+    for i in idx:
+        old, errors = flat[i], []
+        for h in FD_STEPS:
+            flat[i] = old + h
+            fp = f()
+            flat[i] = old - h
+            fm = f()
+            flat[i] = old
+            num = (fp - fm) / (2 * h)
+            tol = FD_RTOL * scale + 4 * np.finfo(np.float64).eps * max(abs(fp), abs(fm), 1.0) / h
+            errors.append((abs(num - analytic.reshape(-1)[i]), tol, num))
+        assert any(e <= t for e, t, _ in errors), (i, analytic.reshape(-1)[i], errors)
+
+
+LAYER_CASES = [
+    (Dense(5, 3), (4, 5)),
+    (Dense(3, 2, bias=False), (4, 3)),
+    (Conv2d(3, 4, 4, 2, 1), (2, 3, 8, 8)),
+    (Conv2d(2, 3, 3, 1, 0, bias=True), (2, 2, 5, 5)),
+    (Conv2d(4, 1, 4, 1, 0), (3, 4, 4, 4)),
+    (ConvTranspose2d(3, 2, 4, 2, 1), (2, 3, 4, 4)),
+    (ConvTranspose2d(5, 3, 4, 1, 0), (2, 5, 1, 1)),
+    (ConvTranspose2d(2, 2, 3, 2, 0, bias=True), (2, 2, 3, 3)),
+    (BatchNorm(3), (5, 3, 2, 2)),
+    (BatchNorm(4), (6, 4)),
+    (ReLU(), (3, 4)),
+    (LeakyReLU(0.2), (3, 4)),
+    (Tanh(), (3, 4)),
+]
+
+
+@pytest.mark.parametrize("layer,shape", LAYER_CASES, ids=lambda v: type(v).__name__ if not isinstance(v, tuple) else str(v))
+def test_layer_backward_matches_finite_differences(layer, shape):
+    net = NetSpec(shape[1:], (layer,))
+    params = {}
+    for name, pshape in _net_param_shapes(net).items():
+        params[name] = RNG.normal(1.0 if name.endswith("weight") and isinstance(layer, BatchNorm) else 0.0, 0.5, pshape)
+    x = RNG.normal(0, 1, shape)
+    x[np.abs(x) < 1e-3] = 0.5  # keep ReLU kinks away from the probe step
+    out, run = net_forward(net, params, "N", x)
+    w = RNG.normal(0, 1, out.shape)  # random projection: f = sum(w * out)
+
+    def f():
+        return float(np.sum(w * net_forward(net, params, "N", x)[0]))
+
+    dx, grads = net_backward(net, params, "N", run, w)
+    _fd_check(f, x, dx)
+    for name, g in grads.items():
+        _fd_check(f, params[name], g)
+
+
+def _net_param_shapes(net: NetSpec) -> dict[str, tuple]:
+    out = {}
+    for i, layer in enumerate(net.layers):
+        if isinstance(layer, Dense):
+            out[f"N.{i}.weight"] = (layer.out_features, layer.in_features)
+            if layer.bias:
+                out[f"N.{i}.bias"] = (layer.out_features,)
+        elif isinstance(layer, Conv2d):
+            out[f"N.{i}.weight"] = (layer.out_channels, layer.in_channels, layer.kernel, layer.kernel)
+            if layer.bias:
+                out[f"N.{i}.bias"] = (layer.out_channels,)
+        elif isinstance(layer, ConvTranspose2d):
+            out[f"N.{i}.weight"] = (layer.in_channels, layer.out_channels, layer.kernel, layer.kernel)
+            if layer.bias:
+                out[f"N.{i}.bias"] = (layer.out_channels,)
+        elif isinstance(layer, BatchNorm):
+            for k in ("weight", "bias"):
+                out[f"N.{i}.{k}"] = (layer.num_features,)
+            out[f"N.{i}.running_mean"] = (layer.num_features,)
+            out[f"N.{i}.running_var"] = (layer.num_features,)
+    return out
+
+
+def test_conv_transpose_is_the_adjoint_of_conv():
+    """<convT(x), y> == <x, conv(y)> with the same weight: the scatter definition is right."""
+    ct = ConvTranspose2d(3, 2, 4, 2, 1)
+    cv = Conv2d(2, 3, 4, 2, 1)
+    w = RNG.normal(0, 1, (3, 2, 4, 4))  # ConvT (in=3, out=2) == Conv (out=3, in=2) weight
+    x = RNG.normal(0, 1, (2, 3, 5, 5))
+    y = RNG.normal(0, 1, (2, 2, 10, 10))
+    ct_x, _ = L.conv_transpose2d_forward(ct, {"weight": w}, x)
+    cv_y, _ = L.conv2d_forward(cv, {"weight": w}, y)
+    assert ct_x.shape == y.shape and cv_y.shape == x.shape
+    assert np.isclose(np.sum(ct_x * y), np.sum(x * cv_y), rtol=1e-12)
+
+
+def test_conv2d_matches_direct_loop():
+    layer = Conv2d(2, 3, 3, 2, 1, bias=True)
+    p = {"weight": RNG.normal(0, 1, (3, 2, 3, 3)), "bias": RNG.normal(0, 1, 3)}
+    x = RNG.normal(0, 1, (1, 2, 5, 5))
+    y, _ = L.conv2d_forward(layer, p, x)
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    for o in range(3):
+        for i in range(3):
+            for j in range(3):
+                direct = np.sum(xp[0, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3] * p["weight"][o]) + p["bias"][o]
+                assert np.isclose(y[0, o, i, j], direct, rtol=1e-13)
+
+
+def test_batch_norm_running_stats_use_unbiased_variance():
+    layer = BatchNorm(2, eps=1e-5, momentum=0.1)
+    x = RNG.normal(3, 2, (4, 2, 3, 3))
+    p = {"weight": np.ones(2), "bias": np.zeros(2), "running_mean": np.zeros(2), "running_var": np.ones(2)}
+    y, cache = L.batch_norm_forward(layer, p, x)
+    new = L.batch_norm_running_update(layer, p, cache)
+    flat = x.transpose(1, 0, 2, 3).reshape(2, -1)
+    np.testing.assert_allclose(new["running_mean"], 0.1 * flat.mean(1), rtol=1e-14)
+    np.testing.assert_allclose(new["running_var"], 0.9 + 0.1 * flat.var(1, ddof=1), rtol=1e-14)
+    # the output is normalised with the BIASED variance
+    np.testing.assert_allclose(y.transpose(1, 0, 2, 3).reshape(2, -1).var(1), 1 / (1 + 1e-5 / flat.var(1)), rtol=1e-10)
+
+
+def test_bce_with_logits_is_stable_and_correct():
+    x = np.array([[-50.0], [-1.0], [0.0], [2.0], [60.0]])
+    loss, grad = L.bce_with_logits(x, 1.0, "sum")
+    p = 1 / (1 + np.exp(-x[:, 0]))
+    expect = -np.log(p[1:4]).sum() + 50.0 + np.log1p(np.exp(-50.0)) + np.log1p(np.exp(-60.0))
+    assert np.isclose(loss, expect, rtol=1e-14)
+    np.testing.assert_allclose(grad[:, 0], L.sigmoid(x[:, 0]) - 1.0, rtol=1e-14)
+    loss_mean, grad_mean = L.bce_with_logits(x, 0.0, "mean")
+    assert np.isfinite(loss_mean) and np.allclose(grad_mean * 5, L.sigmoid(x))
+
+
+def test_adam_is_pytorch_form():
+    """Step 1: m_hat = g, v_hat = g^2, so the update is lr * g / (|g| + eps) exactly."""
+    cfg = AdamSpec(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8)
+    g = np.array([1e-9, -3.0, 0.5])
+    p, m, v = adam_update(np.zeros(3), g, np.zeros(3), np.zeros(3), 1, cfg)
+    np.testing.assert_allclose(p, -0.1 * g / (np.abs(g) + 1e-8), rtol=1e-12)
+    np.testing.assert_allclose(m, 0.1 * g)
+    np.testing.assert_allclose(v, 0.001 * g * g)
+
+
+@pytest.mark.parametrize("model,batch", [("gaussian", 6), ("dcgan-tiny", 3)])
+def test_model_gradients_match_finite_differences(model, batch):
+    """Whole-model check: dloss_D/dD and dloss_G/dG of the oracle's iteration vs finite
+    differences of the same losses (BatchNorm in train mode, the tutorial's order)."""
+    spec = preset(model)
+    params = init_params(spec, 0)
+    from gansuite.common.streams import Streams
+
+    b = Streams(spec, 0).batch(0)
+    real, z = b.real[:batch], b.z[:batch]
+    oracle = OracleBackend()
+    st = oracle.build(spec, params, None, BuildOptions())
+    d = oracle.d_step(st, real, z)
+
+    def loss_d():
+        s = oracle.build(spec, params, None, BuildOptions())
+        return oracle.d_step(s, real, z).loss_D
+
+    for name in trainable_names(spec, "D")[:4]:
+        _fd_check(loss_d, params[name], d.grads[name], n_probe=4)
+
+    g = oracle.g_step(st, d)  # D unchanged here (no Adam step): d loss_G / d G at the start params
+
+    def loss_g():
+        s = oracle.build(spec, params, None, BuildOptions())
+        return oracle.g_step(s, oracle.d_step(s, real, z)).loss_G
+
+    for name in trainable_names(spec, "G")[:4]:
+        _fd_check(loss_g, params[name], g.grads[name], n_probe=4)
