@@ -87,7 +87,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     (["train", "--dtype", "float16", "--out", "{tmp}"], "error: dtype: must be one of float32, float64"),
     (["train", "--mode", "turbo", "--out", "{tmp}"], "error: mode: must be one of parity, fast"),
     (["train", "--model", "dcgan-tiny", "--data", "{tmp}/nowhere", "--out", "{tmp}"], "error: data.path: '"),
-    (["train", "--out", "{tmp}/file.txt/sub"], "error: out: cannot write to"),
+    (["train", "--backend", BACKEND, "--out", "{tmp}/file.txt/sub"], "error: out: cannot write to"),
     (["sample", "--checkpoint", "{tmp}/none.safetensors"], "error: checkpoint: '"),
 ])
 def test_bad_input_is_one_line_no_traceback(tmp_path, capsys, args, message):
@@ -114,3 +114,39 @@ def test_corrupt_image_folder_is_one_line(tmp_path, capsys):
     assert run_cli("train", "--backend", BACKEND, "--model", "dcgan-tiny", "--data", str(tmp_path / "imgs"),
                    "--out", str(tmp_path / "o")) == 2
     assert "cannot decode image" in capsys.readouterr().err
+
+
+class _DivergesAt:
+    """The env's real backend, except that iteration ``at`` reports a NaN loss_G (as an
+    overflow would): the guard, not the arithmetic, is under test."""
+
+    def __init__(self, backend, at: int):
+        self._backend, self._at, self._calls = backend, at, 0
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    def train_step(self, state, real, z, with_grads=False):
+        out = self._backend.train_step(state, real, z, with_grads)
+        self._calls += 1
+        if self._calls == self._at + 1:
+            out.loss_G = float("nan")
+        return out
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    from gansuite.common.errors import GanSuiteError
+    from gansuite.common.presets import preset
+    from gansuite.common.registry import get_backend
+    from gansuite.common.training import RunConfig, train
+
+    out = tmp_path / "nan"
+    cfg = RunConfig(spec=preset("gaussian"), backend=_DivergesAt(get_backend(BACKEND), at=7), out_dir=out,
+                    iterations=20, checkpoint_every=3, progress=False)
+    with pytest.raises(GanSuiteError) as info:
+        train(cfg)
+    msg = str(info.value)
+    assert msg.startswith("training diverged at iteration 7: loss_G is nan; last good checkpoint: "), msg
+    assert msg.endswith("(resumes at iteration 6)") and "\n" not in msg
+    ck = load_checkpoint(out / "checkpoint.safetensors")
+    assert ck.next_iteration == 6 and len(ck.history["loss_D"]) == 6
