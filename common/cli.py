@@ -140,6 +140,43 @@ def show_spec(
 
 
 @app.command()
+def compare(
+    out: Path = typer.Option(Path("results/compare"), help="report.md, report.json, plots, artifacts/"),
+    backends_: str = typer.Option("torch,jax,tensorflow,mxnet", "--backends", help="comma-separated subset"),
+    quick: bool = typer.Option(False, help="short trajectories (20 iterations): a smoke run"),
+) -> None:
+    """Run every experiment in every backend's environment and write the comparison report."""
+    from .compare import drive
+    from .registry import FRAMEWORK_BACKENDS
+
+    names = [b.strip() for b in backends_.split(",") if b.strip()]
+    for b in names:
+        _choice("backends", b, FRAMEWORK_BACKENDS)
+    report = drive(out, names, quick=quick, echo=typer.echo)
+    failed = [r for r in report["parity"] if r["check"] != "trajectory" and not r["passed"]]
+    missing = [n for n, a in report["backends"].items() if not a["available"]]
+    typer.echo(f"wrote {out / 'report.md'}: {len(report['parity'])} parity rows, {len(failed)} failed; "
+               f"unavailable: {', '.join(missing) or 'none'}")
+
+
+@app.command("compare-worker", hidden=True)
+def compare_worker(
+    backend: str = typer.Option(...),
+    phase: str = typer.Option("run", help="run | convert"),
+    out: Path = typer.Option(Path("results/compare")),
+    quick: bool = typer.Option(False),
+) -> None:
+    """One backend's share of `gansuite compare` (runs inside that backend's environment)."""
+    from .compare import convert_phase, run_phase
+
+    _choice("phase", phase, ("run", "convert"))
+    if phase == "run":
+        run_phase(backend, out, quick=quick)
+    else:
+        convert_phase(backend, out)
+
+
+@app.command()
 def backends() -> None:
     """Which backends import in this environment, and why not."""
     from .registry import BACKENDS, available

@@ -1,0 +1,182 @@
+"""report.json / report.md / plots from the artifacts that ``common.compare`` wrote per backend.
+
+Pairwise tolerances are twice the oracle's: if a and b are each within t of the oracle
+(in units of the oracle's scale), they are within 2t of each other (triangle inequality).
+A trajectory "passes" when it never leaves the oracle by more than DIVERGENCE_THRESHOLD.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .compare import DTYPES, divergence_iteration, trajectory_error
+from .parity import rel_err
+from .tolerances import DIVERGENCE_THRESHOLD, tolerance
+
+ONE_STEP_CHECKS = ("loss", "grad", "adam", "running_stats")
+CONVERSION_TOL = {"samples": 2 * tolerance("float64", "forward"), "continued": 1e-10}
+
+
+def _load_traj(path: Path) -> dict[str, np.ndarray] | None:
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def build_report(out: Path, availability: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    art = out / "artifacts"
+    present = [b for b, a in availability.items() if a["available"] and (art / b / "meta.json").exists()]
+    frameworks = [b for b in present if b != "oracle"]
+    report: dict[str, Any] = {"backends": availability, "parity": [], "traps": [], "conversion": []}
+
+    for b in frameworks:  # vs the oracle, from the rows each env computed
+        rows = json.loads((art / b / "rows.json").read_text())
+        for (model, dtype), group in itertools.groupby(sorted(rows, key=lambda r: (r["model"], r["dtype"])),
+                                                       key=lambda r: (r["model"], r["dtype"])):
+            group = list(group)
+            for check in ("forward_G", "forward_D"):
+                sel = [r for r in group if r["check"] == check]
+                if sel:
+                    report["parity"].append(_parity_row(model, dtype, check, b, "oracle", sel))
+            sel = [r for r in group if r["check"] in ONE_STEP_CHECKS]
+            if sel:
+                report["parity"].append(_parity_row(model, dtype, "one_step", b, "oracle", sel))
+
+    models = sorted({p.name.split("-")[1] for b in present for p in (art / b).glob("traj-*.npz")})
+    for model, dtype in itertools.product(models, DTYPES):
+        for a, b in itertools.combinations(frameworks, 2):  # pairwise forward / D step
+            report["parity"] += _pairwise(art, model, dtype, a, b)
+        ref = _load_traj(art / "oracle" / f"traj-{model}-{dtype}.npz")
+        trajs = {b: _load_traj(art / b / f"traj-{model}-{dtype}.npz") for b in frameworks}
+        for b, tr in trajs.items():
+            if tr is not None and ref is not None:
+                report["parity"].append(_trajectory_row(model, dtype, b, "oracle", tr, ref))
+        for a, b in itertools.combinations([k for k, v in trajs.items() if v is not None], 2):
+            report["parity"].append(_trajectory_row(model, dtype, a, b, trajs[a], trajs[b]))
+
+    for b in frameworks:
+        traps = art / b / "traps.json"
+        if traps.exists():
+            report["traps"] += json.loads(traps.read_text())
+        conv = art / b / "conversion.json"
+        if conv.exists():
+            for c in json.loads(conv.read_text()):
+                c["passed"] = bool(c["samples_rel_err"] <= CONVERSION_TOL["samples"]
+                                   and c["continued_params_rel_err"] <= CONVERSION_TOL["continued"])
+                report["conversion"].append(c)
+    return report
+
+
+def _parity_row(model, dtype, check, backend, against, rows) -> dict[str, Any]:
+    worst = max(rows, key=lambda r: r["max_rel_err"] / r["tolerance"])
+    return {"model": model, "dtype": dtype, "check": check, "backend": backend, "against": against,
+            "max_abs_err": max(r["max_abs_err"] for r in rows), "max_rel_err": worst["max_rel_err"],
+            "tolerance": worst["tolerance"], "passed": all(r["passed"] for r in rows),
+            "divergence_iteration": None, "worst": worst["name"]}
+
+
+def _pairwise(art: Path, model: str, dtype: str, a: str, b: str) -> list[dict[str, Any]]:
+    pa, pb = art / a / f"outputs-{model}-{dtype}.npz", art / b / f"outputs-{model}-{dtype}.npz"
+    if not (pa.exists() and pb.exists()):
+        return []
+    out = []
+    with np.load(pa) as za, np.load(pb) as zb:
+        for check, keys in (("forward_G", ["forward_G"]), ("forward_D", ["forward_D"]),
+                            ("one_step", [k for k in za.files if k.startswith(("scalar/", "grad/"))])):
+            errs = [rel_err(za[k], zb[k]) for k in keys if k in zb.files]
+            quantity = "forward" if check != "one_step" else "grad"
+            tol = 2 * tolerance(dtype, quantity)
+            worst = max(e[1] for e in errs)
+            out.append({"model": model, "dtype": dtype, "check": check, "backend": a, "against": b,
+                        "max_abs_err": max(e[0] for e in errs), "max_rel_err": worst, "tolerance": tol,
+                        "passed": bool(worst <= tol), "divergence_iteration": None})
+    return out
+
+
+def _trajectory_row(model, dtype, backend, against, traj, ref) -> dict[str, Any]:
+    n = min(len(traj["scalars"]), len(ref["scalars"]))
+    err = trajectory_error({**traj, "scalars": traj["scalars"][:n], "params": traj["params"][:n]},
+                           {**ref, "scalars": ref["scalars"][:n], "params": ref["params"][:n]})
+    div = divergence_iteration(err, DIVERGENCE_THRESHOLD)
+    final = float(err[-1]) if n else float("nan")
+    return {"model": model, "dtype": dtype, "check": "trajectory", "backend": backend, "against": against,
+            "max_abs_err": None, "max_rel_err": float(np.nanmax(err)) if n else None, "final_rel_err": final,
+            "tolerance": DIVERGENCE_THRESHOLD, "passed": div is None, "divergence_iteration": div,
+            "iterations": n, "error_curve": err.tolist()}
+
+
+def write_report(out: Path, report: dict[str, Any]) -> None:
+    """report.json (error curves stripped), report.md, trajectory plots."""
+    curves = {}
+    for r in report["parity"]:
+        if r["check"] == "trajectory":
+            curves[(r["model"], r["dtype"], r["backend"], r["against"])] = r.pop("error_curve")
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    _plots(out, curves)
+    (out / "report.md").write_text(_markdown(report))
+
+
+def _plots(out: Path, curves: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for model, dtype in sorted({(k[0], k[1]) for k in curves}):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for (m, d, b, against), err in sorted(curves.items()):
+            if (m, d) == (model, dtype) and against == "oracle":
+                ax.semilogy(np.arange(1, len(err) + 1), np.maximum(err, 1e-17), label=b, lw=1)
+        ax.axhline(DIVERGENCE_THRESHOLD, color="k", ls="--", lw=0.8, label="divergence threshold")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("relative error vs float64 oracle")
+        ax.set_title(f"{model}, {dtype}: trajectory error (losses and parameters)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / f"trajectory-{model}-{dtype}.png", dpi=110)
+        plt.close(fig)
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "**NO**"
+    if isinstance(x, float):
+        return f"{x:.2e}"
+    return str(x)
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    lines = ["# Cross-backend comparison", "", "## Backends", "", "| backend | available | version | reason |",
+             "|---|---|---|---|"]
+    for name, a in report["backends"].items():
+        lines.append(f"| {name} | {_fmt(a['available'])} | {a.get('version') or '-'} | {a.get('reason') or ''} |")
+    lines += ["", "## Parity vs the float64 oracle and pairwise", "",
+              "Error = max|x - ref| / max|ref| per tensor, worst tensor shown. Pairwise tolerance = 2x the oracle's.",
+              "Trajectory: worst per-iteration relative error of the losses and of a fixed subsample of every "
+              f"tensor; divergence = first iteration above {DIVERGENCE_THRESHOLD:g}.", "",
+              "| model | dtype | check | backend | against | max rel err | tolerance | passed | divergence iteration |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in report["parity"]:
+        lines.append(f"| {r['model']} | {r['dtype']} | {r['check']} | {r['backend']} | {r['against']} | "
+                     f"{_fmt(r['max_rel_err'])} | {_fmt(r['tolerance'])} | {_fmt(r['passed'])} | "
+                     f"{_fmt(r['divergence_iteration'])} |")
+    lines += ["", "## Porting traps: the framework default left in place vs corrected", "",
+              "| difference | backends | error with default | error corrected | measured on |", "|---|---|---|---|---|"]
+    for t in report["traps"]:
+        lines.append(f"| {t['difference']} | {', '.join(t['backends'])} | {_fmt(t['err_default'])} | "
+                     f"{_fmt(t['err_corrected'])} | {t.get('measured_on', '')} |")
+    lines += ["", "## Weight conversion (float64 checkpoints, same fixed z)", "",
+              "| from | to | model | samples max abs diff | samples rel err | params after 2 more iterations, rel err | passed |",
+              "|---|---|---|---|---|---|---|"]
+    for c in report["conversion"]:
+        lines.append(f"| {c['from']} | {c['to']} | {c['model']} | {_fmt(c['max_abs_err'])} | "
+                     f"{_fmt(c['samples_rel_err'])} | {_fmt(c['continued_params_rel_err'])} | {_fmt(c['passed'])} |")
+    return "\n".join(lines) + "\n"

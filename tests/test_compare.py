@@ -1,0 +1,58 @@
+"""`gansuite compare` machinery on this env's backend: artifacts, conversion, report schema."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from gansuite.common.compare import convert_phase, divergence_iteration, run_phase, trajectory_error
+from gansuite.common.report import build_report, write_report
+
+_declared = [b for b in os.environ.get("GANSUITE_BACKENDS", "").split(",") if b.strip()]
+BACKEND = _declared[0] if _declared else None
+
+
+def test_divergence_horizon_and_error_curve():
+    ref = {"scalars": np.ones((4, 5)), "params": np.ones((4, 3)), "tensor_sizes": np.array([2, 1])}
+    traj = {"scalars": np.ones((4, 5)), "params": np.array([[1, 1, 1], [1, 1.0001, 1], [1, 1, 1.01], [1, 1, np.nan]]),
+            "tensor_sizes": np.array([2, 1])}
+    err = trajectory_error(traj, ref)
+    np.testing.assert_allclose(err[:3], [0, 1e-4, 1e-2], rtol=1e-6, atol=1e-12)
+    assert divergence_iteration(err, 1e-3) == 2
+    assert divergence_iteration(err[:2], 1e-3) is None
+    assert divergence_iteration(np.array([0.0, np.nan]), 1e-3) == 1  # NaN is divergence
+
+
+@pytest.mark.skipif(BACKEND is None, reason="needs a framework backend (runs in each backend's tox env)")
+def test_compare_report_on_this_backend(tmp_path):
+    run_phase("oracle", tmp_path, models=("gaussian",), quick=True)
+    run_phase(BACKEND, tmp_path, models=("gaussian",), quick=True)
+    convert_phase(BACKEND, tmp_path)
+    availability = {"oracle": {"available": True, "version": "x", "reason": None},
+                    BACKEND: {"available": True, "version": "y", "reason": None},
+                    "nonexistent": {"available": False, "version": None, "reason": "not built"}}
+    report = build_report(tmp_path, availability)
+    write_report(tmp_path, report)
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert set(data) == {"backends", "parity", "traps", "conversion"}
+    assert data["backends"]["nonexistent"]["reason"] == "not built"
+    keys = {"model", "dtype", "check", "backend", "against", "max_abs_err", "max_rel_err", "tolerance", "passed",
+            "divergence_iteration"}
+    checks = {(r["dtype"], r["check"]) for r in data["parity"]}
+    assert {("float32", c) for c in ("forward_G", "forward_D", "one_step", "trajectory")} <= checks
+    for r in data["parity"]:
+        assert keys <= set(r)
+        if r["check"] != "trajectory":
+            assert r["passed"], r  # the gaussian GAN is within tolerance on every backend
+    fp64 = [r for r in data["parity"] if r["check"] == "trajectory" and r["dtype"] == "float64"]
+    assert fp64 and all(r["divergence_iteration"] is None for r in fp64)
+    conv = [c for c in data["conversion"] if c["from"] == "oracle" and c["to"] == BACKEND]
+    assert {c["model"] for c in conv} == {"gaussian", "dcgan-tiny"} and all(c["passed"] for c in conv)
+    for t in data["traps"]:
+        assert {"difference", "backends", "err_default", "err_corrected"} <= set(t)
+        assert t["err_default"] > 10 * t["err_corrected"], t  # each trap matters, and the fix fixes it
+    md = (tmp_path / "report.md").read_text()
+    assert "| gaussian | float32 | forward_G |" in md and (tmp_path / "trajectory-gaussian-float32.png").exists()
