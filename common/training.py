@@ -24,7 +24,7 @@ import numpy as np
 from . import plots
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .errors import GanSuiteError
-from .metrics import gaussian_report
+from .metrics import gaussian_report, swd_images
 from .params import init_params
 from .protocol import SCALARS, Backend, BuildOptions
 from .spec import GANSpec
@@ -91,6 +91,7 @@ def train(cfg: RunConfig) -> dict[str, Any]:
     fixed_z = streams.fixed_noise(64)
     sample_every = cfg.sample_every or max(1, total // 10)
     frames: list[np.ndarray] = []
+    epoch_quality: list[dict[str, float]] = []  # Gaussian: exact Frechet distance after every epoch
     meta = {"backend": backend.name, "dtype": cfg.dtype, "mode": cfg.mode, "versions": backend.versions()}
 
     def checkpoint(next_iteration: int) -> None:
@@ -119,6 +120,9 @@ def train(cfg: RunConfig) -> dict[str, Any]:
                 if done % cfg.checkpoint_every == 0 or done == total:
                     checkpoint(done)
                     last_good = done
+                if spec.data.kind == "gaussian" and done % streams.iterations_per_epoch == 0:
+                    fd = gaussian_report(spec, backend.export_params(state)[0])["frechet_distance"]
+                    epoch_quality.append({"epoch": done // streams.iterations_per_epoch, "frechet_distance": fd})
                 if is_images and (done % sample_every == 0 or done == total):
                     frames.append(plots.image_grid(backend.generate(state, fixed_z)))
                 rate = examples / max(time.perf_counter() - t0, 1e-9)
@@ -131,11 +135,11 @@ def train(cfg: RunConfig) -> dict[str, Any]:
         raise GanSuiteError(f"interrupted at iteration {done}; checkpoint saved to {ckpt_path}; "
                             f"continue with --resume") from None
     elapsed = time.perf_counter() - t0
-    return write_outputs(cfg, state, streams, history, frames, elapsed, examples, start, total)
+    return write_outputs(cfg, state, streams, history, frames, epoch_quality, elapsed, examples, start, total)
 
 
 def write_outputs(cfg: RunConfig, state: Any, streams: Streams, history: dict[str, list], frames: list,
-                  elapsed: float, examples: int, start: int, total: int) -> dict[str, Any]:
+                  epoch_quality: list, elapsed: float, examples: int, start: int, total: int) -> dict[str, Any]:
     spec, backend = cfg.spec, cfg.backend
     hist = {k: np.asarray(v, dtype=np.float64) for k, v in history.items()}
     summary: dict[str, Any] = {
@@ -158,11 +162,17 @@ def write_outputs(cfg: RunConfig, state: Any, streams: Streams, history: dict[st
     params, _ = backend.export_params(state)
     if spec.data.kind == "gaussian":
         summary["gaussian"] = gaussian_report(spec, params)
+        summary["gaussian"]["per_epoch"] = epoch_quality
         fake = backend.generate(state, streams.fixed_noise(1000))
         plots.save_gaussian_scatter(streams.dataset.values[:1000], fake, cfg.out_dir / "samples.png",
                                     f"{backend.name}: Frechet distance {summary['gaussian']['frechet_distance']:.3f}")
     else:
         plots.save_grid(backend.generate(state, streams.fixed_noise(64)), cfg.out_dir / "samples.png")
+        # Sliced Wasserstein distance on Laplacian-pyramid patches: same code for every backend.
+        n = min(256, streams.dataset.n)
+        real = streams.dataset.get(np.random.default_rng(0).permutation(streams.dataset.n)[:n])
+        fake = np.concatenate([backend.generate(state, streams.fixed_noise(n)[i:i + 64]) for i in range(0, n, 64)])
+        summary["swd"] = swd_images(real, fake)
         if frames:
             plots.save_gif(frames, cfg.out_dir / "progress.gif")
     (cfg.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

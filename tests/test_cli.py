@@ -36,6 +36,8 @@ def test_train_gaussian_writes_everything(tmp_path):
     g = summary["gaussian"]
     assert g["true_mean"] == [1.0, 2.0] and np.allclose(g["true_cov"], [[1.01, 1.95], [1.95, 4.25]])
     assert g["frechet_distance"] < 9.0  # moved from ~10 at init after 2 epochs
+    assert [e["epoch"] for e in g["per_epoch"]] == [1, 2]
+    assert g["per_epoch"][-1]["frechet_distance"] == pytest.approx(g["frechet_distance"])
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -50,6 +52,9 @@ def test_resume_continues_exactly(tmp_path):
     for k in ca.params:
         np.testing.assert_array_equal(cb.params[k], ca.params[k], err_msg=k)
     np.testing.assert_array_equal(cb.history["loss_D"], ca.history["loss_D"])
+    swd = json.loads((b / "summary.json").read_text())["swd"]
+    assert set(swd) == {"level0_64px", "level1_32px", "level2_16px", "mean"} and swd["mean"] > 0
+    assert (b / "progress.gif").is_file()
     assert run_cli("sample", "--checkpoint", str(b / "checkpoint.safetensors"), "--backend", BACKEND,
                    "--n", "16", "--out", str(tmp_path / "grid.png")) == 0
     assert (tmp_path / "grid.png").stat().st_size > 0
