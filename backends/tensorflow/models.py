@@ -1,0 +1,128 @@
+"""Build G and D as ``keras.Sequential`` from the spec, every default set explicitly."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from gansuite.common.params import net_spec, param_shapes
+from gansuite.common.spec import BatchNorm, Conv2d, ConvTranspose2d, Dense, GANSpec, LeakyReLU, NetSpec, ReLU, Tanh
+
+from .layout import conv_padding, conv_transpose_padding, keras_key, keras_shape
+
+# Keras initialisers are never used: every tensor is loaded from the canonical params
+# (drawn once in NumPy). "zeros" only avoids drawing random numbers nobody reads.
+_UNUSED_INIT = "zeros"
+
+
+class SpecBatchNorm(keras.layers.BatchNormalization):
+    """Keras BatchNormalization with the spec's (PyTorch's) running-variance update.
+
+    Stock Keras (keras/src/layers/normalization/batch_normalization.py, 3.15) updates
+    ``moving_variance`` with the BIASED batch variance; PyTorch stores the UNBIASED
+    one (``var * n / (n - 1)``). The normalisation itself is the same in both (biased
+    variance), so only the training branch's running-stat update is rewritten; the
+    inference branch (``bn="running"``) is Keras's own.
+
+    Deliberately NOT Keras's ``training and self.trainable`` test: in Keras,
+    ``trainable=False`` on a BatchNormalization layer also forces INFERENCE mode
+    (the classic combined-GAN trap, eriklindernoren/Keras-GAN#252). This backend
+    never sets ``trainable=False``; it picks the variables to differentiate instead.
+    """
+
+    def call(self, inputs: tf.Tensor, training: bool | None = None, mask: tf.Tensor | None = None) -> tf.Tensor:
+        if not training:
+            return super().call(inputs, training=False, mask=mask)
+        mean, variance = self._moments(inputs, mask)  # biased, over every axis but channels
+        # Bessel's factor n / (n - 1), one float64 constant from the static shape.
+        if inputs.shape.is_fully_defined():
+            count = inputs.shape.num_elements() // inputs.shape[self.axis]
+            bessel = tf.constant(count / max(count - 1, 1), inputs.dtype)
+        else:  # a function traced for any batch size
+            n = tf.cast(tf.size(inputs) // tf.shape(inputs)[self.axis], inputs.dtype)
+            bessel = n / tf.maximum(n - 1, 1)
+        unbiased = variance * bessel
+        # Keras's momentum is the weight on the OLD value (= 1 - spec.momentum, set in build_layer).
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + unbiased * (1.0 - self.momentum))
+        return keras.ops.batch_normalization(inputs, mean, variance, axis=self.axis, offset=self.beta,
+                                             scale=self.gamma, epsilon=self.epsilon)
+
+
+class SpecLeakyReLU(keras.layers.LeakyReLU):
+    """``keras.layers.LeakyReLU`` with the slope applied in the input's dtype.
+
+    Keras (keras/src/backend/tensorflow/nn.py) calls ``tf.nn.leaky_relu(x, alpha)``, and
+    the LeakyRelu op's ``alpha`` is a 32-bit float attribute: in float64 the slope 0.2
+    becomes 0.20000000298023224 (7.6e-9 relative error in D's float64 output, measured).
+    Same function otherwise, gradient included: ``dy`` where ``x > 0``, else ``slope * dy``.
+    """
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        return tf.where(inputs > 0, inputs, inputs * tf.constant(self.negative_slope, inputs.dtype))
+
+
+def build_layer(layer, input_shape: tuple[int, ...], name: str, dtype: str) -> list[keras.layers.Layer]:
+    """One spec layer -> the Keras layer holding its weights (named ``name``), plus any explicit pad/crop."""
+    if isinstance(layer, Dense):
+        return [keras.layers.Dense(layer.out_features, use_bias=layer.bias, activation=None,
+                                   kernel_initializer=_UNUSED_INIT, name=name, dtype=dtype)]
+    if isinstance(layer, Conv2d):
+        # channels_last everywhere: TF's CPU Conv2D has no NCHW kernel (layout.py transposes).
+        modes = {conv_padding(layer, size) for size in input_shape[1:]}
+        mode, pad = modes.pop() if len(modes) == 1 else ("valid", layer.padding)
+        conv = keras.layers.Conv2D(layer.out_channels, layer.kernel, strides=layer.stride, padding=mode,
+                                   data_format="channels_last", dilation_rate=1, use_bias=layer.bias,
+                                   kernel_initializer=_UNUSED_INIT, name=name, dtype=dtype)
+        if not pad:
+            return [conv]
+        return [keras.layers.ZeroPadding2D(pad, data_format="channels_last", name=f"{name}.pad", dtype=dtype), conv]
+    if isinstance(layer, ConvTranspose2d):
+        # Keras has no PyTorch-style crop p: 'same'/'valid' where they coincide, else an explicit crop.
+        mode, (before, after) = conv_transpose_padding(layer)
+        deconv = keras.layers.Conv2DTranspose(layer.out_channels, layer.kernel, strides=layer.stride, padding=mode,
+                                              output_padding=None, data_format="channels_last", dilation_rate=1,
+                                              use_bias=layer.bias, kernel_initializer=_UNUSED_INIT, name=name,
+                                              dtype=dtype)
+        if not (before or after):
+            return [deconv]
+        return [deconv, keras.layers.Cropping2D(((before, after), (before, after)), data_format="channels_last",
+                                                name=f"{name}.crop", dtype=dtype)]
+    if isinstance(layer, BatchNorm):
+        # Keras defaults are momentum=0.99 on the OLD value and epsilon=1e-3; the spec's momentum
+        # (PyTorch's, 0.1) is the weight on the NEW value => Keras momentum = 1 - spec.momentum.
+        # axis=-1 is the channel axis of NHWC and of (N, F).
+        return [SpecBatchNorm(axis=-1, momentum=1.0 - layer.momentum, epsilon=layer.eps, center=True, scale=True,
+                              name=name, dtype=dtype)]
+    if isinstance(layer, ReLU):
+        return [keras.layers.ReLU(max_value=None, negative_slope=0.0, threshold=0.0, name=name, dtype=dtype)]
+    if isinstance(layer, LeakyReLU):
+        # keras.layers.LeakyReLU defaults to 0.3 (keras.activations.leaky_relu to 0.2, PyTorch 0.01).
+        return [SpecLeakyReLU(negative_slope=layer.slope, name=name, dtype=dtype)]
+    if isinstance(layer, Tanh):
+        return [keras.layers.Activation("tanh", name=name, dtype=dtype)]
+    raise TypeError(f"unsupported layer {layer!r}")
+
+
+def build_net(net: NetSpec, prefix: str, dtype: str) -> keras.Sequential:
+    """Layer i of the spec is the Keras layer named ``"<prefix>.<i>"`` (``"D.3"``), as nn.Sequential's child ``"3"``.
+
+    ``dtype="float64"`` gives float64 variables AND computations (Keras's dtype policy);
+    the default policy would be float32.
+    """
+    shapes = [net.input_shape, *net.shapes()]
+    layers: list = [keras.Input(shape=keras_shape(net.input_shape), dtype=dtype, name=f"{prefix}.input")]
+    for i, layer in enumerate(net.layers):
+        layers += build_layer(layer, shapes[i], f"{prefix}.{i}", dtype)
+    return keras.Sequential(layers, name=prefix)
+
+
+def canonical_variables(spec: GANSpec, prefix: str, model: keras.Sequential) -> dict[str, keras.Variable]:
+    """Canonical name -> the Keras variable holding it, in canonical order (parameters and BN buffers)."""
+    out: dict[str, keras.Variable] = {}
+    for name in param_shapes(spec):
+        if name.startswith(prefix + "."):
+            layer_spec = net_spec(spec, prefix).layers[int(name.split(".")[1])]
+            layer_name, attr = keras_key(name, layer_spec)
+            out[name] = getattr(model.get_layer(layer_name), attr)
+    return out

@@ -1,0 +1,137 @@
+"""One training iteration in the tutorial's call order (see common/protocol.py).
+
+A custom step with ``tf.GradientTape``, as d2l's TensorFlow tab writes it, not
+``model.fit``: the iteration has two optimisers, three D forwards and one G
+forward whose output feeds both losses, which ``fit`` cannot express.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from gansuite.common.spec import AdamSpec, LossSpec
+
+
+class SpecAdam(keras.optimizers.Adam):
+    """``keras.optimizers.Adam`` with the spec's update: PyTorch's form, eps AFTER bias correction.
+
+    Keras 3.15 (keras/src/optimizers/adam.py) differs from the spec in four ways:
+
+    * eps placement: ``w -= alpha * m / (sqrt(v) + eps)`` with ``alpha = lr * sqrt(1 - b2^t) / (1 - b1^t)``,
+      the paper's "epsilon hat", i.e. PyTorch's ``eps * sqrt(1 - b2^t)`` on the other side
+      (31.6x larger than PyTorch's eps at t=1);
+    * default ``epsilon=1e-7``, not 1e-8 (set from the spec below);
+    * ``ops.cast(self.beta_2, dtype)`` goes through float32, and ``learning_rate`` lives in a
+      float32 variable: in float64 both are rounded (see the test for the measured effect);
+    * ``m += (g - m) * (1 - b1)``: equal in exact arithmetic, written as the oracle writes it here.
+
+    Only ``update_step`` is replaced; the moments, the ONE step counter per optimiser
+    (``iterations``) and ``apply`` are Keras's own.
+    """
+
+    def __init__(self, cfg: AdamSpec, name: str):
+        # Every default that could change the maths, set explicitly: no weight decay (Keras's is
+        # decoupled when set), no AMSGrad, no clipping, no EMA, no loss scaling, no accumulation.
+        super().__init__(learning_rate=float(cfg.lr), beta_1=float(cfg.beta1), beta_2=float(cfg.beta2),
+                         epsilon=float(cfg.eps), amsgrad=False, weight_decay=None, clipnorm=None, clipvalue=None,
+                         global_clipnorm=None, use_ema=False, loss_scale_factor=None,
+                         gradient_accumulation_steps=None, name=name)
+        # Keras keeps learning_rate in a variable of backend.floatx() = float32 whatever the model's
+        # dtype: in float64 that rounds 2e-4 to 2.0000000949949026e-4 (relative 4.7e-8), far above the
+        # float64 tolerance once it multiplies the update. The update reads the exact Python float.
+        self.exact_lr = float(cfg.lr)
+
+    def moments(self, variable: keras.Variable) -> tuple[keras.Variable, keras.Variable]:
+        """(m, v) of one model variable."""
+        i = self._get_variable_index(variable)
+        return self._momentums[i], self._velocities[i]
+
+    def update_step(self, gradient: tf.Tensor, variable: keras.Variable, learning_rate: tf.Tensor) -> None:
+        # tf.constant(python_float, dtype), never tf.cast(python_float, dtype): tf.cast first makes a
+        # float32 tensor, so in float64 beta2 = 0.999 would become 0.9990000128746033 and 1 - beta2
+        # would be off by 1.3e-5 relative (measured on v).
+        dtype = variable.dtype
+        g = tf.cast(gradient, dtype)
+        b1, b2 = tf.constant(self.beta_1, dtype), tf.constant(self.beta_2, dtype)
+        one_minus_b1, one_minus_b2 = tf.constant(1.0 - self.beta_1, dtype), tf.constant(1.0 - self.beta_2, dtype)
+        # Bias corrections in float64 whatever the model dtype, as PyTorch computes them (Python floats):
+        # 1 - float32(0.999)**1 is 1.3e-5 away from 1 - 0.999.
+        t = tf.cast(self.iterations + 1, tf.float64)  # apply() increments iterations after all updates
+        correction1 = tf.cast(1.0 - tf.pow(tf.constant(self.beta_1, tf.float64), t), dtype)
+        correction2 = tf.cast(1.0 - tf.pow(tf.constant(self.beta_2, tf.float64), t), dtype)
+        m, v = self.moments(variable)
+        m_new = b1 * m + one_minus_b1 * g
+        v_new = b2 * v + one_minus_b2 * g * g
+        self.assign(m, m_new)
+        self.assign(v, v_new)
+        lr, eps = tf.constant(self.exact_lr, dtype), tf.constant(self.epsilon, dtype)
+        self.assign_sub(variable, lr * (m_new / correction1) / (tf.sqrt(v_new / correction2) + eps))
+
+
+def make_adam(variables: list[keras.Variable], cfg: AdamSpec, name: str) -> SpecAdam:
+    # Built now, on the canonical-order variable list, so the moments exist before a checkpoint
+    # is loaded into them and before any tf.function traces (variables cannot be created there).
+    opt = SpecAdam(cfg, name)
+    opt.build(variables)
+    return opt
+
+
+def bce(logits: tf.Tensor, label: float, reduction: str) -> tf.Tensor:
+    # BCE-with-logits on the raw logit, reduced as the spec says. keras.losses.BinaryCrossentropy
+    # defaults to from_logits=False (clips probabilities to [1e-7, 1 - 1e-7]) and to the
+    # "sum_over_batch_size" reduction; neither is used. TF's formula is the oracle's:
+    # max(x, 0) - x*t + log(1 + exp(-|x|)).
+    target = tf.fill(tf.shape(logits), tf.cast(label, logits.dtype))
+    per_example = tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=logits)
+    return tf.reduce_mean(per_example) if reduction == "mean" else tf.reduce_sum(per_example)
+
+
+def train_iteration(G: keras.Model, D: keras.Model, G_params: dict[str, keras.Variable],
+                    D_params: dict[str, keras.Variable], opt_G: SpecAdam, opt_D: SpecAdam, real: tf.Tensor,
+                    z: tf.Tensor, loss: LossSpec,
+                    with_grads: bool = False) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor] | None]:
+    """D step then G step, exactly the tutorial's sequence. Returns tensors (no host sync).
+
+    ``G_params`` / ``D_params``: canonical name -> trainable variable, canonical order.
+    Every forward passes ``training=True``: BatchNorm uses batch statistics and updates its
+    running ones in all four forwards, as PyTorch's train mode does.
+    """
+    # The tf.Variables behind the Keras variables: GradientTape.watch accepts only TF types.
+    g_vars, d_vars = [v.value for v in G_params.values()], [v.value for v in D_params.values()]
+    # One tape per net, each watching only its own variables: tape_D then never records G(z)
+    # (PyTorch's fake.detach()), and tape_G records G(z) once, here, for the G step below.
+    with tf.GradientTape(watch_accessed_variables=False) as tape_G:
+        tape_G.watch(g_vars)
+
+        # -- D step: maximise log D(x) + log(1 - D(G(z))) --
+        with tf.GradientTape(watch_accessed_variables=False) as tape_D:
+            tape_D.watch(d_vars)
+            out_real = tf.reshape(D(real, training=True), [-1])
+            fake = G(z, training=True)  # the only G forward of the iteration; reused below
+            out_fake = tf.reshape(D(tf.stop_gradient(fake), training=True), [-1])
+            loss_D = loss.d_loss_scale * (bce(out_real, loss.real_label, loss.reduction)
+                                          + bce(out_fake, loss.fake_label, loss.reduction))
+        with tape_G.stop_recording():  # D's gradient and update are no part of G's graph
+            grads_D = tape_D.gradient(loss_D, d_vars)
+            opt_D.apply(grads_D, list(D_params.values()))
+
+        # -- G step: maximise log D(G(z)), through the updated D, same fake --
+        # Not D.trainable = False (Keras's GAN idiom): that would also switch D's BatchNorm to
+        # inference mode. D's variables are simply not differentiated here.
+        out_gen = tf.reshape(D(fake, training=True), [-1])
+        loss_G = bce(out_gen, loss.real_label, loss.reduction)
+    grads_G = tape_G.gradient(loss_G, g_vars)
+    opt_G.apply(grads_G, list(G_params.values()))
+
+    grads = None
+    if with_grads:
+        grads = {**dict(zip(D_params, grads_D)), **dict(zip(G_params, grads_G))}
+    scalars = {
+        "loss_D": loss_D,
+        "loss_G": loss_G,
+        "D_x": tf.reduce_mean(tf.sigmoid(out_real)),
+        "D_G_z1": tf.reduce_mean(tf.sigmoid(out_fake)),
+        "D_G_z2": tf.reduce_mean(tf.sigmoid(out_gen)),
+    }
+    return scalars, grads

@@ -1,0 +1,354 @@
+"""TensorFlow / Keras 3 backend: the shared contract plus the TF/Keras traps, each shown with numbers.
+
+Every trap test measures the stock Keras/TF behaviour against the float64 oracle (or the
+spec's definition) AND shows that the backend's corrected version matches it.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports TensorFlow (common.registry imports it before the backend module):
+# parity needs TF's oneDNN CPU kernels off (see backends/tensorflow/__init__.py).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from backend_contract import BackendContract  # noqa: E402
+
+from gansuite.common import oracle_layers as L  # noqa: E402
+from gansuite.common.oracle import OracleBackend, adam_update  # noqa: E402
+from gansuite.common.params import init_params, is_buffer  # noqa: E402
+from gansuite.common.parity import rel_err  # noqa: E402
+from gansuite.common.presets import preset  # noqa: E402
+from gansuite.common.protocol import BuildOptions  # noqa: E402
+from gansuite.common.spec import AdamSpec, BatchNorm, Conv2d, ConvTranspose2d  # noqa: E402
+from gansuite.common.streams import Streams  # noqa: E402
+
+
+class TestTensorflowBackend(BackendContract):
+    backend_name = "tensorflow"
+
+
+# TensorFlow is imported inside the tests, never at collection: where it is missing, tests/conftest.py
+# turns every test of a class with backend_name = "tensorflow" into a skip (dev run) or a failure (tox).
+tf = keras = None
+
+
+def _tf():
+    """The backend's modules, importing TensorFlow and Keras on first use."""
+    global tf, keras
+    import keras as _keras
+    import tensorflow as _tf_mod
+
+    from gansuite.backends.tensorflow import backend, layout, models, train
+
+    tf, keras = _tf_mod, _keras
+    return backend, layout, models, train
+
+
+def _bn_case():
+    rng = np.random.default_rng(1)
+    # n = 4 examples (Bessel's factor 4/3), 3 channels, one with a tiny variance (eps matters).
+    x = rng.normal(0.0, 1.0, (4, 3)) * np.array([1.0, 0.01, 3.0]) + np.array([0.5, -1.0, 2.0])
+    layer = BatchNorm(3, eps=1e-5, momentum=0.1)
+    p = {"weight": np.array([1.1, 0.9, 1.0]), "bias": np.array([0.1, -0.2, 0.0]),
+         "running_mean": np.zeros(3), "running_var": np.ones(3)}
+    y, cache = L.batch_norm_forward(layer, p, x)
+    return x, layer, p, y, L.batch_norm_running_update(layer, p, cache)
+
+
+def _keras_bn(bn, p, x, training: bool):
+    bn.build((None, 3))
+    bn.gamma.assign(p["weight"])
+    bn.beta.assign(p["bias"])
+    y = bn(tf.constant(x), training=training).numpy()
+    return y, bn.moving_mean.numpy(), bn.moving_variance.numpy()
+
+
+def _keras_layer_forward(layer, x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    _, layout, models, _ = _tf()
+    layers = models.build_layer(layer, x.shape[1:], "L.0", "float64")
+    net = keras.Sequential([keras.Input(shape=layout.keras_shape(x.shape[1:]), dtype="float64"), *layers])
+    net.get_layer("L.0").kernel.assign(layout.param_to_framework("L.0.weight", w, tf.float64))
+    y = net(layout.activations_to_framework(x, tf.float64))
+    return layout.activations_from_framework(y), [type(l).__name__ for l in layers]
+
+
+def _run(be, spec, options: BuildOptions, n: int, host_noise: bool = True):
+    st = be.build(spec, init_params(spec, 0), None, options)
+    outs = [be.train_step(st, b.real, b.z if host_noise else None, with_grads=host_noise)
+            for b in Streams(spec, 0).iterate(0, n)]
+    return st, be.export_params(st)[0], outs
+
+
+class TestTensorflowSpecifics:
+    """TF/Keras traps with numbers. backend_name lets tests/conftest.py skip/fail them like the contract."""
+
+    backend_name = "tensorflow"
+
+    @pytest.fixture(autouse=True)
+    def _import_tf(self):
+        _tf()
+
+    # -- Adam: epsilon placement, default epsilon, float32 hyper-parameters ---------------------
+
+    def test_keras_adam_default_differs_from_spec_update(self):
+        """Keras's Adam is not the spec's (PyTorch's): eps-hat placement, eps 1e-7, and in float64 its
+        learning rate / betas pass through float32. Three steps, gradients 1e-9..1, lr and betas of DCGAN."""
+        _, _, _, train = _tf()
+        cfg = AdamSpec(lr=2e-4, beta1=0.5, beta2=0.999, eps=1e-8)
+        p0 = np.random.default_rng(0).normal(0.0, 0.02, 9)
+        scale = np.array([1e-9, -1e-8, 1e-7, -1e-6, 1e-5, -1e-4, 1e-3, -1e-2, 1.0])
+        grads = [scale * (1 + 0.1 * t) for t in range(3)]
+        ref, m, v = p0.copy(), np.zeros(9), np.zeros(9)
+        for t, g in enumerate(grads, 1):
+            ref, m, v = adam_update(ref, g, m, v, t, cfg)
+
+        def run(opt) -> np.ndarray:
+            var = keras.Variable(p0, dtype="float64")
+            opt.build([var])
+            for g in grads:
+                opt.apply([tf.constant(g)], [var])
+            return np.abs(var.numpy() - ref) / cfg.lr  # error in units of one nominal step
+
+        keras_default = run(keras.optimizers.Adam(learning_rate=cfg.lr, beta_1=cfg.beta1))  # epsilon=1e-7
+        keras_eps = run(keras.optimizers.Adam(learning_rate=cfg.lr, beta_1=cfg.beta1, beta_2=cfg.beta2, epsilon=cfg.eps))
+        spec = run(train.SpecAdam(cfg, "spec"))
+        # Default: the effective PyTorch-side eps is 1e-7 / sqrt(1 - 0.999^t) ~ 3e-6 at t=1: small-gradient
+        # updates shrink (measured: up to 2.6 nominal steps off after 3 steps).
+        assert keras_default.max() > 1.0, keras_default
+        # Right eps, wrong placement: still 0.28..1.8 steps off where |g| <= 1e-6 (measured).
+        assert keras_eps[:4].min() > 0.1, keras_eps
+        # |g| = 1 (eps irrelevant): Keras casts beta_2 via float32 (0.9990000128746033) in its bias
+        # correction: 2e-5 of a step (measured), 1e-7 of the parameter scale, >> the 1e-12 float64 tolerance.
+        assert keras_eps[-1] > 1e-6, keras_eps
+        assert spec.max() * cfg.lr / np.abs(ref).max() <= 1e-15, spec
+
+    # -- BatchNorm: momentum, epsilon, biased moving variance, trainable=False ----------------------
+
+    def test_keras_batchnorm_defaults_differ_from_spec(self):
+        _, _, models, _ = _tf()
+        x, _, p, y_ref, run_ref = _bn_case()
+
+        # Stock defaults: epsilon=1e-3 (vs 1e-5) and momentum=0.99 on the OLD value (vs 0.1 on the new).
+        y, mean, _ = _keras_bn(keras.layers.BatchNormalization(dtype="float64"), p, x, training=True)
+        assert rel_err(y, y_ref)[1] > 1e-2  # the 0.01-std channel: eps 1e-3 vs its variance 1e-4
+        np.testing.assert_allclose(mean, 0.01 * x.mean(0), rtol=1e-12)  # 10x too little of the batch mean
+        assert rel_err(mean, run_ref["running_mean"])[1] > 0.8
+
+        # momentum/epsilon converted: output and running mean match; the moving variance is BIASED:
+        # off by exactly momentum * (unbiased - biased) = 0.1 * var / (n - 1).
+        y, mean, var = _keras_bn(keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, dtype="float64"),
+                                 p, x, training=True)
+        # (tf.nn.batch_normalization computes x * inv + (beta - mean * inv): 1e-14, float64 roundoff)
+        assert rel_err(y, y_ref)[1] <= 1e-13 and rel_err(mean, run_ref["running_mean"])[1] <= 1e-14
+        np.testing.assert_allclose(run_ref["running_var"] - var, 0.1 * x.var(0) / 3, rtol=0, atol=1e-15)
+        assert rel_err(var, run_ref["running_var"])[1] > 1e-2
+
+        # The backend's layer: everything matches.
+        y, mean, var = _keras_bn(models.SpecBatchNorm(momentum=0.9, epsilon=1e-5, dtype="float64"), p, x, training=True)
+        for got, ref in ((y, y_ref), (mean, run_ref["running_mean"]), (var, run_ref["running_var"])):
+            assert rel_err(got, ref)[1] <= 1e-13
+
+    def test_keras_batchnorm_trainable_false_forces_inference_mode(self):
+        """Keras: trainable=False on BatchNormalization also means INFERENCE mode, even with training=True
+        (the combined-GAN trap). The backend never sets trainable=False."""
+        x, _, p, y_batch, _ = _bn_case()
+        frozen = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, dtype="float64")
+        frozen.trainable = False
+        y, mean, var = _keras_bn(frozen, p, x, training=True)
+        y_inference = (x - 0.0) / np.sqrt(1.0 + 1e-5) * p["weight"] + p["bias"]  # running stats 0 / 1
+        assert rel_err(y, y_inference)[1] <= 1e-14
+        assert rel_err(y, y_batch)[1] > 0.5  # nowhere near batch-statistics normalisation
+        assert np.array_equal(mean, np.zeros(3)) and np.array_equal(var, np.ones(3))  # and no update
+
+        backend, _, _, _ = _tf()
+        be = backend.TensorflowBackend()
+        spec = preset("dcgan-tiny")
+        st = be.build(spec, init_params(spec, 0), None, BuildOptions(dtype="float32"))
+        assert all(layer.trainable for net in (st.G, st.D) for layer in net.layers)
+
+    def test_running_statistics_in_eval_mode_match_oracle_after_training(self):
+        """bn='running' after real updates (at init running stats are 0/1 and prove little): a 2-step
+        oracle checkpoint, its eval-mode forwards and one more iteration's running stats, float64."""
+        backend, _, _, _ = _tf()
+        be, oracle = backend.TensorflowBackend(), OracleBackend()
+        spec = preset("dcgan-tiny")
+        streams = Streams(spec, 4)
+        ref = oracle.build(spec, init_params(spec, 4), None, BuildOptions())
+        for b in streams.iterate(0, 2):
+            oracle.train_step(ref, b.real, b.z)
+        params, opt = oracle.export_params(ref)
+        assert np.abs(params["D.3.running_var"] - 1).max() > 1e-3  # running stats have moved
+        st = be.build(spec, params, opt, BuildOptions(dtype="float64"))
+        z, real = streams.noise(2, 4), streams.real(2)[:4]
+        assert rel_err(be.generate(st, z, "running"), oracle.generate(ref, z, "running"))[1] <= 1e-12
+        assert rel_err(be.discriminate(st, real, "running"), oracle.discriminate(ref, real, "running"))[1] <= 1e-12
+        b = streams.batch(2)
+        be.train_step(st, b.real, b.z)
+        oracle.train_step(ref, b.real, b.z)
+        p_tf, _ = be.export_params(st)
+        p_ref, _ = oracle.export_params(ref)
+        for k in p_ref:
+            if is_buffer(k):
+                assert rel_err(p_tf[k], p_ref[k])[1] <= 1e-12, k
+
+    # -- layers: padding, layouts, LeakyReLU, BCE ------------------------------------------------------
+
+    @pytest.mark.parametrize("k,s,p,size,expect", [
+        (4, 2, 1, 4, "same"),       # DCGAN G's upsampling layers
+        (4, 1, 0, 1, "valid"),      # DCGAN G's first layer, 1x1 -> 4x4
+        (4, 2, 0, 3, "valid"),
+        (3, 2, 1, 4, "crop"),       # k - s odd: no Keras string crops 1 per side
+        (5, 2, 1, 3, "crop"),
+        (2, 3, 0, 3, "crop"),       # k < s: Keras 'valid' appends s - k rows
+    ])
+    def test_conv_transpose_padding_matches_scatter_definition(self, k, s, p, size, expect):
+        _, layout, _, _ = _tf()
+        layer = ConvTranspose2d(2, 3, k, s, p)
+        mode, crop = layout.conv_transpose_padding(layer)
+        assert (mode if crop == (0, 0) else "crop") == expect
+        rng = np.random.default_rng(k * 100 + s * 10 + p)
+        x, w = rng.normal(size=(2, 2, size, size)), rng.normal(size=(2, 3, k, k))
+        y_ref, _ = L.conv_transpose2d_forward(layer, {"weight": w}, x)
+        y, _ = _keras_layer_forward(layer, x, w)
+        assert y.shape == y_ref.shape and rel_err(y, y_ref)[1] <= 1e-14
+        if expect == "crop":  # the naive mapping: Keras 'same' gives another size (n * s)
+            naive = keras.layers.Conv2DTranspose(3, k, strides=s, padding="same", dtype="float64")
+            assert naive(tf.zeros((1, size, size, 2), tf.float64)).shape[1] != y_ref.shape[2]
+
+    @pytest.mark.parametrize("k,s,p,size,expect", [
+        (4, 2, 1, 64, "same"),      # DCGAN D
+        (4, 1, 0, 4, "valid"),      # DCGAN D's last layer
+        (3, 2, 1, 7, "same"),
+        (4, 2, 1, 7, "pad"),        # odd size: TF 'same' pads 1 before, 2 after and outputs 4, PyTorch 3
+        (3, 1, 2, 5, "pad"),
+    ])
+    def test_conv_padding_matches_definition(self, k, s, p, size, expect):
+        _, layout, _, _ = _tf()
+        layer = Conv2d(2, 3, k, s, p)
+        mode, pad = layout.conv_padding(layer, size)
+        assert (mode if pad == 0 else "pad") == expect
+        rng = np.random.default_rng(k * 100 + s * 10 + p + size)
+        x, w = rng.normal(size=(2, 2, size, size)), rng.normal(size=(3, 2, k, k))
+        y_ref, _ = L.conv2d_forward(layer, {"weight": w}, x)
+        y, kinds = _keras_layer_forward(layer, x, w)
+        assert y.shape == y_ref.shape and rel_err(y, y_ref)[1] <= 1e-14
+        assert ("ZeroPadding2D" in kinds) == (expect == "pad")
+
+    def test_tf_cpu_conv_is_channels_last_only(self):
+        """Why layout.py transposes activations: TF's CPU Conv2D kernel rejects NCHW."""
+        if tf.config.list_physical_devices("GPU"):
+            pytest.skip("a GPU is visible: NCHW convs may be placed there")
+        with pytest.raises(tf.errors.UnimplementedError, match="NHWC"):
+            keras.layers.Conv2D(4, 3, data_format="channels_first")(np.ones((2, 3, 8, 8), np.float32))
+
+    def test_leaky_relu_slope_default_and_float32_attribute(self):
+        _, _, models, _ = _tf()
+        x = tf.constant([-1.0, 2.0], tf.float64)
+        assert keras.layers.LeakyReLU()(x).numpy()[0] == -0.3  # Keras's default slope; the spec's is 0.2
+        # tf.nn.leaky_relu's alpha is a 32-bit attribute: the slope is rounded even in float64.
+        stock = keras.layers.LeakyReLU(negative_slope=0.2, dtype="float64")(x).numpy()[0]
+        assert abs(stock + 0.2) / 0.2 > 1e-8  # measured 1.5e-8 (0.20000000298023224)
+        ours = models.SpecLeakyReLU(negative_slope=0.2, dtype="float64")(x).numpy()
+        assert ours[0] == -0.2 and ours[1] == 2.0
+
+    def test_keras_bce_defaults_differ_from_spec_loss(self):
+        _, _, _, train = _tf()
+        logits = np.array([-20.0, -3.0, 0.5, 4.0, 30.0])
+        ref_sum, _ = L.bce_with_logits(logits, 1.0, "sum")
+        ref_mean, _ = L.bce_with_logits(logits, 1.0, "mean")
+        ones, t = tf.ones((5, 1), tf.float64), tf.constant(logits[:, None])
+        # Default from_logits=False reads logits as probabilities (clipped to [1e-7, 1 - 1e-7]).
+        assert abs(float(keras.losses.BinaryCrossentropy()(ones, t)) - ref_mean) > 1.0
+        # from_logits=True: computed in Keras's loss dtype, float32 (floatx) even for float64 inputs
+        # (measured 8.7e-8 relative), and reduced to the mean ("sum_over_batch_size"), not d2l's 'sum'.
+        keras_f32 = float(keras.losses.BinaryCrossentropy(from_logits=True)(ones, t))
+        assert abs(keras_f32 - ref_mean) > 1e-8 * ref_mean
+        keras_mean = float(keras.losses.BinaryCrossentropy(from_logits=True, dtype="float64")(ones, t))
+        assert abs(keras_mean - ref_mean) <= 1e-14 * ref_mean and abs(keras_mean - ref_sum) > 1.0
+        lg = tf.constant(logits)
+        assert abs(float(train.bce(lg, 1.0, "sum")) - ref_sum) <= 1e-14 * ref_sum
+        assert abs(float(train.bce(lg, 1.0, "mean")) - ref_mean) <= 1e-14 * ref_mean
+
+    # -- graph mode, fast mode, settings, oneDNN ----------------------------------------------------
+
+    def test_parity_graph_is_bit_identical_to_eager(self):
+        """Parity runs the step as a tf.function (no XLA) with grappler's float rewrites off: bit-identical
+        to eager. With grappler's defaults (fast mode without XLA) the same graph is NOT (measured)."""
+        backend, _, _, _ = _tf()
+        be, spec = backend.TensorflowBackend(), preset("dcgan-tiny")
+        _, p_eager, o_eager = _run(be, spec, BuildOptions(dtype="float32", extra={"eager": True}), 2)
+        st, p_graph, o_graph = _run(be, spec, BuildOptions(dtype="float32"), 2)
+        assert st.graph and not st.jit_compile
+        for a, b in zip(o_eager, o_graph):
+            assert a.scalars() == b.scalars()
+            for k in a.grads:
+                np.testing.assert_array_equal(b.grads[k], a.grads[k], err_msg=k)
+        for k in p_eager:
+            np.testing.assert_array_equal(p_graph[k], p_eager[k], err_msg=k)
+
+        gspec = preset("gaussian")
+        _, p_e, _ = _run(be, gspec, BuildOptions(dtype="float32", extra={"eager": True}), 3)
+        _, p_g, _ = _run(be, gspec, BuildOptions(dtype="float32", mode="fast", extra={"jit_compile": False}), 3)
+        diff = max(rel_err(p_g[k], p_e[k])[1] for k in p_e)
+        assert 0 < diff < 1e-4, diff  # grappler reassociates: roundoff-sized, but not bit-identical
+
+    def test_fast_mode_device_noise_is_seeded_and_compile_time_recorded(self):
+        backend, _, _, _ = _tf()
+        be, spec = backend.TensorflowBackend(), preset("gaussian")
+        runs = {}
+        for seed, jit in ((0, True), (0, True), (1, True), (0, False)):
+            st, p, outs = _run(be, spec, BuildOptions(dtype="float32", mode="fast", seed=seed,
+                                                      extra={"jit_compile": jit}), 3, host_noise=False)
+            s = be.settings(st)
+            assert s["jit_compile"] is jit and s["tf_function"] is True
+            assert 0 < s["trace_s"] <= s["compile_s"]
+            runs.setdefault((seed, jit), []).append([o.scalars() for o in outs])
+        assert runs[(0, True)][0] == runs[(0, True)][1]  # same seed: same device noise, same numbers
+        assert runs[(0, True)][0] != runs[(1, True)][0]
+        assert all(np.isfinite(list(o.values())).all() for o in runs[(0, False)][0])
+
+    def test_parity_settings_are_recorded(self):
+        backend, _, _, _ = _tf()
+        be, spec = backend.TensorflowBackend(), preset("gaussian")
+        st = be.build(spec, init_params(spec, 0), None, BuildOptions(dtype="float64"))
+        b = Streams(spec, 0).batch(0)
+        be.train_step(st, b.real, b.z)  # settings are re-asserted per step (process-wide flags)
+        s = be.settings(st)
+        assert (s["mode"], s["dtype"], s["device"]) == ("parity", "float64", "/CPU:0")
+        assert s["tf32"] is False and s["determinism"] is True and s["onednn"] is False
+        assert s["grappler_arithmetic_optimization"] is False and s["grappler_constant_folding"] is False
+        assert s["jit_compile"] is False and set(be.versions()) == {"tensorflow", "keras", "numpy"}
+
+    def test_parity_refuses_onednn(self):
+        """TF_ENABLE_ONEDNN_OPTS is read once, at TF import: a process with oneDNN on gets a one-line
+        error from a parity build (fresh interpreter, since this one has it off)."""
+        code = textwrap.dedent("""
+            import tensorflow  # as common.registry does, before the backend module
+            from gansuite.common.errors import GanSuiteError
+            from gansuite.common.params import init_params
+            from gansuite.common.presets import preset
+            from gansuite.common.protocol import BuildOptions
+            from gansuite.common.registry import get_backend
+            be, spec = get_backend("tensorflow"), preset("gaussian")
+            try:
+                be.build(spec, init_params(spec, 0), None, BuildOptions())
+            except GanSuiteError as err:
+                print("ERROR", err)
+            st = be.build(spec, init_params(spec, 0), None, BuildOptions(extra={"allow_onednn": True}))
+            print("ONEDNN", be.settings(st)["onednn"])
+        """)
+        env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                             cwd=Path(__file__).parent)
+        assert out.returncode == 0, out.stderr[-2000:]
+        lines = out.stdout.splitlines()
+        assert any(l.startswith("ERROR TF_ENABLE_ONEDNN_OPTS: parity mode needs") for l in lines), out.stdout
+        assert "ONEDNN True" in lines, out.stdout
