@@ -1,0 +1,124 @@
+"""Build G and D as Flax linen modules from the spec, every default set explicitly.
+
+Parameters are never initialised here: ``Net.init`` is never called. The
+variables come from common/ through layout.py and are passed to ``apply``.
+(Flax still evaluates each initializer abstractly, with ``jax.eval_shape``, to
+check the shape of the array it is given; no default initializer's values are
+ever used.)
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from gansuite.common.spec import BatchNorm, Conv2d, ConvTranspose2d, Dense, LeakyReLU, NetSpec, ReLU, Tanh
+
+
+class TorchBatchNorm(nn.BatchNorm):
+    """``nn.BatchNorm`` whose running variance is PyTorch's (the spec's): the UNBIASED one.
+
+    Flax normalises with the biased batch variance (as PyTorch does) but also puts that biased
+    variance into its running average; PyTorch stores ``n / (n - 1)`` times it. So the layer runs
+    unchanged and afterwards its ``var`` update is replaced by PyTorch's, computed from the same
+    batch variance (recomputed here two-pass, as ``use_fast_variance=False`` computes it: one
+    more reduction per channel). The mean update is Flax's own: with ``momentum = 1 - spec.momentum``
+    it is PyTorch's formula.
+    """
+
+    @nn.compact
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:  # no `mask`
+        use_running_average = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
+        if use_running_average or self.is_initializing():
+            return super().__call__(x, use_running_average)
+        old_var = self.get_variable("batch_stats", "var")  # before Flax overwrites it
+        y = super().__call__(x, use_running_average)
+        axes = tuple(range(x.ndim - 1))  # channels-last: reduce over everything but the last axis
+        n = x.size // x.shape[-1]
+        mean = jnp.mean(x, axis=axes)
+        biased = jnp.mean(jnp.square(x - mean), axis=axes)
+        unbiased = biased * n / max(n - 1, 1)  # PyTorch (and the oracle): var * n / (n - 1)
+        # Same EMA form as Flax's update (weight `momentum` on the OLD value).
+        self.put_variable("batch_stats", "var", self.momentum * old_var + (1 - self.momentum) * unbiased)
+        return y
+
+
+def build_layer(layer, dtype: Any, precision: lax.Precision | None, name: str) -> Callable[..., jax.Array]:
+    if isinstance(layer, Dense):
+        # Flax Dense kernel is (in, out): layout.py transposes.
+        return nn.Dense(layer.out_features, use_bias=layer.bias, dtype=dtype, param_dtype=dtype,
+                        precision=precision, name=name)
+    if isinstance(layer, Conv2d):
+        # Flax's default padding is 'SAME' (PyTorch: explicit p): always pass PyTorch's p per side.
+        # ('SAME' happens to equal p=1 for k4 s2 on even inputs, but gives 4x4 instead of 1x1 for
+        # D's last k4 s1 p0 layer; tests/test_backend_jax.py measures both.)
+        p = layer.padding
+        return nn.Conv(layer.out_channels, (layer.kernel, layer.kernel), strides=(layer.stride, layer.stride),
+                       padding=((p, p), (p, p)), input_dilation=1, kernel_dilation=1, feature_group_count=1,
+                       use_bias=layer.bias, dtype=dtype, param_dtype=dtype, precision=precision, name=name)
+    if isinstance(layer, ConvTranspose2d):
+        # Two Flax differences from PyTorch's ConvTranspose2d:
+        # * padding: Flax's explicit pads are applied to the stride-dilated INPUT of the forward
+        #   conv (jax.lax.conv_transpose); PyTorch's p crops p pixels off each side of the full
+        #   output. Equal when pads = k - 1 - p per side (k4 s2 p1 -> (2, 2); k4 s1 p0 -> (3, 3)).
+        #   Flax's default 'SAME' would give out = in * s: right shape for k4 s2 p1, wrong values.
+        # * kernel: Flax's default (transpose_kernel=False) neither flips the kernel nor swaps its
+        #   channel axes. transpose_kernel=True does both, so PyTorch's weight only needs the
+        #   transpose in layout.py (the flip happens in the graph, a free index reversal).
+        pad = layer.kernel - 1 - layer.padding
+        return nn.ConvTranspose(layer.out_channels, (layer.kernel, layer.kernel),
+                                strides=(layer.stride, layer.stride), padding=((pad, pad), (pad, pad)),
+                                kernel_dilation=(1, 1), use_bias=layer.bias, transpose_kernel=True,
+                                dtype=dtype, param_dtype=dtype, precision=precision, name=name)
+    if isinstance(layer, BatchNorm):
+        return TorchBatchNorm(
+            axis=-1,  # channels-last (NHWC / (N, F)): the spec's channel axis 1 after layout.py
+            # Flax's momentum is the weight on the OLD value (default 0.99); the spec's (PyTorch's)
+            # is the weight on the NEW one (0.1): Flax momentum = 1 - spec momentum.
+            momentum=1.0 - layer.momentum,
+            epsilon=layer.eps,
+            # Flax's default computes var = E[x^2] - E[x]^2 (cancellation in float32); PyTorch and
+            # the oracle use the two-pass E[(x - E[x])^2].
+            use_fast_variance=False,
+            # Flax's default promotes the statistics to at least float32 and keeps the running
+            # averages in float32; off, everything stays in the state's dtype (no-op for fp32/fp64
+            # activations, but float64 running stats would otherwise be created as float32).
+            force_float32_reductions=False,
+            use_bias=True, use_scale=True, dtype=dtype, param_dtype=dtype, name=name,
+        )
+    if isinstance(layer, ReLU):
+        return nn.relu
+    if isinstance(layer, LeakyReLU):
+        # jax.nn.leaky_relu defaults to 0.01; the tutorial passes 0.2: always pass the spec's slope.
+        return functools.partial(nn.leaky_relu, negative_slope=layer.slope)
+    if isinstance(layer, Tanh):
+        return jnp.tanh
+    raise TypeError(f"unsupported layer {layer!r}")
+
+
+class Net(nn.Module):
+    """A feed-forward stack; layer i of the spec is the submodule named ``str(i)``.
+
+    ``use_running_average=False`` is PyTorch's train mode (BatchNorm: batch statistics, running
+    statistics updated: apply with ``mutable=["batch_stats"]``); True is eval mode.
+    """
+
+    net: NetSpec
+    dtype: Any
+    precision: lax.Precision | None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
+        for i, layer in enumerate(self.net.layers):
+            f = build_layer(layer, self.dtype, self.precision, str(i))
+            x = f(x, use_running_average) if isinstance(layer, BatchNorm) else f(x)
+        return x
+
+
+def build_net(net: NetSpec, dtype: Any, precision: lax.Precision | None) -> Net:
+    return Net(net, dtype, precision)
