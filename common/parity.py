@@ -60,8 +60,11 @@ def parity_inputs(spec: GANSpec, seed: int, batch_size: int | None = None):
 
 
 def check_forward(backend: Backend, spec: GANSpec, dtype: str, seed: int = 0, batch_size: int | None = None,
-                  bn: str = "batch") -> list[Row]:
-    params, real, z = parity_inputs(spec, seed, batch_size)
+                  bn: str = "batch", params: Params | None = None) -> list[Row]:
+    """G(z) and D(x) vs the oracle. ``params`` defaults to the initial ones; pass trained ones
+    (e.g. after a few oracle iterations) to exercise BN running statistics with ``bn="running"``."""
+    init, real, z = parity_inputs(spec, seed, batch_size)
+    params = init if params is None else params
     oracle = OracleBackend()
     ref = oracle.build(spec, params, None, BuildOptions(dtype="float64"))
     st = backend.build(spec, params, None, BuildOptions(dtype=dtype, mode="parity"))

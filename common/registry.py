@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from .errors import BackendUnavailable, GanSuiteError
 from .protocol import Backend
@@ -26,9 +27,9 @@ def get_backend(name: str) -> Backend:
         from .oracle import OracleBackend
 
         return OracleBackend()
-    try:
-        importlib.import_module(package)
-    except ImportError:
+    # find_spec, not import: a backend may have to set environment variables before its
+    # framework is first imported (TF reads TF_ENABLE_ONEDNN_OPTS once, at import).
+    if importlib.util.find_spec(package) is None:
         raise BackendUnavailable(
             f"backend: {name!r} needs the {package!r} package, which is not installed in this environment; "
             f"run it in its tox env (`tox -e {env}`) or `pip install 'gansuite[{env}]'`"

@@ -63,8 +63,15 @@ class BackendContract:
     def test_forward_matches_oracle(self, backend, model, batch, dtype):
         spec = preset(model)
         rows = check_forward(backend, spec, dtype, batch_size=batch)
-        if spec.has_batch_norm:  # eval-mode forward (running statistics) as well
-            rows += check_forward(backend, spec, dtype, batch_size=batch, bn="running")
+        if spec.has_batch_norm:
+            # Eval-mode forward (running statistics) from params the oracle trained for 2
+            # iterations, so running_mean != 0 and running_var carries the UNBIASED variance.
+            oracle = OracleBackend()
+            st = oracle.build(spec, init_params(spec, 0), None, BuildOptions())
+            for b in Streams(spec, 0).iterate(0, 2):
+                oracle.train_step(st, b.real[:batch], b.z[:batch])
+            trained, _ = oracle.export_params(st)
+            rows += check_forward(backend, spec, dtype, batch_size=batch, bn="running", params=trained)
         _assert_rows(rows)
 
     @pytest.mark.parametrize("dtype", DTYPES)
