@@ -1,0 +1,55 @@
+"""MXNet Gluon backend (mxnet 1.9.1, the last release; needs numpy 1.23).
+
+oneDNN (MKLDNN) is switched OFF here, before this backend runs any MXNet operator:
+
+* Why: the pip wheel of MXNet 1.9.1 runs float32 convolutions on CPU through oneDNN,
+  which is measurably less accurate than MXNet's native im2col + OpenBLAS path
+  (full-size DCGAN, batch 4, one iteration vs the float64 oracle: D(G(z)) after D's
+  step 1.1e-5 relative with oneDNN, over the 1e-5 float32 tolerance; 1.2e-6 native;
+  D logits on the same fake 4.2e-6 vs 1.3e-6). float64 never uses oneDNN.
+* How: MXNet reads ``MXNET_MKLDNN_ENABLED`` ONCE, at the first operator that asks, and
+  never again (measured: flipping it after an operator ran changes nothing; setting it
+  after ``import mxnet`` but before any operator works, which matters because
+  ``common.registry`` imports ``mxnet`` before this package). It cannot follow
+  BuildOptions.mode per build as ``torch.backends.mkldnn.enabled`` does, so it is off for
+  the whole process unless the user set the variable. A process started with
+  ``MXNET_MKLDNN_ENABLED=1`` (e.g. to benchmark fast mode with oneDNN) gets an error
+  from any parity-mode build (backend.py), never silently wrong numbers.
+* Cost: fast mode is slower without oneDNN (full-size DCGAN, batch 16, float32, 2-core
+  CPU: 1.54 s per iteration vs 1.20 with oneDNN); benchmarks of fast mode can run in a
+  process started with ``MXNET_MKLDNN_ENABLED=1``, recorded by ``settings()``.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: Environment variables that change MXNet's numbers or speed; recorded by ``settings()``.
+ENV_FLAGS = (
+    "MXNET_MKLDNN_ENABLED",
+    "MXNET_ENFORCE_DETERMINISM",
+    "MXNET_ENGINE_TYPE",
+    "MXNET_CPU_WORKER_NTHREADS",
+    "MXNET_SUBGRAPH_BACKEND",
+    "MXNET_STORAGE_FALLBACK_LOG_VERBOSE",
+)
+
+os.environ.setdefault("MXNET_MKLDNN_ENABLED", "0")
+# MXNET_ENFORCE_DETERMINISM is left alone: it restricts cuDNN algorithm choice (GPU only); on
+# CPU runs are bit-reproducible without it (tests: test_same_seed_is_bit_identical).
+# With oneDNN off, MXNet logs a multi-line "Storage type fallback detected" notice for the
+# first BatchNorm-like op it dispatches to the native kernel; harmless (its own text says so).
+os.environ.setdefault("MXNET_STORAGE_FALLBACK_LOG_VERBOSE", "0")
+
+
+def onednn_enabled() -> bool:
+    """Whether MXNet's oneDNN kernels are on: built into the wheel and not switched off by the environment."""
+    import mxnet as mx
+
+    off = os.environ.get("MXNET_MKLDNN_ENABLED", "1").strip().lower() in ("0", "false")
+    return mx.runtime.Features().is_enabled("MKLDNN") and not off
+
+
+from .backend import MxnetBackend as Backend  # noqa: E402  (after the environment is set)
+
+__all__ = ["Backend"]

@@ -1,0 +1,60 @@
+"""Canonical <-> MXNet Gluon tensors: the one place where layouts are converted.
+
+Gluon 1.9 stores every tensor of the canonical layout as PyTorch does (verified
+against the oracle by the parity tests, and by ``test_layouts_match_pytorch``):
+
+* ``nn.Dense`` weight ``(units, in_units)`` = PyTorch's ``(out, in)``;
+* ``nn.Conv2D`` weight ``(channels, in_channels, kh, kw)`` = OIHW;
+* ``nn.Conv2DTranspose`` weight ``(in_channels, channels, kh, kw)`` = ``(in, out, kh, kw)``,
+  and its ``padding`` crops like PyTorch's: ``out = (in - 1) s - 2p + k + output_padding``;
+* activations NCHW (``layout='NCHW'`` is Gluon's default; set explicitly in models.py).
+
+So every conversion here is the identity plus a dtype/context move; what differs
+is only the parameter NAMES (BatchNorm ``weight``/``bias`` are Gluon's
+``gamma``/``beta``), mapped by :func:`module_key`. The function names match the
+other backends' ``layout.py`` so the files can be read side by side.
+"""
+
+from __future__ import annotations
+
+import mxnet as mx
+import numpy as np
+from mxnet import nd
+
+from gansuite.common.spec import BatchNorm
+
+MX_DTYPES = {"float32": np.float32, "float64": np.float64}
+
+#: canonical tensor name -> Gluon parameter name, for the layers whose names differ.
+_BATCH_NORM_NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "running_mean", "running_var": "running_var"}
+
+
+def param_to_framework(name: str, value: np.ndarray, dtype: type, ctx: mx.Context) -> nd.NDArray:
+    """Canonical tensor -> NDArray (no transpose: same layout). ``nd.array`` copies."""
+    return nd.array(np.ascontiguousarray(value), ctx=ctx, dtype=dtype)
+
+
+def param_from_framework(name: str, value: nd.NDArray) -> np.ndarray:
+    """NDArray -> canonical numpy array (no transpose: same layout). ``asnumpy`` copies and syncs."""
+    return value.asnumpy()
+
+
+def activations_to_framework(x: np.ndarray, dtype: type, ctx: mx.Context) -> nd.NDArray:
+    """Canonical NCHW (or (N, F)) batch -> NDArray. Gluon's default layout is NCHW too."""
+    return nd.array(np.ascontiguousarray(x), ctx=ctx, dtype=dtype)
+
+
+def activations_from_framework(x: nd.NDArray) -> np.ndarray:
+    return x.asnumpy().astype(np.float64)
+
+
+def module_key(canonical_name: str, layer: object) -> str:
+    """``"G.3.weight"`` -> the Gluon parameter name ``"G_3_gamma"`` (net prefix ``G_``, layer prefix ``3_``).
+
+    models.py gives net ``G`` the prefix ``"G_"`` and its layer ``i`` the prefix ``"<i>_"``,
+    so Gluon's own names carry the canonical layer index.
+    """
+    net, index, tensor = canonical_name.split(".")
+    if isinstance(layer, BatchNorm):
+        tensor = _BATCH_NORM_NAMES[tensor]
+    return f"{net}_{index}_{tensor}"

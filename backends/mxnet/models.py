@@ -1,0 +1,160 @@
+"""Build G and D as Gluon ``HybridSequential`` nets from the spec, every default set explicitly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from mxnet import nd
+from mxnet.gluon import nn
+
+from gansuite.common.spec import BatchNorm, Conv2d, ConvTranspose2d, Dense, LeakyReLU, NetSpec, ReLU, Tanh
+
+
+def _normalise(F: Any, xc: Any, var: Any, gamma: Any, beta: Any, eps: float, bshape: tuple[int, ...]) -> Any:
+    """``(x - mean) / sqrt(var + eps) * gamma + beta`` in the oracle's operation order."""
+    inv_std = 1.0 / F.sqrt(var + eps)
+    xhat = F.broadcast_mul(xc, F.reshape(inv_std, bshape))
+    return F.broadcast_add(F.broadcast_mul(xhat, F.reshape(gamma, bshape)), F.reshape(beta, bshape))
+
+
+class TorchBatchNorm(nn.BatchNorm):
+    """Gluon's BatchNorm with PyTorch's running statistics (the spec's), usable hybridized.
+
+    Gluon's own op (``F.BatchNorm``, MXNet 1.9.1 CPU build, measured in
+    tests/test_backend_mxnet.py) normalises with the biased batch variance like
+    PyTorch, but updates ``running_mean``/``running_var`` inside the BACKWARD pass,
+    with the BIASED variance, and only for forwards recorded under ``autograd.record()``
+    whose loss is then back-propagated. The spec updates them right after EVERY
+    forward (three times per iteration for D) with the UNBIASED variance. So this
+    block never calls the op: it computes the batch statistics itself and returns,
+    next to its output, the updated running statistics; train.py writes them back
+    after each forward.
+
+    Parameters keep Gluon's names (``gamma``, ``beta``, ``running_mean``,
+    ``running_var``; see layout.module_key). ``momentum`` is passed to Gluon in
+    Gluon's convention (weight on the OLD value: ``1 - spec.momentum``, 0.9 for the
+    spec's 0.1) so ``repr`` shows the true setting; the EMA below uses the spec's.
+    """
+
+    def __init__(self, layer: BatchNorm, input_rank: int, prefix: str) -> None:
+        super().__init__(axis=1, momentum=1.0 - layer.momentum, epsilon=layer.eps, center=True, scale=True,
+                         use_global_stats=False, in_channels=layer.num_features, prefix=prefix)
+        self.torch_momentum = layer.momentum  # weight on the NEW statistic (PyTorch, the spec)
+        self.eps = layer.eps
+        self.axes = (0,) if input_rank == 1 else (0, 2, 3)  # every axis but channels (axis 1)
+        self.bshape = (1, -1) if input_rank == 1 else (1, -1, 1, 1)
+        self.dtype = "float32"
+
+    def cast(self, dtype: Any) -> None:
+        # The element count of the unbiased variance is cast to the data's dtype inside the
+        # graph, where (hybridized) the data is a Symbol without a dtype: remember it here.
+        self.dtype = np.dtype(dtype).name
+        super().cast(dtype)
+
+    def hybrid_forward(self, F: Any, x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any) -> tuple[Any, Any, Any]:
+        mean = F.mean(x, axis=self.axes)
+        xc = F.broadcast_sub(x, F.reshape(mean, self.bshape))
+        var = F.mean(F.square(xc), axis=self.axes)  # biased: what the output is normalised with
+        y = _normalise(F, xc, var, gamma, beta, self.eps, self.bshape)
+        # Running statistics, PyTorch's EMA: running = (1 - m) running + m stat, with the
+        # UNBIASED variance var * n / (n - 1), n = elements per channel. No gradient flows
+        # through them (PyTorch updates them under no_grad).
+        shape = F.shape_array(x)
+        n = F.cast(F.prod(shape) / F.slice_axis(shape, axis=0, begin=1, end=2), self.dtype)
+        unbiased = F.broadcast_div(F.broadcast_mul(F.BlockGrad(var), n), F.maximum(n - 1, 1))
+        m = self.torch_momentum
+        new_mean = (1 - m) * running_mean + m * F.BlockGrad(mean)
+        new_var = (1 - m) * running_var + m * unbiased
+        return y, new_mean, new_var
+
+    def forward_running(self, x: nd.NDArray) -> nd.NDArray:
+        """Eval-mode output (running statistics), imperative, changes nothing."""
+        mean, var = self.running_mean.data(x.context), self.running_var.data(x.context)
+        xc = nd.broadcast_sub(x, nd.reshape(mean, self.bshape))
+        return _normalise(nd, xc, var, self.gamma.data(x.context), self.beta.data(x.context), self.eps, self.bshape)
+
+
+class GANNet(nn.HybridSequential):
+    """``HybridSequential`` whose forward also returns each BatchNorm's updated running stats.
+
+    ``net(x)`` -> ``(y, running_mean_0, running_var_0, running_mean_1, ...)`` in layer order
+    (a list when hybridized, a tuple otherwise), the running statistics as they are after
+    this batch: one (compiled) call gives the output and what train.py commits, and
+    nothing is mutated inside the graph.
+    """
+
+    def hybrid_forward(self, F: Any, x: Any) -> tuple[Any, ...]:
+        stats = []
+        for block in self._children.values():
+            if isinstance(block, TorchBatchNorm):
+                x, new_mean, new_var = block(x)
+                stats += [new_mean, new_var]
+            else:
+                x = block(x)
+        return (x, *stats)
+
+    def batch_norms(self) -> list[TorchBatchNorm]:
+        return [b for b in self._children.values() if isinstance(b, TorchBatchNorm)]
+
+    def forward_pure(self, x: nd.NDArray, bn: str) -> nd.NDArray:
+        """Output only, with batch (``"batch"``) or running (``"running"``) BN statistics; no state changes.
+
+        Layer by layer, so the same code serves the hybridized nets (Gluon bakes a graph
+        at its first call; a mode switch inside it would need a second graph).
+        """
+        for block in self._children.values():
+            if isinstance(block, TorchBatchNorm):
+                x = block.forward_running(x) if bn == "running" else block(x)[0]
+            else:
+                x = block(x)
+        return x
+
+
+class ExactLeakyReLU(nn.LeakyReLU):
+    """``nn.LeakyReLU`` computed as ``max(x, alpha x)`` (equal for 0 <= alpha < 1).
+
+    The ``LeakyReLU`` operator keeps its ``slope`` parameter as a C++ float: in a float64
+    net 0.2 becomes 0.200000003 (measured: D outputs 2e-8 off the oracle). Two elementwise
+    ops keep the slope a double (Python float scalars reach MXNet's scalar ops as doubles).
+    """
+
+    def hybrid_forward(self, F: Any, x: Any) -> Any:
+        return F.maximum(x, x * self._alpha)
+
+
+def build_layer(layer: Any, input_rank: int, prefix: str) -> nn.HybridBlock:
+    if isinstance(layer, Dense):
+        # Gluon's weight is (units, in_units) = PyTorch's (out, in). flatten=False: act on the
+        # last axis like nn.Linear (the default flattens every non-batch axis into one).
+        return nn.Dense(layer.out_features, in_units=layer.in_features, use_bias=layer.bias,
+                        flatten=False, prefix=prefix)
+    if isinstance(layer, Conv2d):
+        # Weight (channels, in_channels, kh, kw) = OIHW; NCHW is Gluon's default layout, set explicitly.
+        return nn.Conv2D(layer.out_channels, layer.kernel, strides=layer.stride, padding=layer.padding,
+                         in_channels=layer.in_channels, use_bias=layer.bias, layout="NCHW", prefix=prefix)
+    if isinstance(layer, ConvTranspose2d):
+        # Gluon's padding p crops p pixels per side like PyTorch's (out = (in-1)s - 2p + k + output_padding),
+        # and its weight is (in_channels, channels, kh, kw) = PyTorch's (in, out, kh, kw).
+        return nn.Conv2DTranspose(layer.out_channels, layer.kernel, strides=layer.stride, padding=layer.padding,
+                                  output_padding=0, in_channels=layer.in_channels, use_bias=layer.bias,
+                                  layout="NCHW", prefix=prefix)
+    if isinstance(layer, BatchNorm):
+        return TorchBatchNorm(layer, input_rank, prefix)
+    if isinstance(layer, ReLU):
+        return nn.Activation("relu", prefix=prefix)
+    if isinstance(layer, LeakyReLU):
+        # Gluon's nn.LeakyReLU has no default slope (alpha is required): pass the spec's.
+        return ExactLeakyReLU(alpha=layer.slope, prefix=prefix)
+    if isinstance(layer, Tanh):
+        return nn.Activation("tanh", prefix=prefix)
+    raise TypeError(f"unsupported layer {layer!r}")
+
+
+def build_net(net: NetSpec, name: str) -> GANNet:
+    """Net ``name`` ("G"/"D") gets prefix ``"G_"`` and layer i prefix ``"<i>_"``: Gluon names ``"G_3_gamma"``."""
+    model, shapes = GANNet(prefix=f"{name}_"), [net.input_shape, *net.shapes()]
+    with model.name_scope():
+        for i, layer in enumerate(net.layers):
+            model.add(build_layer(layer, len(shapes[i]), f"{i}_"))
+    return model

@@ -1,0 +1,195 @@
+"""One training iteration in the tutorial's call order (see common/protocol.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon, nd
+
+from gansuite.common.spec import AdamSpec, LossSpec
+
+from .models import GANNet
+
+
+def adam_math(F: Any, w: Any, g: Any, m: Any, v: Any, c1: Any, c2: Any, cfg: AdamSpec) -> tuple[Any, Any, Any]:
+    """The spec's Adam for one tensor, in the oracle's operation order (common/oracle.adam_update).
+
+    ``c1 = 1 - beta1^t`` and ``c2 = 1 - beta2^t`` are (1,)-arrays (they change every step);
+    every other coefficient is a Python float, which MXNet's scalar operators apply as a
+    double (``1 - beta2`` is formed in float64 here, not from a float32 beta2).
+    """
+    m_new = cfg.beta1 * m + (1 - cfg.beta1) * g
+    v_new = cfg.beta2 * v + (1 - cfg.beta2) * g * g
+    m_hat = F.broadcast_div(m_new, c1)
+    v_hat = F.broadcast_div(v_new, c2)
+    w_new = w - F.broadcast_div(cfg.lr * m_hat, F.sqrt(v_hat) + cfg.eps)
+    return w_new, m_new, v_new
+
+
+class SpecAdam(mx.optimizer.Optimizer):
+    """Adam with the spec's (PyTorch's) update: ``p -= lr * m_hat / (sqrt(v_hat) + eps)``.
+
+    MXNet's ``mx.optimizer.Adam`` (1.9.1, optimizer.py) is the "eps-hat" form, like Keras:
+    ``p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``: eps is added BEFORE the
+    bias correction (its docstring even prints the two coefficients the wrong way round).
+    Algebraically the spec's update is that form with a per-step epsilon
+    ``eps_t = eps * sqrt(1 - b2^t)``, but its fused kernel ``nd.adam_update`` cannot
+    deliver it at the spec's tolerances: the kernel keeps lr, betas and epsilon as
+    float32 parameters and forms ``1 - beta`` from them, in float64 as in float32
+    (0.999f: 1 - 0.999f = 0.000999987, so v is 1.3e-5 off; 1 - 0.9f: m 2.4e-7 off).
+    So the update is :func:`adam_math`, written out in MXNet operators. These
+    differences are measured in tests/test_backend_mxnet.py.
+
+    Speed: written as single NDArray calls the update is 12 operators per tensor (112
+    of the Gaussian GAN's 167 per iteration). So the Updater hands all of a net's
+    tensors over at once (``aggregate_num``), and adam_math, traced once into a symbol
+    graph, runs as ONE ``CachedOp`` per net and step that writes w, m and v in place
+    (the same kernels as imperative calls; in float64 the parameters and moments after a
+    step equal the oracle's bit for bit, measured).
+
+    One optimizer per network: MXNet counts updates per parameter index
+    (``_index_update_count``); every parameter of a net is updated at every step, so
+    they all equal ``num_update``, the canonical per-net step counter.
+    """
+
+    def __init__(self, cfg: AdamSpec, step: int = 0, moments: dict[int, tuple[nd.NDArray, nd.NDArray]] | None = None):
+        # wd=0 (no weight decay) and no gradient clipping, as the spec; set so nobody looks them up.
+        # begin_num_update restores the step counter of a checkpoint (MXNet's own mechanism).
+        super().__init__(learning_rate=cfg.lr, wd=0.0, clip_gradient=None, rescale_grad=1.0,
+                         begin_num_update=step, multi_precision=False)
+        self.cfg = cfg
+        self.aggregate_num = 1 << 30  # the Updater passes every tensor of the net in one update() call
+        self.moments: dict[int, tuple[nd.NDArray, nd.NDArray]] = dict(moments or {})
+        self._ops: dict[int, tuple[Any, list[str]]] = {}  # number of tensors -> (CachedOp, input names)
+
+    def create_state(self, index: int, weight: nd.NDArray) -> tuple[nd.NDArray, nd.NDArray]:
+        # The Updater asks lazily, at a parameter's first update: hand over restored moments,
+        # else zeros (as PyTorch, whose moments also start at the first step).
+        if index not in self.moments:
+            self.moments[index] = (nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
+                                   nd.zeros(weight.shape, weight.context, dtype=weight.dtype))
+        return self.moments[index]
+
+    def update(self, index: Any, weight: Any, grad: Any, state: Any) -> None:
+        indices, weights, grads, states = ((index, weight, grad, state) if isinstance(index, (list, tuple))
+                                           else ([index], [weight], [grad], [state]))
+        self._update_count(indices)
+        t = self._index_update_count[indices[0]]
+        op, names = self._compiled(len(indices))
+        w0 = weights[0]
+        # rescale_grad is 1/batch_size from Trainer.step(batch_size); we call step(1), so it is 1.0
+        # and applying it (g * 1.0) is exact.
+        coef = np.array([1 - self.cfg.beta1**t, 1 - self.cfg.beta2**t, self.rescale_grad])
+        arrays = {"coef": nd.array(coef, ctx=w0.context, dtype=w0.dtype)}  # one host->device copy per step
+        for i, (w, g, (m, v)) in enumerate(zip(weights, grads, states)):
+            arrays.update({f"w{i}": w, f"g{i}": g, f"m{i}": m, f"v{i}": v})
+        op(*[arrays[k] for k in names], out=[a for w, (m, v) in zip(weights, states) for a in (w, m, v)])
+
+    def _compiled(self, n: int) -> tuple[Any, list[str]]:
+        if n not in self._ops:
+            coef = mx.sym.var("coef")  # (3,): 1 - beta1^t, 1 - beta2^t, rescale_grad
+            c1, c2, rescale = (mx.sym.slice_axis(coef, axis=0, begin=j, end=j + 1) for j in range(3))
+            outputs = []
+            for i in range(n):
+                w, g, m, v = (mx.sym.var(f"{k}{i}") for k in "wgmv")
+                outputs += adam_math(mx.sym, w, mx.sym.broadcast_mul(g, rescale), m, v, c1, c2, self.cfg)
+            graph = mx.sym.Group(outputs)
+            self._ops[n] = (nd.CachedOp(graph), graph.list_inputs())  # inputs in the graph's own order
+        return self._ops[n]
+
+
+def make_adam(params: list[gluon.Parameter], cfg: AdamSpec, step: int = 0,
+              moments: dict[int, tuple[nd.NDArray, nd.NDArray]] | None = None) -> gluon.Trainer:
+    """A Trainer over ``params`` IN THE GIVEN ORDER (index i = params[i]; a dict would be sorted by name).
+
+    kvstore=None: one device, updates run locally by the Trainer's Updater (no kvstore copy).
+    """
+    return gluon.Trainer(params, SpecAdam(cfg, step, moments), kvstore=None, update_on_kvstore=False)
+
+
+# BCE-with-logits on the raw logit (the tutorial: Sigmoid + BCELoss), computed stably as
+# relu(x) - x t + log(1 + exp(-|x|)). One stateless block, built once (a Gluon Block costs
+# name-scope bookkeeping at construction).
+_BCE = gluon.loss.SigmoidBinaryCrossEntropyLoss(from_sigmoid=False, batch_axis=0)
+
+
+def bce(logits: nd.NDArray, label: float, reduction: str) -> nd.NDArray:
+    # Gluon's SigmoidBCELoss returns one value per example, the MEAN over every non-batch axis
+    # (here one element: logits are (B,)); the batch reduction is the spec's and is explicit
+    # ('sum' in d2l, 'mean' in the tutorial). d2l's MXNet tab instead keeps the per-example
+    # vector (backward of a vector = of its sum) and calls trainer.step(batch_size): a mean.
+    per_example = _BCE(logits, _constant(logits, label))
+    return per_example.mean() if reduction == "mean" else per_example.sum()
+
+
+_CONSTANTS: dict[tuple[Any, ...], nd.NDArray] = {}
+
+
+def _constant(like: nd.NDArray, value: float) -> nd.NDArray:
+    """A label array shaped like ``like``, made once per shape/dtype/device (it is never written)."""
+    key = (like.shape, str(like.dtype), str(like.context), value)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = nd.full(like.shape, value, ctx=like.context, dtype=like.dtype)
+    return _CONSTANTS[key]
+
+
+def commit_running_stats(net: GANNet, stats: list[nd.NDArray]) -> None:
+    """Write the running statistics a forward returned into the BN parameters (in place)."""
+    for bn, i in zip(net.batch_norms(), range(0, len(stats), 2)):
+        bn.running_mean.set_data(stats[i])
+        bn.running_var.set_data(stats[i + 1])
+
+
+def _forward(net: GANNet, x: nd.NDArray) -> nd.NDArray:
+    """One training forward: output, and the running statistics committed right after (the spec)."""
+    y, *stats = net(x)
+    if stats:
+        with autograd.pause():
+            commit_running_stats(net, stats)
+    return y
+
+
+def train_iteration(G: GANNet, D: GANNet, trainer_G: gluon.Trainer, trainer_D: gluon.Trainer,
+                    params_G: dict[str, gluon.Parameter], params_D: dict[str, gluon.Parameter],
+                    real: nd.NDArray, z: nd.NDArray, loss: LossSpec,
+                    with_grads: bool = False) -> tuple[nd.NDArray, dict[str, nd.NDArray] | None]:
+    """D step then G step, exactly the tutorial's sequence.
+
+    Returns one device vector ``[loss_D, loss_G, D(x) logits, D(G(z)) logits before and after
+    D's step]`` (one host copy for all; backend.py takes the sigmoid means on the host) and,
+    if asked, the gradients keyed by canonical name.
+    """
+    grads: dict[str, nd.NDArray] | None = {} if with_grads else None
+
+    # -- D step: maximise log D(x) + log(1 - D(G(z))) --
+    # Inside autograd.record() Gluon is in train mode; our BatchNorm uses batch statistics anyway.
+    # grad_req='write': backward overwrites last step's gradients (PyTorch's zero_grad).
+    with autograd.record():
+        out_real = _forward(D, real).reshape(-1)
+        fake = _forward(G, z)  # the only G forward of the iteration; reused below
+        out_fake = _forward(D, fake.detach()).reshape(-1)
+        loss_D = loss.d_loss_scale * (bce(out_real, loss.real_label, loss.reduction)
+                                      + bce(out_fake, loss.fake_label, loss.reduction))
+    loss_D.backward()
+    if grads is not None:
+        grads.update({k: p.grad().copy() for k, p in params_D.items()})
+    # step(1): the loss already carries the spec's reduction. Trainer.step(batch_size) would
+    # multiply every gradient by 1/batch_size (rescale_grad), as d2l's MXNet tab does with a
+    # per-example loss; with the spec's sum that gives gradients 1/B of the spec's.
+    trainer_D.step(1)
+
+    # -- G step: maximise log D(G(z)), through the updated D, same fake --
+    # `fake` still holds G's recorded graph (loss_D's backward stopped at fake.detach()).
+    # D's gradients are recomputed here too (as in PyTorch) and overwritten by the next D step.
+    with autograd.record():
+        out_gen = _forward(D, fake).reshape(-1)
+        loss_G = bce(out_gen, loss.real_label, loss.reduction)
+    loss_G.backward()
+    if grads is not None:
+        grads.update({k: p.grad().copy() for k, p in params_G.items()})
+    trainer_G.step(1)
+
+    report = nd.concat(loss_D.reshape((1,)), loss_G.reshape((1,)), out_real, out_fake, out_gen, dim=0)
+    return report, grads
