@@ -92,7 +92,9 @@ class TorchBackend(Backend):
         if opt_state is not None:
             _load_adam(opt_G, G, "G", opt_state.G, dtype, device)
             _load_adam(opt_D, D, "D", opt_state.D, dtype, device)
-        G_run, D_run = (torch.compile(G), torch.compile(D)) if fast else (G, D)
+        # dynamic=False: one graph per input shape. Inductor's automatic dynamic shapes (after a
+        # recompile) failed here with "Cannot convert expression to float" (torch 2.13, CPU).
+        G_run, D_run = (torch.compile(G, dynamic=False), torch.compile(D, dynamic=False)) if fast else (G, D)
         rng = torch.Generator(device=device)
         rng.manual_seed(options.seed)
         return TorchState(spec, options, dtype, device, G, D, opt_G, opt_D, G_run, D_run, rng)
