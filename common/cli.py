@@ -176,6 +176,27 @@ def compare_worker(
         convert_phase(backend, out)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+def bench(ctx: typer.Context) -> None:
+    """Benchmark one backend in this environment (options: gansuite bench --help)."""
+    from gansuite.benchmarks.run import main as bench_main
+
+    code = bench_main(list(ctx.args))
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("bench-summary", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             add_help_option=False)
+def bench_summary(ctx: typer.Context) -> None:
+    """Merge results/bench/**/*.json into results/bench/summary.md with plots."""
+    from gansuite.benchmarks.summary import main as summary_main
+
+    code = summary_main(list(ctx.args))
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command()
 def backends() -> None:
     """Which backends import in this environment, and why not."""
@@ -188,7 +209,10 @@ def backends() -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode, typer.Exit(code) comes back as the return value.
+        result = app(args=argv, standalone_mode=False)
+        if isinstance(result, int) and not isinstance(result, bool):
+            return result
     except GanSuiteError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -155,3 +155,8 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert msg.endswith("(resumes at iteration 6)") and "\n" not in msg
     ck = load_checkpoint(out / "checkpoint.safetensors")
     assert ck.next_iteration == 6 and len(ck.history["loss_D"]) == 6
+
+
+def test_bench_command_passes_its_exit_status(capsys):
+    assert run_cli("bench", "--backend", "nope") == 2
+    assert capsys.readouterr().err.strip().startswith("error: backend: unknown backend 'nope'")

@@ -1,0 +1,274 @@
+"""One benchmark config -> one result row, written against the backend protocol only.
+
+A config is (backend, model, mode, dtype, device, batch size). For a backend mode
+(parity | fast) the harness builds a state from ``init_params``, times ``train_step`` on a
+pool of pre-generated host batches (fast mode: ``z=None``, noise drawn on the device),
+times ``generate`` the same way, reads peak memory, and turns the median step time into
+examples/s, GFLOP/s (benchmarks/flops.py) and a fraction of the framework's measured
+matrix-product peak (benchmarks/peak.py). A peer mode times a seed's own loop
+(benchmarks/peers/) the same way. Framework specifics (device names, memory counters,
+autocast, compile caches) come from small lazily-importing modules beside this one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+from gansuite.common.params import init_params
+from gansuite.common.presets import preset
+from gansuite.common.protocol import BuildOptions
+from gansuite.common.registry import get_backend
+
+from . import memory
+from .flops import G_FORWARDS, iteration_flops, sampling_flops
+from .frameworks import environment, framework_of, fresh_compile_cache, is_gpu
+from .mixed import MIXED_DTYPES, mixed_precision
+from .peak import Peak, measure_peak
+from .peers import peer_class
+from .timing import Budget, Timing, measure
+from .workloads import EpochScan, PeerSampling, PeerTraining, Sampling, TrainSteps, make_pool, spec_at_batch
+
+#: A result row has exactly these keys; anything else goes inside "settings".
+ROW_KEYS = ("backend", "model", "mode", "device", "dtype", "batch_size", "examples_per_s", "step_ms_median",
+            "step_ms_min", "step_ms_max", "compile_s", "gflops_per_s", "fraction_of_peak", "peak_mem_mb", "settings")
+ROW_MODES = ("eager", "parity", "fast", "peer-d2l", "peer-tutorial")
+BACKEND_MODES = ("parity", "fast")
+PEER_MODES = ("peer-d2l", "peer-tutorial")
+DTYPES = ("float32", "float64", *MIXED_DTYPES)
+#: What a row's timing includes, recorded with it.
+CLOCK = "time.perf_counter, backend.sync() before every read; warm-up calls timed apart"
+
+
+class Skip(Exception):
+    """A config that cannot run here (no fast mode, no bf16 path, no peer): the reason, one line."""
+
+
+@dataclass(frozen=True)
+class Config:
+    backend: str
+    model: str
+    mode: str
+    dtype: str
+    device: str
+    batch_size: int
+    device_label: str = "cpu"
+    seed: int = 0
+    quick: bool = False
+
+    def describe(self) -> str:
+        return f"{self.backend} {self.model} {self.mode} {self.dtype} batch {self.batch_size}"
+
+
+class PeakCache:
+    """Each (framework, device, dtype, math mode) peak is measured once per run."""
+
+    def __init__(self, quick: bool, echo: Callable[[str], None] = print):
+        self.quick, self.echo = quick, echo
+        self._peaks: dict[tuple, Peak] = {}
+
+    def get(self, framework: str, device: str, dtype: str, fast_math: bool) -> Peak:
+        key = (framework, device, dtype, fast_math)
+        if key not in self._peaks:
+            self._peaks[key] = peak = measure_peak(framework, device, dtype, fast_math, self.quick)
+            self.echo(f"  peak {framework} {device} {dtype}: {peak.gflops:.1f} GFLOP/s ({peak.method})")
+        return self._peaks[key]
+
+
+def uses_fast_math(device: str, dtype: str, settings: dict[str, Any]) -> bool:
+    """Whether float32 products may run as TF32 on this GPU, read from the recorded settings."""
+    if not is_gpu(device) or dtype != "float32":
+        return False
+    return bool(settings.get("tf32_matmul") or settings.get("tf32_cudnn") or settings.get("tf32")
+                or settings.get("layer_precision") == "default")
+
+
+def sampling_budget(budget: Budget) -> Budget:
+    return replace(budget, warmup_calls=2, repeats=min(budget.repeats, 5), max_total_s=budget.max_total_s / 3)
+
+
+def skip_reason(cfg: Config) -> str | None:
+    """Why ``cfg`` cannot run in this environment, or None. Cheap: builds nothing."""
+    if cfg.mode in PEER_MODES:
+        if cfg.dtype != "float32":
+            return f"the seed loops run in float32 only, not {cfg.dtype}"
+        cls, mode = peer_class(cfg.backend, preset(cfg.model))
+        if cls is None:
+            return mode
+        if mode != cfg.mode:
+            return f"model {cfg.model!r} is reproduced by {mode}, not {cfg.mode}"
+        return None
+    if cfg.backend == "oracle" and cfg.mode == "fast":
+        return "the oracle has no fast mode (no compiler, no device RNG)"
+    if cfg.dtype in MIXED_DTYPES:
+        if cfg.mode != "fast":
+            return f"{cfg.dtype} is a fast-mode setting; parity runs exact float32/float64"
+        mixed = mixed_precision(framework_of(cfg.backend), cfg.device, cfg.dtype)
+        if isinstance(mixed, str):
+            return mixed
+    return None
+
+
+def bench_config(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, Any]:
+    """Run one config and return its row; raises :class:`Skip` for configs that cannot run here."""
+    reason = skip_reason(cfg)
+    if reason is not None:
+        raise Skip(reason)
+    if cfg.mode in PEER_MODES:
+        return _bench_peer(cfg, budget, peaks)
+    return _bench_backend(cfg, budget, peaks)
+
+
+def _bench_backend(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, Any]:
+    framework = framework_of(cfg.backend)
+    mixed = mixed_precision(framework, cfg.device, cfg.dtype)
+    if isinstance(mixed, str):
+        raise Skip(mixed)
+    context, precision = mixed
+    build_dtype = "float32" if cfg.dtype in MIXED_DTYPES else cfg.dtype
+    backend = get_backend(cfg.backend)
+    spec = spec_at_batch(preset(cfg.model), cfg.batch_size)
+    pool = make_pool(spec, cfg.seed, build_dtype)
+    params = init_params(spec, cfg.seed, build_dtype)
+    if cfg.mode == "fast":
+        fresh_compile_cache(framework)
+    host_reset = memory.reset_host_peak()
+    device_reset = memory.reset_device_peak(framework, cfg.device)
+
+    t0 = time.perf_counter()
+    state = backend.build(spec, params, None, BuildOptions(dtype=build_dtype, device=cfg.device, mode=cfg.mode,
+                                                           seed=cfg.seed))
+    build_s = time.perf_counter() - t0
+    train = TrainSteps(backend, state, pool, device_noise=cfg.mode == "fast", context=context)
+    timing = measure(train.run, train.sync, budget)
+    # What the backend itself counted as compilation for train_step (JAX: AOT compile; TF: trace +
+    # XLA compile + first step; MXNet: first hybridized call), before sampling compiles more.
+    backend_compile = getattr(state, "compile_s", None)
+    sampler = Sampling(backend, state, pool)
+    sampling = measure(sampler.run, sampler.sync, sampling_budget(budget))
+    scan: Timing | str | None = None
+    if callable(getattr(backend, "train_epoch", None)):
+        scan = _measure_scan(backend, state, pool, cfg, budget, timing)
+    peak_mem, mem_details = memory.peak_memory(framework, cfg.device, host_reset, device_reset)
+
+    be_settings = backend.settings(state)
+    # The oracle computes in float64 whatever dtype is asked: its ceiling is numpy's float64 product.
+    compute_dtype = "float64" if cfg.backend == "oracle" else ("bfloat16" if cfg.dtype in MIXED_DTYPES else cfg.dtype)
+    peak = peaks.get(framework, cfg.device, compute_dtype, uses_fast_math(cfg.device, cfg.dtype, be_settings))
+    flops = iteration_flops(spec, cfg.batch_size, G_FORWARDS["backend"])
+    settings = {
+        "backend": be_settings,
+        "versions": backend.versions(),
+        "host": environment(),
+        "precision": precision if cfg.dtype in MIXED_DTYPES else f"{cfg.dtype} (computed as {compute_dtype})",
+        "build_s": build_s,
+        "backend_compile_s": backend_compile if backend_compile is not None else be_settings.get("compile_s"),
+        "timing": {**timing.as_dict(), "clock": CLOCK, "input_pool_batches": len(pool),
+                   "noise": "device RNG (train_step z=None)" if cfg.mode == "fast" else "host pool"},
+        "flops": flops.as_dict(),
+        "peak": peak.as_dict(),
+        "memory": mem_details,
+        "sampling": _secondary(sampling, cfg.batch_size, sampling_flops(spec, cfg.batch_size), peak,
+                               "backend.generate(z, bn='batch') to host float64"
+                               + ("; float32, outside autocast" if cfg.dtype in MIXED_DTYPES else "")),
+        "seed": cfg.seed,
+        "quick": cfg.quick,
+    }
+    if isinstance(scan, str):
+        settings["epoch_scan"] = {"skipped": scan}
+    elif scan is not None:
+        settings["epoch_scan"] = _secondary(scan, cfg.batch_size, flops.total, peak,
+                                            f"backend.train_epoch: {scan.iterations_per_unit} iterations per call "
+                                            "(one compiled scan), stacked inputs copied to the device each call")
+    return make_row(cfg, timing, flops.total, peak, peak_mem, settings)
+
+
+def _measure_scan(backend: Any, state: Any, pool: Any, cfg: Config, budget: Budget, steps: Timing) -> Timing | str:
+    """A backend's optional ``train_epoch`` (JAX: ``lax.scan`` over stacked batches), timed like
+    ``train_step``, or why it was not (one call must hold several iterations to mean anything)."""
+    scan = EpochScan(backend, state, pool, cfg.mode == "fast", max(len(pool), steps.units_per_block))
+    expected = steps.median_s * scan.k * (2 + budget.min_repeats)
+    if expected > 2 * budget.max_total_s:
+        return f"~{expected:.0f} s for {scan.k}-iteration calls exceeds this run's budget"
+    return measure(scan.run, scan.sync, replace(budget, warmup_calls=2), iterations_per_unit=scan.k)
+
+
+def _bench_peer(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, Any]:
+    spec = preset(cfg.model)
+    cls, reason = peer_class(cfg.backend, spec)
+    if cls is None:
+        raise Skip(reason)
+    host_reset = memory.reset_host_peak()
+    device_reset = memory.reset_device_peak(cls.framework, cfg.device)
+    t0 = time.perf_counter()
+    peer = cls(spec, cfg.batch_size, cfg.device, cfg.seed)
+    build_s = time.perf_counter() - t0
+    training = PeerTraining(peer)
+    timing = measure(training.run, training.sync, budget)
+    sampler = PeerSampling(peer)
+    sampling = measure(sampler.run, sampler.sync, sampling_budget(budget))
+    peak_mem, mem_details = memory.peak_memory(cls.framework, cfg.device, host_reset, device_reset)
+    peer_settings = peer.settings()
+    peak = peaks.get(cls.framework, cfg.device, "float32", uses_fast_math(cfg.device, "float32", peer_settings))
+    flops = iteration_flops(spec, cfg.batch_size, cls.g_forwards)
+    settings = {
+        "peer": peer_settings,
+        "versions": peer.versions(),
+        "host": environment(),
+        "precision": "float32",
+        "build_s": build_s,
+        "timing": {**timing.as_dict(), "clock": CLOCK.replace("backend.sync()", "peer sync"),
+                   "includes": "the seed's loop body as written: its data loader, noise draw and host reads"},
+        "flops": flops.as_dict(),
+        "peak": peak.as_dict(),
+        "memory": mem_details,
+        "sampling": _secondary(sampling, cfg.batch_size, sampling_flops(spec, cfg.batch_size), peak,
+                               "G forward on batch_size noise vectors to the host, as the seed's visualisation"),
+        "seed": cfg.seed,
+        "quick": cfg.quick,
+    }
+    return make_row(cfg, timing, flops.total, peak, peak_mem, settings)
+
+
+def _secondary(timing: Timing, batch_size: int, flops: int, peak: Peak, what: str) -> dict[str, Any]:
+    """A measurement that is not the row's headline (sampling, the JAX scan), in the row's units."""
+    return {"what": what, "examples_per_s": batch_size / timing.median_s, "step_ms_median": 1e3 * timing.median_s,
+            "step_ms_min": 1e3 * timing.min_s, "step_ms_max": 1e3 * timing.max_s, "compile_s": timing.compile_s,
+            "gflops_per_s": flops / timing.median_s / 1e9,
+            "fraction_of_peak": flops / timing.median_s / 1e9 / peak.gflops, "timing": timing.as_dict()}
+
+
+def make_row(cfg: Config, timing: Timing, flops_per_iteration: int, peak: Peak, peak_mem_mb: float,
+             settings: dict[str, Any]) -> dict[str, Any]:
+    gflops = flops_per_iteration / timing.median_s / 1e9
+    row = {
+        "backend": cfg.backend, "model": cfg.model, "mode": cfg.mode, "device": cfg.device_label,
+        "dtype": cfg.dtype, "batch_size": cfg.batch_size,
+        "examples_per_s": cfg.batch_size / timing.median_s,
+        "step_ms_median": 1e3 * timing.median_s, "step_ms_min": 1e3 * timing.min_s, "step_ms_max": 1e3 * timing.max_s,
+        "compile_s": timing.compile_s, "gflops_per_s": gflops, "fraction_of_peak": gflops / peak.gflops,
+        "peak_mem_mb": peak_mem_mb, "settings": settings,
+    }
+    check_row(row)
+    return row
+
+
+def check_row(row: dict[str, Any]) -> None:
+    """Raise ValueError unless ``row`` has exactly ROW_KEYS and sane numbers."""
+    if set(row) != set(ROW_KEYS):
+        raise ValueError(f"row keys {sorted(row)} differ from {sorted(ROW_KEYS)}")
+    if row["mode"] not in ROW_MODES:
+        raise ValueError(f"row mode {row['mode']!r} is not one of {ROW_MODES}")
+    for key in ("examples_per_s", "step_ms_median", "step_ms_min", "step_ms_max", "gflops_per_s",
+                "fraction_of_peak", "peak_mem_mb"):
+        value = row[key]
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"row {key} = {value!r} is not a positive finite number")
+    if not (isinstance(row["compile_s"], (int, float)) and math.isfinite(row["compile_s"]) and row["compile_s"] >= 0):
+        raise ValueError(f"row compile_s = {row['compile_s']!r} is not a finite number >= 0")
+    if not row["step_ms_min"] <= row["step_ms_median"] <= row["step_ms_max"]:
+        raise ValueError("row step times are not ordered min <= median <= max")
+    if not isinstance(row["batch_size"], int) or row["batch_size"] <= 0 or not isinstance(row["settings"], dict):
+        raise ValueError("row batch_size must be a positive integer and settings a dict")

@@ -1,0 +1,249 @@
+"""Merge every backend's rows under ``results/bench/<device>/`` into ``summary.md`` with plots.
+
+    python -m gansuite.benchmarks.summary --results results/bench
+
+Per (model, device): a table of every row, each non-peer row with its throughput as a
+ratio to the seed's own loop at the same batch size (the same framework's peer where the
+seeds have one, else the PyTorch peer, named in the cell); a plot of throughput against
+batch size per backend and mode; and bars of parity vs fast vs peer at one batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, NoReturn
+
+from gansuite.common.errors import GanSuiteError
+
+from .frameworks import slug
+from .harness import ROW_MODES
+from .results import load_rows
+
+REFERENCE_PEER_BACKEND = "torch"  # both seeds have a PyTorch version
+
+
+def _mode_rank(row: dict[str, Any]) -> int:
+    return ROW_MODES.index(row["mode"]) if row["mode"] in ROW_MODES else len(ROW_MODES)
+
+
+def _sort_key(row: dict[str, Any]) -> tuple:
+    return (row["backend"], _mode_rank(row), row["dtype"], row["batch_size"])
+
+
+def is_peer(row: dict[str, Any]) -> bool:
+    return row["mode"].startswith("peer-")
+
+
+def peer_for(row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The seed loop's row to compare ``row`` with: same device, model and batch size; the same
+    backend's peer if there is one, else the PyTorch peer."""
+    candidates = [r for r in rows if is_peer(r) and (r["device"], r["model"], r["batch_size"])
+                  == (row["device"], row["model"], row["batch_size"])]
+    for backend in (row["backend"], REFERENCE_PEER_BACKEND):
+        for r in candidates:
+            if r["backend"] == backend:
+                return r
+    return None
+
+
+def ratio_cell(row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    if is_peer(row):
+        return "(peer)"
+    peer = peer_for(row, rows)
+    if peer is None:
+        return "—"
+    ratio = row["examples_per_s"] / peer["examples_per_s"]
+    return f"{ratio:.2f}x" + ("" if peer["backend"] == row["backend"] else f" ({peer['backend']} peer)")
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}g}" if abs(value) < 10 ** digits else f"{value:,.0f}"
+
+
+def table(rows: list[dict[str, Any]], all_rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| backend | mode | dtype | batch | examples/s | step ms median (min–max) | compile s | GFLOP/s "
+             "| % of peak | peak MB | vs seed loop |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=_sort_key):
+        lines.append(
+            f"| {r['backend']} | {r['mode']} | {r['dtype']} | {r['batch_size']} | {_fmt(r['examples_per_s'], 4)} "
+            f"| {_fmt(r['step_ms_median'])} ({_fmt(r['step_ms_min'])}–{_fmt(r['step_ms_max'])}) "
+            f"| {r['compile_s']:.2f} | {_fmt(r['gflops_per_s'])} | {100 * r['fraction_of_peak']:.2g} "
+            f"| {r['peak_mem_mb']:.0f} | {ratio_cell(r, all_rows)} |")
+    return lines
+
+
+def ratio_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Parity and fast throughput over the seed loop's, per backend, batch size and dtype."""
+    by_key: dict[tuple, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in rows:
+        if not is_peer(r):
+            by_key[(r["device"], r["model"], r["backend"], r["dtype"], r["batch_size"])][r["mode"]] = r
+    lines = ["| device | model | backend | dtype | batch | seed loop | parity / seed | fast / seed |",
+             "|---|---|---|---|---:|---|---:|---:|"]
+    for key in sorted(by_key):
+        modes = by_key[key]
+        any_row = next(iter(modes.values()))
+        peer = peer_for(any_row, rows)
+        if peer is None:
+            continue
+        cells = [f"{modes[m]['examples_per_s'] / peer['examples_per_s']:.2f}x" if m in modes else "—"
+                 for m in ("parity", "fast")]
+        device, model, backend, dtype, batch = key
+        lines.append(f"| {device} | {model} | {backend} | {dtype} | {batch} | {peer['backend']} {peer['mode']} "
+                     f"| {cells[0]} | {cells[1]} |")
+    return lines if len(lines) > 2 else []
+
+
+def _series_label(r: dict[str, Any]) -> str:
+    return f"{r['backend']} {r['mode']}" + ("" if r["dtype"] == "float32" else f" {r['dtype']}")
+
+
+def plot_throughput(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    plt = _pyplot()
+    series: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        series[_series_label(r)].append(r)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label in sorted(series):
+        pts = sorted(series[label], key=lambda r: r["batch_size"])
+        ax.plot([r["batch_size"] for r in pts], [r["examples_per_s"] for r in pts], marker="o",
+                linestyle="--" if is_peer(pts[0]) else "-", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("training examples / s")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def reference_batch(rows: list[dict[str, Any]]) -> int:
+    """The batch size measured by the most (backend, mode, dtype) series; ties go to the larger."""
+    counts = Counter(r["batch_size"] for r in rows)
+    return max(counts, key=lambda b: (counts[b], b))
+
+
+def plot_modes(rows: list[dict[str, Any]], path: Path, title: str) -> int:
+    """Grouped bars per backend at the reference batch size; returns that batch size."""
+    plt = _pyplot()
+    batch = reference_batch(rows)
+    at = [r for r in rows if r["batch_size"] == batch]
+    backends = sorted({r["backend"] for r in at})
+    kinds = sorted({(r["mode"], r["dtype"]) for r in at}, key=lambda k: (ROW_MODES.index(k[0])
+                                                                           if k[0] in ROW_MODES else 99, k[1]))
+    width = 0.8 / max(1, len(kinds))
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(backends) + 2), 4.5))
+    for j, (mode, dtype) in enumerate(kinds):
+        xs, ys = [], []
+        for i, b in enumerate(backends):
+            match = [r for r in at if (r["backend"], r["mode"], r["dtype"]) == (b, mode, dtype)]
+            if match:
+                xs.append(i + (j - (len(kinds) - 1) / 2) * width)
+                ys.append(match[0]["examples_per_s"])
+        bars = ax.bar(xs, ys, width, label=mode + ("" if dtype == "float32" else f" {dtype}"))
+        ax.bar_label(bars, labels=[f"{y:.3g}" for y in ys], fontsize=7)
+    ax.set_xticks(range(len(backends)), backends)
+    ax.set_ylabel("training examples / s")
+    ax.set_title(f"{title}, batch {batch}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return batch
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers/CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def settings_lines(rows: list[dict[str, Any]]) -> list[str]:
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: (r["device"], r["backend"], is_peer(r))):
+        seen.setdefault((r["device"], r["backend"]), r)
+    lines = []
+    for (device, backend), r in sorted(seen.items()):
+        s = r["settings"]
+        host = s.get("host", {})
+        versions = ", ".join(f"{k} {v}" for k, v in s.get("versions", {}).items())
+        env = ", ".join(f"{k}={v}" for k, v in host.get("env", {}).items()) or "none set"
+        lines.append(f"- **{backend} on {device}**: {versions}; {host.get('cpu_count')} CPUs "
+                     f"({host.get('cpu_model')}); thread/kernel variables: {env}; "
+                     f"quick run: {s.get('quick')}")
+    return lines
+
+
+def build_summary(results: Path) -> Path:
+    rows, failures = load_rows(results)
+    if not rows:
+        raise GanSuiteError(f"results: no rows under {str(results)!r} (expected <device>/<backend>.json files)")
+    plots = results / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    md = ["# Benchmarks", "",
+          "Training throughput of one full iteration (D step + G step) at each batch size: the median over "
+          "timed blocks after warm-up; compile_s is what the warm-up calls took beyond steady state. "
+          "GFLOP/s counts the multiply-adds of Dense/Conv/ConvTranspose (benchmarks/flops.py); % of peak is "
+          "relative to a large matrix product in the same framework, device and dtype (benchmarks/peak.py). "
+          "'vs seed loop' is throughput over the seed document's own loop (peer-d2l / peer-tutorial) at the "
+          "same batch size. Every row's settings (versions, threads, TF32, compile flags) are in its JSON.", ""]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["model"], r["device"])].append(r)
+    for (model, device), group in sorted(groups.items()):
+        name = f"{slug(model)}-{slug(device)}"
+        title = f"{model} on {device}"
+        plot_throughput(group, plots / f"throughput-{name}.png", title)
+        batch = plot_modes(group, plots / f"modes-{name}.png", title)
+        md += [f"## {title}", "", *table(group, rows), "",
+               f"![throughput vs batch size](plots/throughput-{name}.png)",
+               f"![parity vs fast vs seed loop at batch {batch}](plots/modes-{name}.png)", ""]
+    ratios = ratio_table(rows)
+    if ratios:
+        md += ["## Ours vs the seed loops", "", *ratios, ""]
+    if failures:
+        md += ["## Failed configs", "", "| device | backend | model | mode | dtype | batch | error |",
+               "|---|---|---|---|---|---:|---|"]
+        md += [f"| {f.get('device')} | {f['backend']} | {f['model']} | {f['mode']} | {f['dtype']} | {f['batch_size']} "
+               f"| {str(f.get('error', '')).replace('|', '/')} |" for f in failures]
+        md.append("")
+    md += ["## Settings", "", *settings_lines(rows), ""]
+    out = results / "summary.md"
+    out.write_text("\n".join(md))
+    return out
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise GanSuiteError(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(prog="python -m gansuite.benchmarks.summary", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=Path("results/bench"))
+    try:
+        args = parser.parse_args(argv)
+        if not args.results.is_dir():
+            raise GanSuiteError(f"results: {str(args.results)!r} is not a folder")
+        out = build_summary(args.results)
+    except GanSuiteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except SystemExit as err:  # --help
+        return int(err.code or 0)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

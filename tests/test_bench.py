@@ -1,0 +1,224 @@
+"""The benchmark harness: FLOP counts against hand counts, the timing rule, a --quick run on this
+env's backend (the oracle in the core env) writing rows with exactly the agreed keys and sane
+numbers, one-line errors, and the summary merging two backends' files into one table."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import pytest
+
+from gansuite.benchmarks.flops import forward_flops, iteration_flops, layer_macs
+from gansuite.benchmarks.harness import ROW_KEYS
+from gansuite.benchmarks.run import main
+from gansuite.benchmarks.summary import build_summary
+from gansuite.benchmarks.summary import main as summary_main
+from gansuite.benchmarks.timing import Budget, measure
+from gansuite.common.presets import preset
+from gansuite.common.spec import Conv2d, ConvTranspose2d, NetSpec
+
+_declared = [b for b in os.environ.get("GANSUITE_BACKENDS", "").split(",") if b.strip()]
+BACKEND = _declared[0] if _declared else "oracle"
+#: Which seed loops exist for which backend (benchmarks/peers).
+D2L_PEER = BACKEND in ("torch", "tensorflow", "mxnet")
+TUTORIAL_PEER = BACKEND == "torch"
+
+
+# -- FLOPs ---------------------------------------------------------------------------------------
+
+
+def test_gaussian_flops_match_a_hand_count():
+    spec = preset("gaussian")
+    g = 2 * (2 * 2)  # Dense(2, 2): 4 multiply-adds
+    d = 2 * (2 * 5 + 5 * 3 + 3 * 1)  # Dense(2,5), Dense(5,3), Dense(3,1): 28 multiply-adds
+    assert forward_flops(spec.generator) == g == 8
+    assert forward_flops(spec.discriminator) == d == 56
+    # 3 D forwards + 1 G forward + backwards (2x forward) through D, D, D and G.
+    assert iteration_flops(spec, 8).per_example == 9 * d + 3 * g == 528
+    assert iteration_flops(spec, 8).total == 528 * 8
+    # d2l's update_G runs G forward a second time.
+    assert iteration_flops(spec, 8, g_forwards=2).per_example == 9 * d + 4 * g
+
+
+def test_dcgan_flops_match_a_hand_count():
+    spec = preset("dcgan")
+    d_macs = (32 * 32 * 64 * 3 * 16       # Conv 3->64, 4x4 kernel, output 32x32
+              + 16 * 16 * 128 * 64 * 16   # 64->128, output 16x16
+              + 8 * 8 * 256 * 128 * 16    # 128->256, output 8x8
+              + 4 * 4 * 512 * 256 * 16    # 256->512, output 4x4
+              + 1 * 1 * 1 * 512 * 16)     # 512->1, output 1x1
+    g_macs = (1 * 1 * 100 * 512 * 16      # ConvTranspose 100->512 on a 1x1 input
+              + 4 * 4 * 512 * 256 * 16    # 512->256 on 4x4
+              + 8 * 8 * 256 * 128 * 16    # 256->128 on 8x8
+              + 16 * 16 * 128 * 64 * 16   # 128->64 on 16x16
+              + 32 * 32 * 64 * 3 * 16)    # 64->3 on 32x32
+    assert forward_flops(spec.discriminator) == 2 * d_macs == 207_634_432
+    assert forward_flops(spec.generator) == 2 * g_macs == 209_256_448
+    assert iteration_flops(spec, 128).total == 128 * (9 * 2 * d_macs + 3 * 2 * g_macs)
+
+
+def test_a_conv_and_its_transpose_count_the_same():
+    """Adjoint operators do the same products: counting ConvTranspose by its input is consistent."""
+    conv = NetSpec((3, 7, 7), (Conv2d(3, 2, 3, 2, 1),))
+    convt = NetSpec((2, 4, 4), (ConvTranspose2d(2, 3, 3, 2, 1),))
+    assert conv.output_shape == (2, 4, 4) and convt.output_shape == (3, 7, 7)
+    assert forward_flops(conv) == forward_flops(convt) == 2 * (4 * 4 * 2 * 3 * 9)
+    assert layer_macs(conv.layers[0], (3, 7, 7), (2, 4, 4)) == 864
+
+
+# -- timing --------------------------------------------------------------------------------------
+
+
+def test_compile_time_is_the_warmup_beyond_steady_state():
+    calls: list[int] = []
+
+    def run(n: int) -> None:  # the first call "compiles" for 50 ms, then 2 ms per iteration
+        time.sleep(0.05 if not calls else 0.002 * n)
+        calls.append(n)
+
+    t = measure(run, lambda: None, Budget(warmup_calls=2, repeats=3, min_repeats=3, min_block_s=0.01,
+                                          max_total_s=1.0))
+    assert t.units_per_block == 5 and len(t.unit_s) == 3 and calls[:2] == [1, 1]
+    assert 0.002 <= t.median_s < 0.006
+    assert t.compile_s == pytest.approx(0.05 + 0.002 - 2 * t.median_s, abs=0.015)
+    assert t.min_s <= t.median_s <= t.max_s
+
+
+# -- a --quick run on this env's backend ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    first = main(["--backend", BACKEND, "--out", str(out), "--models", "gaussian", "--modes", "parity,fast,peer",
+                  "--quick"])
+    # A second run into the same folder adds its rows to the first's.
+    second = main(["--backend", BACKEND, "--out", str(out), "--models", "dcgan-tiny", "--modes", "parity,peer",
+                   "--quick"])
+    return out, (first, second)
+
+
+def test_quick_run_writes_rows_with_exactly_the_agreed_keys(quick_run):
+    out, codes = quick_run
+    assert codes == (0, 0)
+    rows = json.loads((out / "cpu" / f"{BACKEND}.json").read_text())
+    assert not (out / "cpu" / f"{BACKEND}.failures.json").exists()
+    expected = {("gaussian", "parity", 8), ("gaussian", "parity", 64), ("dcgan-tiny", "parity", 2)}
+    if BACKEND != "oracle":  # the oracle has no fast mode
+        expected |= {("gaussian", "fast", 8), ("gaussian", "fast", 64)}
+    if D2L_PEER:
+        expected |= {("gaussian", "peer-d2l", 8), ("gaussian", "peer-d2l", 64)}
+    if TUTORIAL_PEER:
+        expected |= {("dcgan-tiny", "peer-tutorial", 2)}
+    assert {(r["model"], r["mode"], r["batch_size"]) for r in rows} == expected
+    for r in rows:
+        assert list(r) == list(ROW_KEYS)
+        assert r["backend"] == BACKEND and r["device"] == "cpu" and r["dtype"] == "float32"
+        for key in ("examples_per_s", "step_ms_median", "step_ms_min", "step_ms_max", "gflops_per_s",
+                    "fraction_of_peak", "peak_mem_mb"):
+            assert isinstance(r[key], float) and math.isfinite(r[key]) and r[key] > 0, (key, r[key])
+        assert math.isfinite(r["compile_s"]) and r["compile_s"] >= 0
+        assert r["step_ms_min"] <= r["step_ms_median"] <= r["step_ms_max"]
+        assert r["fraction_of_peak"] < 1.5  # a training step cannot beat the framework's own matmul by much
+
+
+def test_quick_rows_are_consistent_with_their_settings(quick_run):
+    out, _ = quick_run
+    for r in json.loads((out / "cpu" / f"{BACKEND}.json").read_text()):
+        s = r["settings"]
+        step_s = r["step_ms_median"] / 1e3
+        assert r["examples_per_s"] == pytest.approx(r["batch_size"] / step_s)
+        g_forwards = 2 if r["mode"] == "peer-d2l" else 1
+        flops = iteration_flops(preset(r["model"]), r["batch_size"], g_forwards).total
+        assert s["flops"]["per_iteration"] == flops
+        assert r["gflops_per_s"] == pytest.approx(flops / step_s / 1e9)
+        assert r["fraction_of_peak"] == pytest.approx(r["gflops_per_s"] / s["peak"]["gflops"])
+        assert s["versions"] and s["host"]["cpu_count"] == os.cpu_count()
+        assert s["timing"]["repeats"] >= 3 and len(s["timing"]["warmup_calls_s"]) == 2
+        assert s["sampling"]["examples_per_s"] > 0
+        if r["mode"] in ("parity", "fast"):
+            assert s["backend"].get("mode", r["mode"]) == r["mode"]  # the oracle records no settings
+            assert s["timing"]["noise"] == ("device RNG (train_step z=None)" if r["mode"] == "fast" else "host pool")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--backend", "caffe"], "error: backend: unknown backend 'caffe'; allowed: oracle, torch"),
+    (["--backend", "oracle", "--models", "biggan"], "error: model: unknown model 'biggan'; allowed: gaussian"),
+    (["--backend", "oracle", "--modes", "turbo"], "error: modes: unknown value 'turbo'; allowed: parity, fast, peer"),
+    (["--backend", "oracle", "--dtypes", "float16"], "error: dtypes: unknown value 'float16'"),
+    (["--backend", "oracle", "--device", "tpu"], "error: device: unknown device 'tpu'; allowed: cpu, cuda"),
+    (["--backend", "oracle", "--batch-sizes", "8,zero"], "error: batch-sizes: must be positive integers"),
+    (["--backend", "oracle", "--modes", "fast"], "error: nothing to run"),
+    (["--models", "gaussian"], "error: the following arguments are required: --backend"),
+])
+def test_bad_input_is_one_line_no_traceback(tmp_path, capsys, args, message):
+    assert main([*args, "--out", str(tmp_path), "--quick"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message), err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_a_failing_config_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
+    import gansuite.benchmarks.run as run_module
+
+    real = run_module.bench_config
+
+    def flaky(cfg, budget, peaks):
+        if cfg.batch_size == 64:
+            raise RuntimeError("kernel exploded\nsecond line")
+        return real(cfg, budget, peaks)
+
+    monkeypatch.setattr(run_module, "bench_config", flaky)
+    assert main(["--backend", "oracle", "--out", str(tmp_path), "--models", "gaussian", "--modes", "parity",
+                 "--quick"]) == 1
+    rows = json.loads((tmp_path / "cpu" / "oracle.json").read_text())
+    failures = json.loads((tmp_path / "cpu" / "oracle.failures.json").read_text())
+    assert [r["batch_size"] for r in rows] == [8]
+    assert [(f["batch_size"], f["error"]) for f in failures] == [(64, "RuntimeError: kernel exploded second line")]
+
+
+# -- summary ------------------------------------------------------------------------------------
+
+
+def _row(backend: str, mode: str, batch: int, examples_per_s: float) -> dict:
+    step_ms = 1e3 * batch / examples_per_s
+    return {"backend": backend, "model": "gaussian", "mode": mode, "device": "cpu", "dtype": "float32",
+            "batch_size": batch, "examples_per_s": examples_per_s, "step_ms_median": step_ms,
+            "step_ms_min": 0.9 * step_ms, "step_ms_max": 1.2 * step_ms, "compile_s": 0.5, "gflops_per_s": 0.01,
+            "fraction_of_peak": 1e-4, "peak_mem_mb": 300.0,
+            "settings": {"versions": {backend: "1.0"}, "host": {"cpu_count": 2, "cpu_model": "test", "env": {}},
+                         "quick": True}}
+
+
+def test_summary_merges_two_backends_into_one_table(tmp_path):
+    (tmp_path / "cpu").mkdir()
+    torch_rows = [_row("torch", "peer-d2l", 8, 100.0), _row("torch", "parity", 8, 200.0),
+                  _row("torch", "fast", 8, 400.0), _row("torch", "parity", 64, 900.0)]
+    jax_rows = [_row("jax", "parity", 8, 50.0), _row("jax", "fast", 8, 150.0)]
+    (tmp_path / "cpu" / "torch.json").write_text(json.dumps(torch_rows))
+    (tmp_path / "cpu" / "jax.json").write_text(json.dumps(jax_rows))
+    md = build_summary(tmp_path).read_text()
+    table = [line for line in md.splitlines() if line.startswith("| torch |") or line.startswith("| jax |")]
+    assert len(table) == len(torch_rows) + len(jax_rows)
+    assert "| torch | parity | float32 | 8 | 200 |" in md and md.count("| jax |") >= 2
+    cells = {tuple(c.strip() for c in line.split("|")[1:5]): line.split("|")[-2].strip() for line in table}
+    assert cells[("torch", "parity", "float32", "8")] == "2.00x"
+    assert cells[("torch", "fast", "float32", "8")] == "4.00x"
+    assert cells[("jax", "parity", "float32", "8")] == "0.50x (torch peer)"  # JAX has no d2l tab
+    assert cells[("torch", "parity", "float32", "64")] == "—"  # no peer measured at batch 64
+    assert "| cpu | gaussian | jax | float32 | 8 | torch peer-d2l | 0.50x | 1.50x |" in md
+    for name in ("throughput-gaussian-cpu.png", "modes-gaussian-cpu.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_summary_rejects_files_without_the_row_keys(tmp_path, capsys):
+    (tmp_path / "cpu").mkdir()
+    bad = _row("torch", "parity", 8, 1.0)
+    bad["extra"] = 1
+    (tmp_path / "cpu" / "torch.json").write_text(json.dumps([bad]))
+    assert summary_main(["--results", str(tmp_path)]) == 2
+    assert "does not have the row keys" in capsys.readouterr().err
+    assert summary_main(["--results", str(tmp_path / "missing")]) == 2
