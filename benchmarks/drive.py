@@ -12,7 +12,6 @@ status 2, is reported and skipped; status 1 (some configs failed) keeps its rows
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -20,29 +19,16 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 from gansuite.common.errors import GanSuiteError
-from gansuite.common.registry import BACKENDS, available
+from gansuite.common.registry import BACKENDS, backend_python
 
 from .summary import build_summary
-
-
-def backend_python(name: str) -> tuple[str | None, str | None]:
-    """(the interpreter that runs ``name``, None) or (None, why there is none)."""
-    workdir = os.environ.get("GANSUITE_TOX_WORKDIR")
-    if workdir and name != "oracle":
-        for env in (f"bench-{name}", f"cmp-{name}", name):
-            candidate = Path(workdir) / env / "bin" / "python"
-            if candidate.exists():
-                return str(candidate), None
-        return None, f"tox env bench-{name} was not built (`python3 -m tox -m bench` builds it)"
-    ok, reason = available(name)
-    return (sys.executable, None) if ok else (None, reason)
 
 
 def drive(out: Path, backends: list[str], extra_args: list[str], echo: Callable[[str], None] = print) -> dict[str, str]:
     """Benchmark each backend in its interpreter; return backend -> outcome; write the summary."""
     outcomes: dict[str, str] = {}
     for name in backends:
-        python, reason = backend_python(name)
+        python, reason = backend_python(name, ["bench", "compare", "test"], "`python3 -m tox -m bench`")
         if python is None:
             outcomes[name] = f"unavailable: {reason}"
             echo(f"{name}: {outcomes[name]}")

@@ -4,6 +4,7 @@
 ``out/artifacts/<backend>/``:
 
 * ``rows.json``        forward and one-iteration rows vs the float64 oracle (common/parity.py)
+* ``kinks.json``       activation branches the oracle followed in the one-iteration check (common/kinks.py)
 * ``outputs-<model>-<dtype>.npz``  G(z), D(x), D-step scalars and gradients, for pairwise checks
 * ``traj-<model>-<dtype>.npz``     per-iteration losses and a fixed subsample of every tensor
 * ``ckpt-<model>.safetensors``, ``samples-<model>.npy``, ``cont-<model>.npz``  for conversion
@@ -26,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .errors import GanSuiteError
 from .overrides import apply_overrides
-from .parity import check_forward, check_one_step, parity_inputs, rel_err
+from .parity import check_forward, one_step, parity_inputs, rel_err
 from .params import Params, init_params
 from .presets import preset
 from .protocol import SCALARS, Backend, BuildOptions
@@ -113,18 +115,23 @@ def run_phase(backend_name: str, out: Path, models: tuple[str, ...] = ("gaussian
     art = _artifacts(out, backend_name)
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
+    kinks: list[dict[str, Any]] = []
     for model in models:
         spec = compare_spec(model)
         for dtype in DTYPES:
+            d_step = None
             if backend_name != "oracle":
                 for r in check_forward(backend, spec, dtype):
                     rows.append({"model": model, "dtype": dtype, **r.as_dict()})
-                for r in check_one_step(backend, spec, dtype):
-                    rows.append({"model": model, "dtype": dtype, **r.as_dict()})
-            np.savez(art / f"outputs-{model}-{dtype}.npz", **_outputs(backend, spec, dtype))
+                result = one_step(backend, spec, dtype)
+                rows += [{"model": model, "dtype": dtype, **r.as_dict()} for r in result.rows]
+                kinks.append({"model": model, "dtype": dtype, "near_kinks": result.near_kinks, "flips": result.flips})
+                d_step = result.d_step
+            np.savez(art / f"outputs-{model}-{dtype}.npz", **_outputs(backend, spec, dtype, d_step))
             iters = TRAJECTORY_ITERATIONS[model] if not quick else min(TRAJECTORY_ITERATIONS[model], 20)
             np.savez(art / f"traj-{model}-{dtype}.npz", **run_trajectory(backend, spec, dtype, iters))
     (art / "rows.json").write_text(json.dumps(rows, indent=1))
+    (art / "kinks.json").write_text(json.dumps(kinks, indent=1))
     for model in CONVERSION_MODELS:
         _conversion_source(backend, compare_spec(model), art, model)
     (art / "traps.json").write_text(json.dumps(run_traps(backend_name), indent=1))
@@ -134,14 +141,17 @@ def run_phase(backend_name: str, out: Path, models: tuple[str, ...] = ("gaussian
     return art
 
 
-def _outputs(backend: Backend, spec: GANSpec, dtype: str) -> dict[str, np.ndarray]:
-    """Raw outputs for pairwise comparison: forwards, and the D step of one iteration."""
+def _outputs(backend: Backend, spec: GANSpec, dtype: str, d_step: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """Outputs for pairwise comparison: forwards, and the D step of one iteration -- from
+    ``common.parity.one_step`` (gradients moved onto the oracle's branches at kinks) when given."""
     params, real, z = parity_inputs(spec, 0)
     st = backend.build(spec, params, None, BuildOptions(dtype=dtype))
     res: dict[str, np.ndarray] = {"forward_G": backend.generate(st, z), "forward_D": backend.discriminate(st, real)}
-    out = backend.train_step(st, real, z, with_grads=True)
-    res.update({f"scalar/{k}": np.asarray(getattr(out, k)) for k in ("loss_D", "D_x", "D_G_z1")})
-    res.update({f"grad/{k}": v for k, v in (out.grads or {}).items() if k.startswith("D.")})
+    if d_step is None:
+        out = backend.train_step(st, real, z, with_grads=True)
+        d_step = {f"scalar/{k}": np.asarray(getattr(out, k)) for k in ("loss_D", "D_x", "D_G_z1")}
+        d_step.update({f"grad/{k}": v for k, v in (out.grads or {}).items() if k.startswith("D.")})
+    res.update(d_step)
     return res
 
 
@@ -205,36 +215,27 @@ def run_traps(backend_name: str) -> list[dict[str, Any]]:
 # the driver: one subprocess per backend, each in its own environment
 
 
-def backend_python(name: str) -> tuple[str | None, str | None]:
-    """The interpreter that runs ``name``: its tox env ``cmp-<name>`` when run through tox
-    (GANSUITE_TOX_WORKDIR is set there), else this interpreter if the framework imports here."""
-    import os
-    import sys
-
-    from .registry import available
-
-    if name == "oracle":
-        return sys.executable, None
-    workdir = os.environ.get("GANSUITE_TOX_WORKDIR")
-    if workdir:
-        for candidate in (Path(workdir) / f"cmp-{name}" / "bin" / "python", Path(workdir) / name / "bin" / "python"):
-            if candidate.exists():
-                return str(candidate), None
-        return None, f"tox env cmp-{name} was not built (`python3 -m tox -m compare` builds it)"
-    ok, reason = available(name)
-    return (sys.executable, None) if ok else (None, reason)
-
-
 def drive(out: Path, backends: list[str], quick: bool = False, echo=print) -> dict[str, Any]:
+    """Run every phase of every backend, each in its own interpreter, then write the report.
+
+    Through tox the interpreters are the ``cmp-<name>`` envs (``tox -m compare``), or the test
+    envs ``<name>`` when GANSUITE_TOX_ENVS=test (CI's cross-backend stage reuses those)."""
+    import os
     import subprocess
 
+    from .registry import backend_python
     from .report import build_report, write_report
+
+    env_kind = os.environ.get("GANSUITE_TOX_ENVS", "compare")
+    if env_kind not in ("compare", "test"):
+        raise GanSuiteError(f"GANSUITE_TOX_ENVS: must be 'compare' or 'test', got {env_kind!r}")
+    hint = "`python3 -m tox -m compare`" if env_kind == "compare" else "`python3 -m tox` (the test envs)"
 
     out.mkdir(parents=True, exist_ok=True)
     availability: dict[str, dict[str, Any]] = {}
     pythons: dict[str, str] = {}
     for name in ["oracle", *backends]:
-        py, reason = backend_python(name)
+        py, reason = backend_python(name, [env_kind], hint)
         availability[name] = {"available": py is not None, "version": None, "reason": reason}
         if py is not None:
             pythons[name] = py

@@ -89,6 +89,11 @@ class DStep:
     D_x: float
     D_G_z1: float
     grads: Params
+    # kept so the backward can be redone with other branches at kinks (common/kinks.py)
+    run_real: NetRun = field(default_factory=NetRun)
+    run_fake: NetRun = field(default_factory=NetRun)
+    dlogits_real: np.ndarray | None = None
+    dlogits_fake: np.ndarray | None = None
 
 
 @dataclass
@@ -96,6 +101,8 @@ class GStep:
     loss_G: float
     D_G_z2: float
     grads: Params
+    run_gen: NetRun = field(default_factory=NetRun)  # D (after its step) on the same fake
+    dlogits_gen: np.ndarray | None = None
 
 
 @dataclass
@@ -147,14 +154,22 @@ class OracleBackend(Backend):
         p.update(run_fake.running)
         l_real, d_real = L.bce_with_logits(out_real, loss.real_label, loss.reduction)
         l_fake, d_fake = L.bce_with_logits(out_fake, loss.fake_label, loss.reduction)
-        _, g_real = net_backward(D, p, "D", run_real, loss.d_loss_scale * d_real)
-        _, g_fake = net_backward(D, p, "D", run_fake, loss.d_loss_scale * d_fake)
-        return DStep(
+        d = DStep(
             fake=fake, run_g=run_g,
             loss_D=loss.d_loss_scale * (l_real + l_fake),
             D_x=float(L.sigmoid(out_real).mean()), D_G_z1=float(L.sigmoid(out_fake).mean()),
-            grads={k: g_real[k] + g_fake[k] for k in g_real},
+            grads={}, run_real=run_real, run_fake=run_fake,
+            dlogits_real=loss.d_loss_scale * d_real, dlogits_fake=loss.d_loss_scale * d_fake,
         )
+        d.grads = self.d_grads(state, d)
+        return d
+
+    def d_grads(self, state: OracleState, d: "DStep") -> Params:
+        """D's gradients from the D step's forward caches (redone by common/kinks.py after a branch flip)."""
+        D, p = state.spec.discriminator, state.params
+        _, g_real = net_backward(D, p, "D", d.run_real, d.dlogits_real)
+        _, g_fake = net_backward(D, p, "D", d.run_fake, d.dlogits_fake)
+        return {k: g_real[k] + g_fake[k] for k in g_real}
 
     def g_step(self, state: OracleState, d: "DStep") -> "GStep":
         """D (as it is now, i.e. after its step) on the SAME fake; gradient through D into G. No Adam."""
@@ -162,9 +177,16 @@ class OracleBackend(Backend):
         out_gen, run_gen = net_forward(spec.discriminator, p, "D", d.fake)
         p.update(run_gen.running)
         l_gen, d_gen = L.bce_with_logits(out_gen, loss.real_label, loss.reduction)
-        d_fake_img, _ = net_backward(spec.discriminator, p, "D", run_gen, d_gen)
+        g = GStep(loss_G=l_gen, D_G_z2=float(L.sigmoid(out_gen).mean()), grads={}, run_gen=run_gen, dlogits_gen=d_gen)
+        g.grads = self.g_grads(state, d, g)
+        return g
+
+    def g_grads(self, state: OracleState, d: "DStep", g: "GStep") -> Params:
+        """G's gradients through D (after its step) and G's forward caches."""
+        spec, p = state.spec, state.params
+        d_fake_img, _ = net_backward(spec.discriminator, p, "D", g.run_gen, g.dlogits_gen)
         _, grads_G = net_backward(spec.generator, p, "G", d.run_g, d_fake_img)
-        return GStep(loss_G=l_gen, D_G_z2=float(L.sigmoid(out_gen).mean()), grads=grads_G)
+        return grads_G
 
     def adam_step(self, state: OracleState, net: str, grads: Params) -> None:
         cfg = state.spec.train.optim_G if net == "G" else state.spec.train.optim_D

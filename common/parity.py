@@ -6,16 +6,17 @@ that tests assert on and the comparison report prints.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .oracle import OracleBackend, adam_update
+from .kinks import flip_signature, follow_backend_branches, near_kinks
+from .oracle import OracleBackend, adam_update, net_backward
 from .params import Params, init_params, is_buffer, trainable_names, zero_opt_state
 from .protocol import Backend, BuildOptions
 from .spec import GANSpec
 from .streams import Streams
-from .tolerances import tolerance
+from .tolerances import kink_margin, tolerance
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Row:
     max_abs_err: float
     max_rel_err: float
     tolerance: float
+    note: str = ""  # e.g. the kink branches the oracle followed (common/kinks.py)
 
     @property
     def passed(self) -> bool:
@@ -46,9 +48,9 @@ def rel_err(a: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     return err, (err / scale if scale > 0 else err)
 
 
-def _row(check: str, name: str, a, ref, dtype: str, quantity: str) -> Row:
+def _row(check: str, name: str, a, ref, dtype: str, quantity: str, note: str = "") -> Row:
     err, rel = rel_err(a, ref)
-    return Row(check, name, err, rel, tolerance(dtype, quantity))
+    return Row(check, name, err, rel, tolerance(dtype, quantity), note)
 
 
 def parity_inputs(spec: GANSpec, seed: int, batch_size: int | None = None):
@@ -74,7 +76,23 @@ def check_forward(backend: Backend, spec: GANSpec, dtype: str, seed: int = 0, ba
     ]
 
 
+@dataclass
+class OneStepResult:
+    """Rows of one iteration's check, the kink branches followed, and the backend's D step
+    (scalars and gradients) for pairwise comparison between backends."""
+
+    rows: list[Row]
+    near_kinks: dict[str, int] = field(default_factory=dict)  # "D step"/"G step" -> candidates
+    flips: list[str] = field(default_factory=list)  # descriptions of the branches followed
+    d_step: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 def check_one_step(backend: Backend, spec: GANSpec, dtype: str, seed: int = 0, batch_size: int | None = None) -> list[Row]:
+    """The rows of :func:`one_step` (what tests assert on)."""
+    return one_step(backend, spec, dtype, seed, batch_size).rows
+
+
+def one_step(backend: Backend, spec: GANSpec, dtype: str, seed: int = 0, batch_size: int | None = None) -> OneStepResult:
     """One full iteration from the same params, batch and noise, checked in three parts.
 
     1. D step vs the oracle: loss_D, D(x), D(G(z)) before the step, every D gradient.
@@ -85,6 +103,10 @@ def check_one_step(backend: Backend, spec: GANSpec, dtype: str, seed: int = 0, b
        Conditioning is needed because Adam's first step, ``lr*g/(|g|+eps)``, turns
        roundoff in near-zero D gradients into O(lr) weight differences (measured on
        full-size DCGAN: fp32 G gradients 1e-2 apart unconditioned, 1e-5 conditioned).
+
+    Gradients that miss the tolerance are compared once more with the oracle following the
+    backend's side at activation inputs closer to a kink than float32 can resolve
+    (common/kinks.py); the rows then say which branches were followed.
     """
     params, real, z = parity_inputs(spec, seed, batch_size)
     oracle = OracleBackend()
@@ -97,11 +119,33 @@ def check_one_step(backend: Backend, spec: GANSpec, dtype: str, seed: int = 0, b
     missing = set(p for net in ("G", "D") for p in trainable_names(spec, net)) - set(out.grads)
     if missing:
         raise AssertionError(f"{backend.name}: no gradient for {sorted(missing)}")
+    result = OneStepResult(rows=[])
+    margin = kink_margin(dtype)
 
+    # 1. D step (kinks: D on the real and on the fake batch). Must run before ref's D weights change.
     d = oracle.d_step(ref, real, z)
-    rows = [_row("loss", k, getattr(out, k), getattr(d, k), dtype, "loss") for k in ("loss_D", "D_x", "D_G_z1")]
-    rows += [_row("grad", k, out.grads[k], g, dtype, "grad") for k, g in d.grads.items()]
+    d_runs = {"D(real)": d.run_real, "D(fake)": d.run_fake}
+    D, G = spec.discriminator, spec.generator
+    backward = _MemoBackward(ref.params)
 
+    def d_recompute() -> Params:
+        g_real = backward("D(real)", D, "D", d.run_real, d.dlogits_real)[1]
+        g_fake = backward("D(fake)", D, "D", d.run_fake, d.dlogits_fake)[1]
+        return {k: g_real[k] + g_fake[k] for k in g_real}
+
+    d_grads, d_note = _conditioned_grads(
+        result, "D step", out.grads, d.grads, d_runs,
+        lambda: [k for label, run in d_runs.items() for k in near_kinks(D, run, label, margin)],
+        d_recompute, dtype)
+    rows = [_row("loss", k, getattr(out, k), getattr(d, k), dtype, "loss") for k in ("loss_D", "D_x", "D_G_z1")]
+    rows += [_row("grad", k, out.grads[k], g, dtype, "grad", d_note) for k, g in d_grads.items()]
+    result.d_step = {f"scalar/{k}": np.asarray(getattr(out, k)) for k in ("loss_D", "D_x", "D_G_z1")}
+    # the backend's D gradients moved onto the oracle's own branches, so two backends that
+    # rounded different elements across a kink can still be compared with each other
+    result.d_step.update({f"grad/{k}": np.asarray(out.grads[k], np.float64) - (d_grads[k] - d.grads[k])
+                          for k in d_grads})
+
+    # 2. Adam on the backend's own gradients
     for net in ("G", "D"):
         cfg = spec.train.optim_G if net == "G" else spec.train.optim_D
         zeros = zero_opt_state(spec)[net]
@@ -114,14 +158,68 @@ def check_one_step(backend: Backend, spec: GANSpec, dtype: str, seed: int = 0, b
         if opt_new[net].step != 1:
             raise AssertionError(f"{backend.name}: Adam step counter of {net} is {opt_new[net].step}, expected 1")
 
-    for k in trainable_names(spec, "D"):  # condition the G step on the backend's D update
+    # 3. G step, conditioned on the backend's D update (kinks: D after its step on the fake, and G)
+    for k in trainable_names(spec, "D"):
         ref.params[k] = np.asarray(p_new[k], np.float64).copy()
     g = oracle.g_step(ref, d)
+    g_runs = {"D(fake) after D step": g.run_gen, "G(z)": d.run_g}
+    backward = _MemoBackward(ref.params)
+
+    def g_recompute() -> Params:
+        d_fake_img = backward("D(fake) after D step", D, "D", g.run_gen, g.dlogits_gen)[0]
+        return backward("G(z)", G, "G", d.run_g, d_fake_img, depends_on=g.run_gen)[1]
+
+    g_grads, g_note = _conditioned_grads(
+        result, "G step", out.grads, g.grads, g_runs,
+        lambda: near_kinks(D, g.run_gen, "D(fake) after D step", margin) + near_kinks(G, d.run_g, "G(z)", margin),
+        g_recompute, dtype)
     rows += [_row("loss", k, getattr(out, k), getattr(g, k), dtype, "loss") for k in ("loss_G", "D_G_z2")]
-    rows += [_row("grad", k, out.grads[k], v, dtype, "grad") for k, v in g.grads.items()]
+    rows += [_row("grad", k, out.grads[k], v, dtype, "grad", g_note) for k, v in g_grads.items()]
     rows += [_row("running_stats", k, p_new[k], ref.params[k], dtype, "running_stats")
              for k in ref.params if is_buffer(k)]
-    return rows
+    result.rows = rows
+    return result
+
+
+def _conditioned_grads(result: OneStepResult, step: str, backend_grads: Params, oracle_grads: Params, runs,
+                       candidates, recompute, dtype: str) -> tuple[Params, str]:
+    """The oracle's gradients for this step: its own branches if the backend is within tolerance
+    everywhere, else with the branches followed that explain the difference (common/kinks.py)."""
+    tol = tolerance(dtype, "grad")
+    names = list(oracle_grads)
+
+    def score(grads: Params) -> float:
+        return sum(rel_err(backend_grads[k], grads[k])[1] / tol for k in names)
+
+    def good_enough(grads: Params) -> bool:
+        return all(rel_err(backend_grads[k], grads[k])[1] <= tol for k in names)
+
+    if good_enough(oracle_grads):
+        return oracle_grads, ""
+    found = candidates()
+    result.near_kinks[step] = len(found)
+    if not found:
+        return oracle_grads, ""
+    grads, flipped = follow_backend_branches(runs, found, recompute, score, good_enough)
+    if not flipped:
+        return oracle_grads, f"{len(found)} near-kink inputs; following none explains the difference"
+    result.flips += [f"{step}: {k.describe()}" for k in flipped]
+    return grads, f"oracle follows the backend's branch at {len(flipped)} of {len(found)} near-kink inputs"
+
+
+class _MemoBackward:
+    """``net_backward`` that reruns only when the flips of its run (or of ``depends_on``) changed:
+    the kink search flips one element at a time, and most runs stay as they were."""
+
+    def __init__(self, params: Params):
+        self.params = params
+        self.memo: dict[str, tuple[tuple, tuple[np.ndarray, Params]]] = {}
+
+    def __call__(self, label: str, net, prefix: str, run, dy: np.ndarray, depends_on=None):
+        key = (flip_signature(run), flip_signature(depends_on) if depends_on is not None else ())
+        if label not in self.memo or self.memo[label][0] != key:
+            self.memo[label] = (key, net_backward(net, self.params, prefix, run, dy))
+        return self.memo[label][1]
 
 
 def failures(rows: list[Row]) -> str:

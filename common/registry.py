@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import BackendUnavailable, GanSuiteError
 from .protocol import Backend
@@ -48,3 +52,27 @@ def available(name: str) -> tuple[bool, str | None]:
     except GanSuiteError as err:
         return False, str(err)
     return True, None
+
+
+#: tox env names per purpose: ``cmp-torch`` (tox -m compare), ``bench-torch``, ``torch`` (the test env).
+TOX_ENV_NAMES = {"compare": "cmp-{}", "bench": "bench-{}", "test": "{}"}
+
+
+def backend_python(name: str, env_kinds: Sequence[str], build_hint: str) -> tuple[str | None, str | None]:
+    """(the interpreter that runs backend ``name``, None) or (None, why there is none).
+
+    Run through tox (``GANSUITE_TOX_WORKDIR`` set): the first of its tox envs, in the order of
+    ``env_kinds`` (keys of TOX_ENV_NAMES), that has been built. Otherwise this interpreter if
+    the framework imports here. The oracle runs anywhere."""
+    if name == "oracle":
+        return sys.executable, None
+    workdir = os.environ.get("GANSUITE_TOX_WORKDIR")
+    if workdir:
+        envs = [TOX_ENV_NAMES[k].format(name) for k in env_kinds]
+        for env in envs:
+            candidate = Path(workdir) / env / "bin" / "python"
+            if candidate.exists():
+                return str(candidate), None
+        return None, f"tox env {envs[0]} was not built ({build_hint} builds it)"
+    ok, reason = available(name)
+    return (sys.executable, None) if ok else (None, reason)

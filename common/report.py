@@ -37,6 +37,8 @@ def build_report(out: Path, availability: dict[str, dict[str, Any]]) -> dict[str
 
     for b in frameworks:  # vs the oracle, from the rows each env computed
         rows = json.loads((art / b / "rows.json").read_text())
+        kinks_file = art / b / "kinks.json"
+        kinks = {(k["model"], k["dtype"]): k for k in json.loads(kinks_file.read_text())} if kinks_file.exists() else {}
         for (model, dtype), group in itertools.groupby(sorted(rows, key=lambda r: (r["model"], r["dtype"])),
                                                        key=lambda r: (r["model"], r["dtype"])):
             group = list(group)
@@ -46,7 +48,10 @@ def build_report(out: Path, availability: dict[str, dict[str, Any]]) -> dict[str
                     report["parity"].append(_parity_row(model, dtype, check, b, "oracle", sel))
             sel = [r for r in group if r["check"] in ONE_STEP_CHECKS]
             if sel:
-                report["parity"].append(_parity_row(model, dtype, "one_step", b, "oracle", sel))
+                row = _parity_row(model, dtype, "one_step", b, "oracle", sel)
+                k = kinks.get((model, dtype), {})
+                row["near_kinks"], row["kink_flips"] = k.get("near_kinks", {}), k.get("flips", [])
+                report["parity"].append(row)
 
     models = sorted({p.name.split("-")[1] for b in present for p in (art / b).glob("traj-*.npz")})
     for model, dtype in itertools.product(models, DTYPES):
@@ -158,8 +163,11 @@ def _markdown(report: dict[str, Any]) -> str:
              "|---|---|---|---|"]
     for name, a in report["backends"].items():
         lines.append(f"| {name} | {_fmt(a['available'])} | {a.get('version') or '-'} | {a.get('reason') or ''} |")
+    lines += _summary(report)
+    lines += _kinks(report)
     lines += ["", "## Parity vs the float64 oracle and pairwise", "",
-              "Error = max|x - ref| / max|ref| per tensor, worst tensor shown. Pairwise tolerance = 2x the oracle's.",
+              "Error = max|x - ref| / max|ref| per tensor, worst tensor shown. Pairwise tolerance = 2x the oracle's; "
+              "pairwise D-step gradients are compared after moving each onto the oracle's kink branches.",
               "Trajectory: worst per-iteration relative error of the losses and of a fixed subsample of every "
               f"tensor; divergence = first iteration above {DIVERGENCE_THRESHOLD:g}.", "",
               "| model | dtype | check | backend | against | max rel err | tolerance | passed | divergence iteration |",
@@ -180,3 +188,48 @@ def _markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {c['from']} | {c['to']} | {c['model']} | {_fmt(c['max_abs_err'])} | "
                      f"{_fmt(c['samples_rel_err'])} | {_fmt(c['continued_params_rel_err'])} | {_fmt(c['passed'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _summary(report: dict[str, Any]) -> list[str]:
+    """One line per (model, dtype, check), one column per backend: the vs-oracle verdict and error."""
+    rows = [r for r in report["parity"] if r["against"] == "oracle"]
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    if not backends:
+        return []
+    lines = ["", "## Parity summary (each backend vs the float64 oracle)", "",
+             "Worst relative error per check; trajectories show the final error and the divergence iteration "
+             f"(first above {DIVERGENCE_THRESHOLD:g}; '-' = never).", "",
+             "| model | dtype | check | " + " | ".join(backends) + " |", "|---" * (3 + len(backends)) + "|"]
+    keys = list(dict.fromkeys((r["model"], r["dtype"], r["check"]) for r in rows))
+    by_key = {(r["model"], r["dtype"], r["check"], r["backend"]): r for r in rows}
+    for key in sorted(keys):
+        cells = []
+        for b in backends:
+            r = by_key.get((*key, b))
+            if r is None:
+                cells.append("n/a")
+            elif r["check"] == "trajectory":
+                cells.append(f"{r['final_rel_err']:.1e} (div. {_fmt(r['divergence_iteration'])})")
+            else:
+                verdict = "pass" if r["passed"] else "**FAIL**"
+                flips = f", {len(r['kink_flips'])} kink flip" + ("s" if len(r["kink_flips"]) != 1 else "") \
+                    if r.get("kink_flips") else ""
+                cells.append(f"{verdict} {r['max_rel_err']:.1e}{flips}")
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _kinks(report: dict[str, Any]) -> list[str]:
+    flips = [(r, f) for r in report["parity"] if r.get("kink_flips") for f in r["kink_flips"]]
+    lines = ["", "## Activation kinks: where the oracle followed a backend's branch", "",
+             "A float32 backend may round an activation input that lies closer to 0 than float32 can resolve "
+             "to the other side of the kink; its backward then uses the other slope for that element. When a "
+             "gradient misses its tolerance, the oracle follows the backend's branch at such inputs if, and only "
+             "if, that explains the difference (common/kinks.py)."]
+    if not flips:
+        return lines + ["", "No branch had to be followed in this run."]
+    lines += ["", "| model | dtype | backend | near-kink inputs | branch followed |", "|---|---|---|---|---|"]
+    for r, f in flips:
+        near = ", ".join(f"{k}: {v}" for k, v in r["near_kinks"].items())
+        lines.append(f"| {r['model']} | {r['dtype']} | {r['backend']} | {near} | {f} |")
+    return lines

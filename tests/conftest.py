@@ -5,6 +5,9 @@ Test files named ``test_backend_<name>.py`` are collected only in envs that list
 ``<name>``; there, a framework that fails to import is a test FAILURE, never a skip.
 Without the variable (a developer running pytest by hand) every backend test file is
 collected, and a backend whose framework is missing is skipped with the reason shown.
+
+``test_crossbackend.py`` reads a comparison report that the tox env ``crossbackend`` writes
+first (GANSUITE_CROSSBACKEND_REPORT); it is collected only there.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ if EXPECTED is not None:
     if unknown:
         raise pytest.UsageError(f"GANSUITE_BACKENDS names unknown backends {sorted(unknown)}")
     collect_ignore = [f"test_backend_{name}.py" for name in FRAMEWORK_BACKENDS if name not in EXPECTED]
+if not os.environ.get("GANSUITE_CROSSBACKEND_REPORT"):
+    collect_ignore.append("test_crossbackend.py")
 
 
 def pytest_collection_modifyitems(config, items):

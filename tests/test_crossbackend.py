@@ -1,0 +1,97 @@
+"""CI's cross-backend stage: the comparison report of every backend CI installs, asserted.
+
+The tox env ``crossbackend`` runs after the per-backend envs, drives them (``gansuite compare
+--quick`` with GANSUITE_TOX_ENVS=test), then runs this file on the report.json it wrote
+(GANSUITE_CROSSBACKEND_REPORT). Every backend listed in GANSUITE_CROSSBACKEND_EXPECT must be in
+it: a missing one fails here, with the reason the report gives, and is never skipped.
+Tolerances are the report's own (common/tolerances.py); nothing is loosened here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+MODELS = ("gaussian", "dcgan")
+DTYPES = ("float32", "float64")
+ORACLE_CHECKS = ("forward_G", "forward_D", "one_step")
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    path = Path(os.environ["GANSUITE_CROSSBACKEND_REPORT"])
+    assert path.exists(), f"{path} was not written: the `gansuite compare` command of this tox env failed"
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def expected() -> list[str]:
+    names = [b.strip() for b in os.environ.get("GANSUITE_CROSSBACKEND_EXPECT", "").split(",") if b.strip()]
+    assert names, "GANSUITE_CROSSBACKEND_EXPECT lists no backend"
+    return names
+
+
+def _rows(report, **match) -> list[dict]:
+    return [r for r in report["parity"] if all(r.get(k) == v for k, v in match.items())]
+
+
+def test_every_installed_backend_is_in_the_report(report, expected):
+    for name in ["oracle", *expected]:
+        info = report["backends"].get(name)
+        assert info is not None, f"{name}: not in the report"
+        assert info["available"], f"{name}: unavailable: {info['reason']}"
+
+
+@pytest.mark.parametrize("model,dtype,check", list(itertools.product(MODELS, DTYPES, ORACLE_CHECKS)))
+def test_every_backend_matches_the_oracle(report, expected, model, dtype, check):
+    for name in expected:
+        rows = _rows(report, model=model, dtype=dtype, check=check, backend=name, against="oracle")
+        assert len(rows) == 1, f"{name}: {len(rows)} rows for {model} {dtype} {check} vs oracle"
+        r = rows[0]
+        assert r["passed"], (f"{name} {model} {dtype} {check}: {r['worst']} rel err {r['max_rel_err']:.3g} > "
+                             f"{r['tolerance']:.0e}")
+
+
+@pytest.mark.parametrize("model,dtype", list(itertools.product(MODELS, DTYPES)))
+def test_every_pair_of_backends_agrees(report, expected, model, dtype):
+    for a, b in itertools.combinations(expected, 2):
+        for check in ORACLE_CHECKS:
+            rows = _rows(report, model=model, dtype=dtype, check=check, backend=a, against=b)
+            assert len(rows) == 1, f"{a} vs {b}: {len(rows)} rows for {model} {dtype} {check}"
+            assert rows[0]["passed"], f"{a} vs {b} {model} {dtype} {check}: rel err {rows[0]['max_rel_err']:.3g}"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_float64_trajectories_never_diverge(report, expected, model):
+    """float64 keeps every backend within 1e-3 of the oracle (and of each other) for the whole
+    trajectory; float32 trajectories are chaotic and only reported (their divergence iteration)."""
+    for name in expected:
+        for against in ["oracle", *[b for b in expected if b != name]]:
+            rows = _rows(report, model=model, dtype="float64", check="trajectory", backend=name, against=against)
+            for r in rows:
+                assert r["passed"], f"{name} vs {against} {model} float64: diverged at {r['divergence_iteration']}"
+        assert _rows(report, model=model, dtype="float64", check="trajectory", backend=name, against="oracle")
+        assert _rows(report, model=model, dtype="float32", check="trajectory", backend=name, against="oracle")
+
+
+def test_checkpoints_convert_between_every_pair(report, expected):
+    got = {(c["from"], c["to"], c["model"]): c for c in report["conversion"]}
+    for src, dst in itertools.permutations(["oracle", *expected], 2):
+        if dst == "oracle":
+            continue
+        for model in ("gaussian", "dcgan-tiny"):
+            c = got.get((src, dst, model))
+            assert c is not None, f"no conversion {src} -> {dst} ({model})"
+            assert c["passed"], f"{src} -> {dst} {model}: samples {c['samples_rel_err']:.3g}, " \
+                                f"continued {c['continued_params_rel_err']:.3g}"
+
+
+def test_every_trap_matters_and_its_fix_works(report, expected):
+    traps = report["traps"]
+    assert {b for t in traps for b in t["backends"]} == set(expected)
+    for t in traps:
+        assert t["err_default"] > 10 * t["err_corrected"], t

@@ -1,0 +1,97 @@
+"""The kink rule of the one-step check (common/kinks.py): a float32 backend that rounded an
+activation input across a kink passes once the oracle follows its branch there, and a real
+porting error is NOT explained away.
+
+The "backends" here are the oracle with one thing changed, so the test needs no framework and
+knows exactly what was changed. Full-size DCGAN at batch 8: the configuration where JAX,
+TensorFlow (and PyTorch with oneDNN) round one LeakyReLU input across its kink.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from gansuite.common import oracle_layers as L
+from gansuite.common.compare import compare_spec
+from gansuite.common.kinks import near_kinks, set_flips
+from gansuite.common.oracle import DStep, OracleBackend, OracleState, net_backward
+from gansuite.common.parity import failures, one_step, parity_inputs, rel_err
+from gansuite.common.protocol import BuildOptions
+from gansuite.common.spec import LeakyReLU
+from gansuite.common.tolerances import kink_margin, tolerance
+
+
+def test_flip_takes_the_other_branch_of_the_derivative():
+    layer = LeakyReLU(0.2)
+    x = np.array([[-1e-9, 2e-9, 0.5, -0.5]])
+    y, cache = L.activation_forward(layer, x)
+    dy = np.ones_like(x)
+    np.testing.assert_array_equal(L.activation_backward(layer, cache, dy), [[0.2, 1.0, 1.0, 0.2]])
+    cache["flip"] = np.array([[True, True, False, False]])
+    np.testing.assert_array_equal(L.activation_backward(layer, cache, dy), [[1.0, 0.2, 1.0, 0.2]])
+    np.testing.assert_array_equal(y, np.where(x > 0, x, 0.2 * x))  # the forward is unchanged
+
+
+class _FlippedOracle(OracleBackend):
+    """The oracle, except that its D step takes the other branch at the near-kink input with
+    the largest effect: what a float32 backend does when it rounds that input across 0."""
+
+    name = "oracle-with-one-flip"
+    flipped = None
+
+    def d_step(self, state: OracleState, real: np.ndarray, z: np.ndarray) -> DStep:
+        d = super().d_step(state, real, z)
+        candidates = near_kinks(state.spec.discriminator, d.run_fake, "D(fake)", kink_margin("float32"))
+        self.flipped = candidates[0]
+        set_flips({"D(fake)": d.run_fake}, [self.flipped])
+        d.grads = self.d_grads(state, d)
+        return d
+
+
+class _WrongSlopeOracle(OracleBackend):
+    """A real porting error: D's LeakyReLU derivative uses slope 0.19 instead of 0.2 (forward right)."""
+
+    name = "oracle-with-wrong-slope"
+
+    def d_grads(self, state: OracleState, d: DStep) -> dict:
+        D = state.spec.discriminator
+        wrong = dataclasses.replace(D, layers=tuple(LeakyReLU(0.19) if isinstance(l, LeakyReLU) else l
+                                                    for l in D.layers))
+        _, g_real = net_backward(wrong, state.params, "D", d.run_real, d.dlogits_real)
+        _, g_fake = net_backward(wrong, state.params, "D", d.run_fake, d.dlogits_fake)
+        return {k: g_real[k] + g_fake[k] for k in g_real}
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return compare_spec("dcgan")
+
+
+def test_a_branch_flip_near_a_kink_is_followed(spec):
+    backend = _FlippedOracle()
+    result = one_step(backend, spec, "float32")
+    # the flip matters: without following it, D's gradients miss the float32 tolerance
+    params, real, z = parity_inputs(spec, 0)
+    plain = OracleBackend()
+    ref = plain.d_step(plain.build(spec, params, None, BuildOptions(dtype="float64")), real, z)
+    flipped = backend.d_step(backend.build(spec, params, None, BuildOptions(dtype="float64")), real, z)
+    raw = max(rel_err(flipped.grads[k], g)[1] for k, g in ref.grads.items())
+    assert raw > 10 * tolerance("float32", "grad"), raw
+    # and following it explains it exactly: every row passes, the one flip is reported
+    assert failures(result.rows) == ""
+    assert result.flips == [f"D step: {backend.flipped.describe()}"]
+    assert result.near_kinks["D step"] >= 1
+    grad_rows = [r for r in result.rows if r.check == "grad" and r.name.startswith("D.")]
+    assert all("follows the backend's branch at 1 of" in r.note for r in grad_rows)
+    assert max(r.max_rel_err for r in grad_rows) < 1e-12  # float64 on both sides once the branch agrees
+
+
+def test_a_real_port_error_is_not_explained_by_kinks(spec):
+    result = one_step(_WrongSlopeOracle(), spec, "float32")
+    bad = [r for r in result.rows if not r.passed]
+    assert bad and all(r.check == "grad" and r.name.startswith("D.") for r in bad), failures(result.rows)
+    assert max(r.max_rel_err for r in bad) > 1e-3
+
