@@ -13,7 +13,7 @@ float32 (unit roundoff u = 2^-24 ~ 6e-8):
 * gradients: weight gradients reduce over B*H*W (16*32*32 = 16384 terms for
   dcgan-tiny), then flow back through BN whose backward subtracts two means
   (cancellation); a random-walk bound sqrt(16384) * u ~ 8e-6. Measured worst:
-  PyTorch 2.6e-6 (with oneDNN off: 1.9e-2 with it), JAX 4.9e-6, TensorFlow 6.1e-6: 1e-5.
+  PyTorch 2.6e-6, JAX 4.9e-6, TensorFlow 6.1e-6 (away from kinks: see "Kinks" below): 1e-5.
 * losses and D(x) means: scalar reductions of the forward: 1e-5, relative to their own value.
   Note D(G(z)) after D's step can be ~1e-5 on full-size DCGAN (logit ~ -11): there its
   relative tolerance holds the logits to ~1e-5 absolute, stricter than the forward check;
