@@ -8,6 +8,7 @@ it is the reference the framework backends are measured against.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,10 @@ def net_backward(net: NetSpec, params: Params, prefix: str, run: NetRun, dy: np.
         for k, v in g.items():
             grads[f"{prefix}.{i}.{k}"] = v
     return dy, grads
+
+
+#: ``net_backward``'s signature: what ``d_grads``/``g_grads`` call (parity passes a memoising one).
+Backward = Callable[[NetSpec, Params, str, NetRun, np.ndarray], tuple[np.ndarray, Params]]
 
 
 def adam_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, step: int, opt: AdamSpec):
@@ -164,11 +169,12 @@ class OracleBackend(Backend):
         d.grads = self.d_grads(state, d)
         return d
 
-    def d_grads(self, state: OracleState, d: "DStep") -> Params:
-        """D's gradients from the D step's forward caches (redone by common/kinks.py after a branch flip)."""
+    def d_grads(self, state: OracleState, d: "DStep", backward: Backward = net_backward) -> Params:
+        """D's gradients from the D step's forward caches, with D's weights as they were at the D
+        step (redone by common/parity.py after a kink flip, with a memoising ``backward``)."""
         D, p = state.spec.discriminator, state.params
-        _, g_real = net_backward(D, p, "D", d.run_real, d.dlogits_real)
-        _, g_fake = net_backward(D, p, "D", d.run_fake, d.dlogits_fake)
+        _, g_real = backward(D, p, "D", d.run_real, d.dlogits_real)
+        _, g_fake = backward(D, p, "D", d.run_fake, d.dlogits_fake)
         return {k: g_real[k] + g_fake[k] for k in g_real}
 
     def g_step(self, state: OracleState, d: "DStep") -> "GStep":
@@ -181,11 +187,11 @@ class OracleBackend(Backend):
         g.grads = self.g_grads(state, d, g)
         return g
 
-    def g_grads(self, state: OracleState, d: "DStep", g: "GStep") -> Params:
+    def g_grads(self, state: OracleState, d: "DStep", g: "GStep", backward: Backward = net_backward) -> Params:
         """G's gradients through D (after its step) and G's forward caches."""
         spec, p = state.spec, state.params
-        d_fake_img, _ = net_backward(spec.discriminator, p, "D", g.run_gen, g.dlogits_gen)
-        _, grads_G = net_backward(spec.generator, p, "G", d.run_g, d_fake_img)
+        d_fake_img, _ = backward(spec.discriminator, p, "D", g.run_gen, g.dlogits_gen)
+        _, grads_G = backward(spec.generator, p, "G", d.run_g, d_fake_img)
         return grads_G
 
     def adam_step(self, state: OracleState, net: str, grads: Params) -> None:

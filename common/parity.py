@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .kinks import flip_signature, follow_backend_branches, near_kinks
-from .oracle import OracleBackend, adam_update, net_backward
+from .oracle import NetRun, OracleBackend, adam_update, net_backward
 from .params import Params, init_params, is_buffer, trainable_names, zero_opt_state
 from .protocol import Backend, BuildOptions
 from .spec import GANSpec
@@ -126,17 +126,11 @@ def one_step(backend: Backend, spec: GANSpec, dtype: str, seed: int = 0, batch_s
     d = oracle.d_step(ref, real, z)
     d_runs = {"D(real)": d.run_real, "D(fake)": d.run_fake}
     D, G = spec.discriminator, spec.generator
-    backward = _MemoBackward(ref.params)
-
-    def d_recompute() -> Params:
-        g_real = backward("D(real)", D, "D", d.run_real, d.dlogits_real)[1]
-        g_fake = backward("D(fake)", D, "D", d.run_fake, d.dlogits_fake)[1]
-        return {k: g_real[k] + g_fake[k] for k in g_real}
-
+    backward = _MemoBackward()
     d_grads, d_note = _conditioned_grads(
         result, "D step", out.grads, d.grads, d_runs,
         lambda: [k for label, run in d_runs.items() for k in near_kinks(D, run, label, margin)],
-        d_recompute, dtype)
+        lambda: oracle.d_grads(ref, d, backward), dtype)
     rows = [_row("loss", k, getattr(out, k), getattr(d, k), dtype, "loss") for k in ("loss_D", "D_x", "D_G_z1")]
     rows += [_row("grad", k, out.grads[k], g, dtype, "grad", d_note) for k, g in d_grads.items()]
     result.d_step = {f"scalar/{k}": np.asarray(getattr(out, k)) for k in ("loss_D", "D_x", "D_G_z1")}
@@ -163,16 +157,10 @@ def one_step(backend: Backend, spec: GANSpec, dtype: str, seed: int = 0, batch_s
         ref.params[k] = np.asarray(p_new[k], np.float64).copy()
     g = oracle.g_step(ref, d)
     g_runs = {"D(fake) after D step": g.run_gen, "G(z)": d.run_g}
-    backward = _MemoBackward(ref.params)
-
-    def g_recompute() -> Params:
-        d_fake_img = backward("D(fake) after D step", D, "D", g.run_gen, g.dlogits_gen)[0]
-        return backward("G(z)", G, "G", d.run_g, d_fake_img, depends_on=g.run_gen)[1]
-
     g_grads, g_note = _conditioned_grads(
         result, "G step", out.grads, g.grads, g_runs,
         lambda: near_kinks(D, g.run_gen, "D(fake) after D step", margin) + near_kinks(G, d.run_g, "G(z)", margin),
-        g_recompute, dtype)
+        lambda: oracle.g_grads(ref, d, g, backward), dtype)
     rows += [_row("loss", k, getattr(out, k), getattr(g, k), dtype, "loss") for k in ("loss_G", "D_G_z2")]
     rows += [_row("grad", k, out.grads[k], v, dtype, "grad", g_note) for k, v in g_grads.items()]
     rows += [_row("running_stats", k, p_new[k], ref.params[k], dtype, "running_stats")
@@ -208,18 +196,20 @@ def _conditioned_grads(result: OneStepResult, step: str, backend_grads: Params, 
 
 
 class _MemoBackward:
-    """``net_backward`` that reruns only when the flips of its run (or of ``depends_on``) changed:
-    the kink search flips one element at a time, and most runs stay as they were."""
+    """``net_backward`` that reruns only when the flips of its run changed or its incoming gradient
+    is a different array: the kink search flips one element at a time, and most runs stay as they
+    were (the G backward gets the same array back from an unchanged D backward)."""
 
-    def __init__(self, params: Params):
-        self.params = params
-        self.memo: dict[str, tuple[tuple, tuple[np.ndarray, Params]]] = {}
+    def __init__(self) -> None:
+        self.memo: dict[int, tuple[NetRun, tuple, np.ndarray, tuple[np.ndarray, Params]]] = {}
 
-    def __call__(self, label: str, net, prefix: str, run, dy: np.ndarray, depends_on=None):
-        key = (flip_signature(run), flip_signature(depends_on) if depends_on is not None else ())
-        if label not in self.memo or self.memo[label][0] != key:
-            self.memo[label] = (key, net_backward(net, self.params, prefix, run, dy))
-        return self.memo[label][1]
+    def __call__(self, net, params: Params, prefix: str, run: NetRun, dy: np.ndarray) -> tuple[np.ndarray, Params]:
+        key = flip_signature(run)
+        hit = self.memo.get(id(run))
+        if hit is None or hit[0] is not run or hit[1] != key or hit[2] is not dy:
+            hit = (run, key, dy, net_backward(net, params, prefix, run, dy))
+            self.memo[id(run)] = hit
+        return hit[3]
 
 
 def failures(rows: list[Row]) -> str:
