@@ -11,14 +11,13 @@ status 2, is reported and skipped; status 1 (some configs failed) keeps its rows
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import Callable
 
-from gansuite.common.errors import GanSuiteError
+from gansuite.common.errors import ArgumentParser, GanSuiteError
 from gansuite.common.registry import BACKENDS, backend_python
 
 from .summary import build_summary
@@ -55,13 +54,8 @@ def drive(out: Path, backends: list[str], extra_args: list[str], echo: Callable[
     return outcomes
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise GanSuiteError(message)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m gansuite.benchmarks.drive", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m gansuite.benchmarks.drive", description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", default="torch,jax,tensorflow,mxnet")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--quick", action="store_true")

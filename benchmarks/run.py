@@ -18,9 +18,9 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable
 
-from gansuite.common.errors import GanSuiteError
+from gansuite.common.errors import ArgumentParser, GanSuiteError
 from gansuite.common.presets import preset
 from gansuite.common.registry import get_backend
 
@@ -49,13 +49,8 @@ QUICK_SWEEPS = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, no usage block
-        raise GanSuiteError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m gansuite.benchmarks.run", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m gansuite.benchmarks.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--backend", required=True, help="torch | jax | tensorflow | mxnet | oracle")
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="results root (default results/bench)")
     p.add_argument("--models", default="gaussian,dcgan", help="comma-separated presets (default gaussian,dcgan)")

@@ -10,13 +10,12 @@ batch size per backend and mode; and bars of parity vs fast vs peer at one batch
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from gansuite.common.errors import GanSuiteError
+from gansuite.common.errors import ArgumentParser, GanSuiteError
 
 from .frameworks import slug
 from .harness import ROW_MODES
@@ -223,13 +222,8 @@ def build_summary(results: Path) -> Path:
     return out
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise GanSuiteError(message)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m gansuite.benchmarks.summary", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m gansuite.benchmarks.summary", description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=Path("results/bench"))
     try:
         args = parser.parse_args(argv)

@@ -7,6 +7,9 @@ message on one line and exits with status 2, never a traceback.
 
 from __future__ import annotations
 
+import argparse
+from typing import NoReturn
+
 
 class GanSuiteError(Exception):
     """A user-facing error. ``str(err)`` is one line."""
@@ -27,3 +30,11 @@ class SpecError(GanSuiteError, ValueError):
 
 class BackendUnavailable(GanSuiteError):
     """A backend whose framework is not importable in this environment."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are a GanSuiteError (one line, no usage block), for the
+    ``python -m gansuite.benchmarks.*`` entry points."""
+
+    def error(self, message: str) -> NoReturn:
+        raise GanSuiteError(message)
