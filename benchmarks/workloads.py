@@ -15,7 +15,7 @@ from typing import Any, Callable, ContextManager
 import numpy as np
 
 from gansuite.common.overrides import apply_overrides
-from gansuite.common.protocol import Backend
+from gansuite.common.protocol import GANProtocol
 from gansuite.common.spec import GANSpec
 from gansuite.common.streams import Streams
 
@@ -50,7 +50,7 @@ def make_pool(spec: GANSpec, seed: int, dtype: str) -> Pool:
 class TrainSteps:
     """``backend.train_step`` on pooled batches; ``z=None`` in fast mode (noise drawn on the device)."""
 
-    def __init__(self, backend: Backend, state: Any, pool: Pool, device_noise: bool,
+    def __init__(self, backend: GANProtocol, state: Any, pool: Pool, device_noise: bool,
                  context: Callable[[], ContextManager] = contextlib.nullcontext):
         self.backend, self.state, self.pool = backend, state, pool
         self.device_noise, self.context = device_noise, context
@@ -70,7 +70,7 @@ class TrainSteps:
 class Sampling:
     """``backend.generate`` (batch-statistics BatchNorm, as the tutorial samples) on pooled z."""
 
-    def __init__(self, backend: Backend, state: Any, pool: Pool):
+    def __init__(self, backend: GANProtocol, state: Any, pool: Pool):
         self.backend, self.state, self.pool = backend, state, pool
         self.i = 0
 

@@ -32,7 +32,7 @@ from .overrides import apply_overrides
 from .parity import check_forward, one_step, parity_inputs, rel_err
 from .params import Params, init_params
 from .presets import preset
-from .protocol import SCALARS, Backend, BuildOptions
+from .protocol import SCALARS, GANProtocol, BuildOptions
 from .registry import get_backend
 from .spec import GANSpec
 from .streams import Streams
@@ -75,7 +75,7 @@ def subsample(params: Params, idx: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([np.asarray(params[k], np.float64).reshape(-1)[i] for k, i in idx.items()])
 
 
-def run_trajectory(backend: Backend, spec: GANSpec, dtype: str, iterations: int, seed: int = 0) -> dict[str, np.ndarray]:
+def run_trajectory(backend: GANProtocol, spec: GANSpec, dtype: str, iterations: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Per-iteration scalars and parameter subsample (after each iteration) on the shared streams."""
     idx = subsample_indices(spec)
     streams = Streams(spec, seed)
@@ -141,7 +141,7 @@ def run_phase(backend_name: str, out: Path, models: tuple[str, ...] = ("gaussian
     return art
 
 
-def _outputs(backend: Backend, spec: GANSpec, dtype: str, d_step: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+def _outputs(backend: GANProtocol, spec: GANSpec, dtype: str, d_step: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
     """Outputs for pairwise comparison: forwards, and the D step of one iteration -- from
     ``common.parity.one_step`` (gradients moved onto the oracle's branches at kinks) when given."""
     params, real, z = parity_inputs(spec, 0)
@@ -155,7 +155,7 @@ def _outputs(backend: Backend, spec: GANSpec, dtype: str, d_step: dict[str, np.n
     return res
 
 
-def _conversion_source(backend: Backend, spec: GANSpec, art: Path, model: str) -> None:
+def _conversion_source(backend: GANProtocol, spec: GANSpec, art: Path, model: str) -> None:
     """Train CONVERSION_STEPS[0] iterations (float64, parity), checkpoint, sample the fixed z,
     continue CONVERSION_STEPS[1] iterations: what every other backend must reproduce."""
     first, more = CONVERSION_STEPS

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import oracle_layers as L
 from .params import OptState, Params, copy_opt_state, trainable_names, zero_opt_state
-from .protocol import Backend, BuildOptions, StepOutput
+from .protocol import BuildOptions, GANProtocol, StepOutput
 from .spec import AdamSpec, BatchNorm, Conv2d, ConvTranspose2d, Dense, GANSpec, NetSpec
 
 
@@ -117,7 +117,7 @@ class OracleState:
     opt: OptState
 
 
-class OracleBackend(Backend):
+class OracleBackend(GANProtocol):
     name = "oracle"
 
     def versions(self) -> dict[str, str]:

@@ -13,7 +13,7 @@ import numpy as np
 from .kinks import flip_signature, follow_backend_branches, near_kinks
 from .oracle import NetRun, OracleBackend, adam_update, net_backward
 from .params import Params, init_params, is_buffer, trainable_names, zero_opt_state
-from .protocol import Backend, BuildOptions
+from .protocol import GANProtocol, BuildOptions
 from .spec import GANSpec
 from .streams import Streams
 from .tolerances import kink_margin, tolerance
@@ -61,7 +61,7 @@ def parity_inputs(spec: GANSpec, seed: int, batch_size: int | None = None):
     return init_params(spec, seed), batch.real[:n], batch.z[:n]
 
 
-def check_forward(backend: Backend, spec: GANSpec, dtype: str, seed: int = 0, batch_size: int | None = None,
+def check_forward(backend: GANProtocol, spec: GANSpec, dtype: str, seed: int = 0, batch_size: int | None = None,
                   bn: str = "batch", params: Params | None = None) -> list[Row]:
     """G(z) and D(x) vs the oracle. ``params`` defaults to the initial ones; pass trained ones
     (e.g. after a few oracle iterations) to exercise BN running statistics with ``bn="running"``."""
@@ -87,12 +87,12 @@ class OneStepResult:
     d_step: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def check_one_step(backend: Backend, spec: GANSpec, dtype: str, seed: int = 0, batch_size: int | None = None) -> list[Row]:
+def check_one_step(backend: GANProtocol, spec: GANSpec, dtype: str, seed: int = 0, batch_size: int | None = None) -> list[Row]:
     """The rows of :func:`one_step` (what tests assert on)."""
     return one_step(backend, spec, dtype, seed, batch_size).rows
 
 
-def one_step(backend: Backend, spec: GANSpec, dtype: str, seed: int = 0, batch_size: int | None = None) -> OneStepResult:
+def one_step(backend: GANProtocol, spec: GANSpec, dtype: str, seed: int = 0, batch_size: int | None = None) -> OneStepResult:
     """One full iteration from the same params, batch and noise, checked in three parts.
 
     1. D step vs the oracle: loss_D, D(x), D(G(z)) before the step, every D gradient.

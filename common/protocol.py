@@ -1,10 +1,42 @@
-"""The backend protocol: the one interface every framework implements.
+"""The backend protocol, and the template every framework backend fills in.
 
 The training loop, CLI, traces, parity tests and benchmarks are written once
-against this class. A backend lives in ``backends/<framework>/`` and exposes a
-``Backend`` subclass from ``backend.py``; ``common.registry`` finds it.
+against :class:`GANProtocol`. The float64 oracle (common/oracle.py) implements
+it directly. A framework backend lives in ``backends/<framework>/`` and
+subclasses :class:`Backend`, which implements the protocol ONCE (option and
+parameter checks, device parsing, ``bn`` validation, layout conversion at the
+boundary, gradient and Adam-state export in the canonical layout) on top of a
+short list of framework primitives.
 
-Semantics every backend must reproduce (the spec's, i.e. the tutorial's):
+The primitives, in the order every ``backends/<fw>/backend.py`` defines them:
+
+=====================================  ======================================================
+``layout``                             the backend's ``layout.py`` module: tensors in/out
+                                       (``param_to_framework``, ``param_from_framework``,
+                                       ``activations_to_framework``,
+                                       ``activations_from_framework``, ``module_key``,
+                                       ``DTYPES``), the one place layouts are converted
+``forward``                            ``models.forward(state, net, x, bn)``: one pure forward
+``iteration``                          ``train.train_iteration(state, real, z, with_grads)``:
+                                       one iteration, framework tensors in, (scalars,
+                                       canonical-name -> framework gradient) out
+``versions()``                         package versions that affect numbers
+``framework_device(kind)``             "cpu" / "cuda" -> the framework's device object
+``configure(device, options)``         process-wide numerics flags (re-asserted before every
+                                       call, so a parity state keeps its settings when a
+                                       fast one was built in between)
+``create_state(spec, options,          nets, optimisers, device RNG and compiled callables;
+dtype, device)``                       tensors are written afterwards
+``write_tensor(state, name, value)``   one canonical tensor (already in the framework's
+                                       layout) into the nets
+``read_tensor(state, name)``           that tensor back, framework type
+``write_adam(state, net, step, m, v)`` Adam state of one net (m, v: name -> framework tensor)
+``read_adam(state, net)``              ``(step, m, v)`` of one net, framework tensors
+``device_noise(state, batch_size)``    fast mode's latent noise, drawn on the device
+``settings(state)``, ``sync(state)``   records, and a device barrier before a clock is read
+=====================================  ======================================================
+
+Semantics every backend reproduces (the spec's, i.e. the tutorial's):
 
 ``train_step`` runs ONE iteration in the tutorial's call order::
 
@@ -25,25 +57,30 @@ uses the batch statistics (the tutorial samples in train mode) and with
 Modes:
 * ``parity``: inputs fed from the host (common.streams), deterministic kernels,
   no TF32, no compilation that changes arithmetic. Float32 or float64.
-* ``fast``: compiled (torch.compile / jax.jit / tf.function(jit_compile) /
-  hybridize) and, when ``train_step`` is given ``z=None``, latent noise drawn
-  on the device from the backend's own RNG seeded at ``build``.
+* ``fast``: compiled (torch.compile / jax.jit / tf.function / hybridize) and, when
+  ``train_step`` is given ``z=None``, latent noise drawn on the device from the
+  backend's own RNG seeded at ``build`` (``device_noise``).
 """
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any
+from types import ModuleType
+from typing import Any, Callable
 
 import numpy as np
 
-from .params import OptState, Params
+from .errors import GanSuiteError
+from .layout import layer_of
+from .params import OptState, Params, param_shapes, trainable_names
 from .spec import GANSpec
 
 DTYPES = ("float32", "float64")
 MODES = ("parity", "fast")
 BN_MODES = ("batch", "running")
+#: Device names a user may pass, and the device kind each means.
+DEVICES = {"cpu": "cpu", "cuda": "cuda", "gpu": "cuda"}
 
 
 @dataclass
@@ -73,8 +110,38 @@ class BuildOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Backend(abc.ABC):
-    """One framework's implementation. Methods appear in the same order in every backend."""
+def check_choice(field_name: str, value: Any, allowed: Any) -> None:
+    """One-line error naming the field and the allowed values."""
+    if value not in allowed:
+        raise GanSuiteError(f"{field_name}: {value!r} is not supported; allowed: {', '.join(allowed)}")
+
+
+def check_options(options: BuildOptions) -> str:
+    """Validate dtype, mode and device; return the device kind ("cpu" or "cuda")."""
+    check_choice("dtype", options.dtype, DTYPES)
+    check_choice("mode", options.mode, MODES)
+    check_choice("device", options.device, DEVICES)
+    return DEVICES[options.device]
+
+
+def check_params(spec: GANSpec, params: Params) -> None:
+    """Every canonical tensor present, nothing extra, every shape the spec's."""
+    shapes = param_shapes(spec)
+    missing, unexpected = sorted(set(shapes) - set(params)), sorted(set(params) - set(shapes))
+    wrong = [k for k in shapes if k in params and tuple(np.shape(params[k])) != shapes[k]]
+    if missing or unexpected or wrong:
+        raise GanSuiteError(f"params: do not match the spec (missing {missing}, unexpected {unexpected}, "
+                            f"wrong shape {wrong})")
+
+
+def device_unavailable(framework: str, kind: str, have: list[str]) -> GanSuiteError:
+    """The one error for a device the framework does not see."""
+    return GanSuiteError(f"device: {kind!r} asked for but {framework} sees no such device; "
+                         f"allowed here: {', '.join(have)}")
+
+
+class GANProtocol(abc.ABC):
+    """The interface every caller uses; the oracle implements it directly."""
 
     name: str = ""
 
@@ -108,3 +175,126 @@ class Backend(abc.ABC):
 
     def sync(self, state: Any) -> None:
         """Block until queued device work is done (before reading a clock)."""
+
+
+@dataclass
+class BackendState:
+    """What the template needs of every backend's state; each backend's state extends it."""
+
+    spec: GANSpec
+    options: BuildOptions
+    dtype: Any  # the framework's dtype object
+    device: Any  # the framework's device object
+
+
+class Backend(GANProtocol):
+    """The protocol implemented once, on the framework primitives listed in the module docstring."""
+
+    # Set by each backend as class attributes: its layout module, and
+    # ``staticmethod(models.forward)`` / ``staticmethod(train.train_iteration)``.
+    layout: ModuleType
+    forward: Callable[..., Any]
+    iteration: Callable[..., tuple[dict[str, Any], dict[str, Any] | None]]
+
+    # -- the protocol, written once ---------------------------------------------------------
+
+    def build(self, spec: GANSpec, params: Params, opt_state: OptState | None,
+              options: BuildOptions) -> BackendState:
+        kind = check_options(options)
+        check_params(spec, params)
+        device = self.framework_device(kind)
+        self.configure(device, options)
+        state = self.create_state(spec, options, self.layout.DTYPES[options.dtype], device)
+        for name in param_shapes(spec):
+            self.write_tensor(state, name, self._to_framework(state, name, params[name]))
+        if opt_state is not None:
+            for net in ("G", "D"):
+                adam = opt_state[net]
+                if adam.step > 0:  # step 0 is the canonical fresh state: zero moments, already there
+                    m = {k: self._to_framework(state, k, adam.m[k]) for k in trainable_names(spec, net)}
+                    v = {k: self._to_framework(state, k, adam.v[k]) for k in trainable_names(spec, net)}
+                    self.write_adam(state, net, adam.step, m, v)
+        return state
+
+    def generate(self, state: BackendState, z: np.ndarray, bn: str = "batch") -> np.ndarray:
+        return self._pure_forward(state, "G", z, bn)
+
+    def discriminate(self, state: BackendState, x: np.ndarray, bn: str = "batch") -> np.ndarray:
+        out = self._pure_forward(state, "D", x, bn)
+        return out.reshape(out.shape[0])
+
+    def train_step(self, state: BackendState, real: np.ndarray, z: np.ndarray | None,
+                   with_grads: bool = False) -> StepOutput:
+        self.configure(state.device, state.options)
+        real_f = self.layout.activations_to_framework(real, state.dtype, state.device)
+        if z is None:  # fast mode: noise from the device RNG, no host round trip
+            z_f = self.device_noise(state, int(np.shape(real)[0]))
+        else:
+            z_f = self.layout.activations_to_framework(z, state.dtype, state.device)
+        scalars, grads = self.iteration(state, real_f, z_f, with_grads)
+        out = StepOutput(**{k: float(scalars[k]) for k in SCALARS})
+        if grads is not None:
+            out.grads = {k: self._from_framework(state, k, v) for k, v in grads.items()}
+        return out
+
+    def export_params(self, state: BackendState) -> tuple[Params, OptState]:
+        spec = state.spec
+        params = {name: self._from_framework(state, name, self.read_tensor(state, name))
+                  for name in param_shapes(spec)}
+        opt = OptState()
+        for net in ("G", "D"):
+            step, m, v = self.read_adam(state, net)
+            opt[net].step = int(step)
+            for name in trainable_names(spec, net):
+                opt[net].m[name] = self._from_framework(state, name, m[name])
+                opt[net].v[name] = self._from_framework(state, name, v[name])
+        return params, opt
+
+    # -- the framework primitives (see the module docstring), in every backend's order ------
+
+    @abc.abstractmethod
+    def framework_device(self, kind: str) -> Any:
+        """"cpu" or "cuda" -> the framework's device; :func:`device_unavailable` if it has none."""
+
+    @abc.abstractmethod
+    def configure(self, device: Any, options: BuildOptions) -> None:
+        """Set (or refuse) the process-wide numerics flags the mode needs."""
+
+    @abc.abstractmethod
+    def create_state(self, spec: GANSpec, options: BuildOptions, dtype: Any, device: Any) -> BackendState:
+        """Nets, optimisers (fresh moments) and the device RNG; tensors are written next."""
+
+    @abc.abstractmethod
+    def write_tensor(self, state: BackendState, name: str, value: Any) -> None:
+        """Put canonical tensor ``name`` (already converted by ``layout``) into the nets."""
+
+    @abc.abstractmethod
+    def read_tensor(self, state: BackendState, name: str) -> Any:
+        """Canonical tensor ``name`` as the framework holds it."""
+
+    @abc.abstractmethod
+    def write_adam(self, state: BackendState, net: str, step: int, m: dict[str, Any], v: dict[str, Any]) -> None:
+        """Adam step counter and moments of one net (framework tensors keyed by canonical name)."""
+
+    @abc.abstractmethod
+    def read_adam(self, state: BackendState, net: str) -> tuple[int, dict[str, Any], dict[str, Any]]:
+        """``(step, m, v)`` of one net; moments of a net never stepped are zeros."""
+
+    @abc.abstractmethod
+    def device_noise(self, state: BackendState, batch_size: int) -> Any:
+        """``(batch_size, *latent_shape)`` standard normal noise from the device RNG, framework layout."""
+
+    # -- glue --------------------------------------------------------------------------------
+
+    def _to_framework(self, state: BackendState, name: str, value: np.ndarray) -> Any:
+        return self.layout.param_to_framework(name, np.asarray(value), layer_of(state.spec, name), state.dtype,
+                                              state.device)
+
+    def _from_framework(self, state: BackendState, name: str, value: Any) -> np.ndarray:
+        return self.layout.param_from_framework(name, value, layer_of(state.spec, name))
+
+    def _pure_forward(self, state: BackendState, net: str, x: np.ndarray, bn: str) -> np.ndarray:
+        check_choice("bn", bn, BN_MODES)
+        self.configure(state.device, state.options)
+        x_f = self.layout.activations_to_framework(x, state.dtype, state.device)
+        return self.layout.activations_from_framework(self.forward(state, net, x_f, bn))

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import BackendUnavailable, GanSuiteError
-from .protocol import Backend
+from .protocol import GANProtocol
 
 #: name -> (module, the framework package it needs, the tox env that installs it)
 BACKENDS: dict[str, tuple[str, str, str]] = {
@@ -23,7 +23,7 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
 FRAMEWORK_BACKENDS = tuple(n for n in BACKENDS if n != "oracle")
 
 
-def get_backend(name: str) -> Backend:
+def get_backend(name: str) -> GANProtocol:
     if name not in BACKENDS:
         raise GanSuiteError(f"backend: unknown backend {name!r}; allowed: {', '.join(BACKENDS)}")
     module_name, package, env = BACKENDS[name]

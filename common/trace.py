@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .params import Params, init_params
-from .protocol import SCALARS, Backend, BuildOptions
+from .protocol import SCALARS, GANProtocol, BuildOptions
 from .spec import GANSpec
 from .streams import Streams
 
@@ -35,7 +35,7 @@ class Trace:
         return int(len(self.scalars["loss_D"]))
 
 
-def run_trace(backend: Backend, spec: GANSpec, seed: int, dtype: str, iterations: int,
+def run_trace(backend: GANProtocol, spec: GANSpec, seed: int, dtype: str, iterations: int,
               snapshot_every: int = 0, params: Params | None = None, mode: str = "parity") -> Trace:
     """Train ``iterations`` steps on the shared streams and record everything."""
     streams = Streams(spec, seed)

@@ -26,7 +26,7 @@ from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .errors import GanSuiteError
 from .metrics import gaussian_report, swd_images
 from .params import init_params
-from .protocol import SCALARS, Backend, BuildOptions
+from .protocol import SCALARS, GANProtocol, BuildOptions
 from .spec import GANSpec
 from .streams import Streams
 
@@ -36,7 +36,7 @@ CHECKPOINT = "checkpoint.safetensors"
 @dataclass
 class RunConfig:
     spec: GANSpec
-    backend: Backend
+    backend: GANProtocol
     out_dir: Path
     seed: int = 0
     dtype: str = "float32"

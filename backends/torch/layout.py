@@ -2,8 +2,9 @@
 
 The canonical layout IS PyTorch's (Linear (out,in), Conv OIHW, ConvTranspose
 (in,out,kh,kw), NCHW activations), so every conversion here is the identity
-plus a dtype/device move. The function names match the other backends'
-``layout.py`` so the files can be read side by side.
+plus a dtype/device move. The functions and their parameters are the same in
+every backend's ``layout.py`` (tests/test_backend_signatures.py), so the files
+can be read side by side.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+from gansuite.common.spec import Layer
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def param_to_framework(name: str, value: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Canonical tensor -> PyTorch tensor (no transpose: same layout)."""
+def param_to_framework(name: str, value: np.ndarray, layer: Layer, dtype: torch.dtype,
+                       device: torch.device) -> torch.Tensor:
+    """Canonical tensor -> PyTorch tensor (no transpose: same layout); a copy, never the caller's memory."""
     return torch.as_tensor(np.ascontiguousarray(value), dtype=dtype, device=device).clone()
 
 
-def param_from_framework(name: str, value: torch.Tensor) -> np.ndarray:
+def param_from_framework(name: str, value: torch.Tensor, layer: Layer) -> np.ndarray:
     """PyTorch tensor -> canonical numpy array (no transpose: same layout)."""
     return value.detach().cpu().numpy().copy()
 
@@ -33,6 +37,7 @@ def activations_from_framework(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().numpy().astype(np.float64)
 
 
-def module_key(canonical_name: str) -> str:
-    """``"G.3.weight"`` -> the key in that net's ``nn.Sequential`` state_dict, ``"3.weight"``."""
-    return canonical_name.split(".", 1)[1]
+def module_key(name: str, layer: Layer) -> str:
+    """``"G.3.weight"`` -> the key in that net's ``nn.Sequential`` state_dict, ``"3.weight"``
+    (PyTorch's BatchNorm names are the canonical ones: weight, bias, running_mean, running_var)."""
+    return name.split(".", 1)[1]

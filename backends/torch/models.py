@@ -1,26 +1,34 @@
-"""Build G and D as ``nn.Sequential`` from the spec, every default set explicitly."""
+"""Build G and D as ``nn.Sequential`` from the spec, every default set explicitly; the pure forward."""
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any, Iterator
+
+import torch
 from torch import nn
 
-from gansuite.common.spec import BatchNorm, Conv2d, ConvTranspose2d, Dense, LeakyReLU, NetSpec, ReLU, Tanh
+from gansuite.common.spec import BatchNorm, Conv2d, ConvTranspose2d, Dense, Layer, LeakyReLU, NetSpec, ReLU, Tanh
 
 
-def build_layer(layer, input_rank: int) -> nn.Module:
+def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: torch.dtype, mode: str) -> nn.Module:
+    """One spec layer. ``name`` and ``mode`` are unused here: ``nn.Sequential`` numbers its children
+    itself, and PyTorch has no per-layer precision setting (TF32 is process-wide: backend.configure)."""
     if isinstance(layer, Dense):
-        return nn.Linear(layer.in_features, layer.out_features, bias=layer.bias)
+        return nn.Linear(layer.in_features, layer.out_features, bias=layer.bias, dtype=dtype)
     if isinstance(layer, Conv2d):
-        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel, layer.stride, layer.padding, bias=layer.bias)
+        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel, layer.stride, layer.padding,
+                         bias=layer.bias, dtype=dtype)
     if isinstance(layer, ConvTranspose2d):
         # PyTorch's padding p crops p pixels per side of the full transposed conv: the spec's convention.
         return nn.ConvTranspose2d(layer.in_channels, layer.out_channels, layer.kernel, layer.stride,
-                                  layer.padding, output_padding=0, bias=layer.bias)
+                                  layer.padding, output_padding=0, bias=layer.bias, dtype=dtype)
     if isinstance(layer, BatchNorm):
         # momentum: PyTorch's convention is the spec's (weight on the NEW statistic); eps as given.
         # PyTorch normalises with the biased variance and stores the unbiased one: the spec's choice.
-        cls = nn.BatchNorm1d if input_rank == 1 else nn.BatchNorm2d
-        return cls(layer.num_features, eps=layer.eps, momentum=layer.momentum, affine=True, track_running_stats=True)
+        cls = nn.BatchNorm1d if len(input_shape) == 1 else nn.BatchNorm2d
+        return cls(layer.num_features, eps=layer.eps, momentum=layer.momentum, affine=True,
+                   track_running_stats=True, dtype=dtype)
     if isinstance(layer, ReLU):
         return nn.ReLU()
     if isinstance(layer, LeakyReLU):
@@ -31,9 +39,33 @@ def build_layer(layer, input_rank: int) -> nn.Module:
     raise TypeError(f"unsupported layer {layer!r}")
 
 
-def build_net(net: NetSpec) -> nn.Sequential:
+def build_net(net: NetSpec, name: str, dtype: torch.dtype, mode: str) -> nn.Sequential:
     """Layer i of the spec is child ``str(i)``, so state_dict keys are ``"<i>.weight"``."""
-    modules, shapes = [], [net.input_shape, *net.shapes()]
-    for i, layer in enumerate(net.layers):
-        modules.append(build_layer(layer, len(shapes[i])))
-    return nn.Sequential(*modules)
+    shapes = [net.input_shape, *net.shapes()]
+    model = nn.Sequential(*(build_layer(layer, shapes[i], f"{name}.{i}", dtype, mode)
+                            for i, layer in enumerate(net.layers)))
+    model.train()  # BatchNorm in train mode throughout, as the tutorial (never .eval()).
+    return model
+
+
+@contextlib.contextmanager
+def _frozen_running_stats(net: nn.Module) -> Iterator[None]:
+    """A train-mode forward in PyTorch updates BN running stats even under no_grad: undo that."""
+    saved = {k: v.clone() for k, v in net.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for k, v in net.named_buffers():
+                v.copy_(saved[k])
+
+
+def forward(state: Any, net: str, x: torch.Tensor, bn: str) -> torch.Tensor:
+    """Net ``net`` on ``x``: BatchNorm on batch ("batch") or running ("running") statistics; no state change."""
+    module = state.G if net == "G" else state.D
+    with torch.no_grad(), _frozen_running_stats(module):
+        module.train(bn == "batch")
+        try:
+            return module(x)
+        finally:
+            module.train()
