@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from gansuite.common.errors import ArgumentParser, GanSuiteError
+from gansuite.common.errors import ArgumentParser, GanSuiteError, run_main
 from gansuite.common.registry import BACKENDS, backend_python
 
 from .summary import build_summary
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     for opt in ("--models", "--modes", "--dtypes", "--device", "--batch-sizes"):
         parser.add_argument(opt, default=None)
-    try:
+    def body() -> int:
         args = parser.parse_args(argv)
         names = [b.strip() for b in args.backends.split(",") if b.strip()]
         for name in names:
@@ -73,13 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None:
                 extra += [f"--{opt.replace('_', '-')}", value]
         outcomes = drive(args.out, names, extra, echo=lambda line: print(line, flush=True))
-    except GanSuiteError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except SystemExit as err:  # --help
-        return int(err.code or 0)
-    return 0 if all(o.startswith("done") for o in outcomes.values()) else 1
+        return 0 if all(o.startswith("done") for o in outcomes.values()) else 1
 
+    return run_main(body)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from gansuite.common.params import init_params
 from gansuite.common.presets import preset
+from gansuite.common.protocol import DTYPES as PROTOCOL_DTYPES
 from gansuite.common.protocol import BuildOptions
 from gansuite.common.registry import get_backend
 
@@ -37,7 +38,7 @@ ROW_KEYS = ("backend", "model", "mode", "device", "dtype", "batch_size", "exampl
 ROW_MODES = ("eager", "parity", "fast", "peer-d2l", "peer-tutorial")
 BACKEND_MODES = ("parity", "fast")
 PEER_MODES = ("peer-d2l", "peer-tutorial")
-DTYPES = ("float32", "float64", *MIXED_DTYPES)
+DTYPES = (*PROTOCOL_DTYPES, *MIXED_DTYPES)  # the protocol's, plus the benchmark-only mixed precision
 #: What a row's timing includes, recorded with it.
 CLOCK = "time.perf_counter, backend.sync() before every read; warm-up calls timed apart"
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from gansuite.common.errors import ArgumentParser, GanSuiteError
+from gansuite.common.errors import ArgumentParser, GanSuiteError, run_main
 from gansuite.common.presets import preset
 from gansuite.common.registry import get_backend
 
@@ -179,18 +179,7 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = _echo) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-        return run(args)
-    except GanSuiteError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except SystemExit as err:  # --help
-        return int(err.code or 0)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-
+    return run_main(lambda: run(_parser().parse_args(argv)))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from gansuite.common.errors import ArgumentParser, GanSuiteError
+from gansuite.common.errors import ArgumentParser, GanSuiteError, run_main
 
 from .frameworks import slug
 from .harness import ROW_MODES
@@ -225,19 +225,14 @@ def build_summary(results: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m gansuite.benchmarks.summary", description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=Path("results/bench"))
-    try:
+    def body() -> int:
         args = parser.parse_args(argv)
         if not args.results.is_dir():
             raise GanSuiteError(f"results: {str(args.results)!r} is not a folder")
-        out = build_summary(args.results)
-    except GanSuiteError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except SystemExit as err:  # --help
-        return int(err.code or 0)
-    print(f"wrote {out}")
-    return 0
+        print(f"wrote {build_summary(args.results)}")
+        return 0
 
+    return run_main(body)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -167,7 +167,7 @@ def compare_worker(
     quick: bool = typer.Option(False),
 ) -> None:
     """One backend's share of `gansuite compare` (runs inside that backend's environment)."""
-    from .compare import convert_phase, run_phase
+    from .experiments import convert_phase, run_phase
 
     _choice("phase", phase, ("run", "convert"))
     if phase == "run":

@@ -1,218 +1,21 @@
-"""The cross-backend comparison: experiments run per backend, each in its own environment.
+"""The cross-backend comparison (the main job): one subprocess per backend, each in its own environment.
 
-``run_phase(backend, out)`` (phase "run", in the backend's env) writes
-``out/artifacts/<backend>/``:
-
-* ``rows.json``        forward and one-iteration rows vs the float64 oracle (common/parity.py)
-* ``kinks.json``       activation branches the oracle followed in the one-iteration check (common/kinks.py)
-* ``outputs-<model>-<dtype>.npz``  G(z), D(x), D-step scalars and gradients, for pairwise checks
-* ``traj-<model>-<dtype>.npz``     per-iteration losses and a fixed subsample of every tensor
-* ``ckpt-<model>.safetensors``, ``samples-<model>.npy``, ``cont-<model>.npz``  for conversion
-* ``traps.json``       framework defaults left in place vs corrected (backends/<fw>/traps.py)
-* ``meta.json``        versions and settings
-
-``convert_phase(backend, out)`` (phase "convert", in the backend's env, after every backend's
-run phase) loads every other backend's checkpoint and writes ``conversion.json``.
-``common.report`` turns the artifacts into report.json / report.md / plots.
+``drive`` runs the phases of common/experiments.py in every backend's interpreter (``gansuite
+compare-worker``), then common/report.py writes report.json / report.md / plots.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
+import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .errors import GanSuiteError
-from .overrides import apply_overrides
-from .parity import check_forward, one_step, parity_inputs, rel_err
-from .params import Params, init_params
-from .presets import preset
-from .protocol import SCALARS, GANProtocol, BuildOptions
-from .registry import get_backend
-from .spec import GANSpec
-from .streams import Streams
-
-DTYPES = ("float32", "float64")
-#: Iterations of each trajectory. Gaussian: d2l's full run (20 epochs of 125 batches).
-TRAJECTORY_ITERATIONS = {"gaussian": 2500, "dcgan": 10}
-SUBSAMPLE_PER_TENSOR = 256  # trajectory parameter error is measured on these entries of every tensor
-CONVERSION_STEPS = (3, 2)  # train 3 iterations, checkpoint, then 2 more in the receiving backend
-CONVERSION_MODELS = ("gaussian", "dcgan-tiny")
-
-
-def compare_spec(model: str) -> GANSpec:
-    """The specs compared. Full-size DCGAN runs at batch 8 so the float64 oracle stays affordable."""
-    if model == "dcgan":
-        return apply_overrides(preset("dcgan"), ["train.batch_size=8", "data.n_examples=256"])
-    return preset(model)
-
-
-def _artifacts(out: Path, backend: str) -> Path:
-    path = out / "artifacts" / backend
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def subsample_indices(spec: GANSpec, seed: int = 0) -> dict[str, np.ndarray]:
-    """A fixed set of flat indices per tensor (all entries of small tensors)."""
-    from .params import param_shapes
-
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, shape in param_shapes(spec).items():
-        size = int(np.prod(shape))
-        out[name] = np.arange(size) if size <= SUBSAMPLE_PER_TENSOR else np.sort(
-            rng.choice(size, SUBSAMPLE_PER_TENSOR, replace=False))
-    return out
-
-
-def subsample(params: Params, idx: dict[str, np.ndarray]) -> np.ndarray:
-    return np.concatenate([np.asarray(params[k], np.float64).reshape(-1)[i] for k, i in idx.items()])
-
-
-def run_trajectory(backend: GANProtocol, spec: GANSpec, dtype: str, iterations: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Per-iteration scalars and parameter subsample (after each iteration) on the shared streams."""
-    idx = subsample_indices(spec)
-    streams = Streams(spec, seed)
-    state = backend.build(spec, init_params(spec, seed), None, BuildOptions(dtype=dtype))
-    scalars = np.empty((iterations, len(SCALARS)))
-    params = np.empty((iterations, sum(len(i) for i in idx.values())))
-    for b in streams.iterate(0, iterations):
-        out = backend.train_step(state, b.real, b.z)
-        scalars[b.iteration] = [getattr(out, k) for k in SCALARS]
-        params[b.iteration] = subsample(backend.export_params(state)[0], idx)
-    sizes = np.array([len(i) for i in idx.values()])
-    return {"scalars": scalars, "params": params, "tensor_sizes": sizes, "tensor_names": np.array(list(idx))}
-
-
-def trajectory_error(traj: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> np.ndarray:
-    """Per-iteration relative error: the worst of the two losses (relative) and of every tensor's
-    subsample (max abs error over the tensor's scale in the reference)."""
-    loss_cols = [SCALARS.index("loss_D"), SCALARS.index("loss_G")]
-    a, r = traj["scalars"][:, loss_cols], ref["scalars"][:, loss_cols]
-    err = np.max(np.abs(a - r) / np.maximum(np.abs(r), 1e-300), axis=1)
-    bounds = np.concatenate([[0], np.cumsum(ref["tensor_sizes"])])
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        diff = np.max(np.abs(traj["params"][:, lo:hi] - ref["params"][:, lo:hi]), axis=1)
-        scale = np.maximum(np.max(np.abs(ref["params"][:, lo:hi]), axis=1), 1e-300)
-        err = np.maximum(err, diff / scale)
-    return err
-
-
-def divergence_iteration(err: np.ndarray, threshold: float) -> int | None:
-    over = np.nonzero(~(err <= threshold))[0]  # NaN counts as diverged
-    return int(over[0]) if len(over) else None
-
-
-def run_phase(backend_name: str, out: Path, models: tuple[str, ...] = ("gaussian", "dcgan"), quick: bool = False) -> Path:
-    """Every experiment of one backend (the oracle included) into ``out/artifacts/<backend>``."""
-    backend = get_backend(backend_name)
-    art = _artifacts(out, backend_name)
-    t0 = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    kinks: list[dict[str, Any]] = []
-    for model in models:
-        spec = compare_spec(model)
-        for dtype in DTYPES:
-            d_step = None
-            if backend_name != "oracle":
-                for r in check_forward(backend, spec, dtype):
-                    rows.append({"model": model, "dtype": dtype, **r.as_dict()})
-                result = one_step(backend, spec, dtype)
-                rows += [{"model": model, "dtype": dtype, **r.as_dict()} for r in result.rows]
-                kinks.append({"model": model, "dtype": dtype, "near_kinks": result.near_kinks, "flips": result.flips})
-                d_step = result.d_step
-            np.savez(art / f"outputs-{model}-{dtype}.npz", **_outputs(backend, spec, dtype, d_step))
-            iters = TRAJECTORY_ITERATIONS[model] if not quick else min(TRAJECTORY_ITERATIONS[model], 20)
-            np.savez(art / f"traj-{model}-{dtype}.npz", **run_trajectory(backend, spec, dtype, iters))
-    (art / "rows.json").write_text(json.dumps(rows, indent=1))
-    (art / "kinks.json").write_text(json.dumps(kinks, indent=1))
-    for model in CONVERSION_MODELS:
-        _conversion_source(backend, compare_spec(model), art, model)
-    (art / "traps.json").write_text(json.dumps(run_traps(backend_name), indent=1))
-    meta = {"backend": backend_name, "versions": backend.versions(), "seconds": time.perf_counter() - t0,
-            "models": list(models), "quick": quick}
-    (art / "meta.json").write_text(json.dumps(meta, indent=1))
-    return art
-
-
-def _outputs(backend: GANProtocol, spec: GANSpec, dtype: str, d_step: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
-    """Outputs for pairwise comparison: forwards, and the D step of one iteration -- from
-    ``common.parity.one_step`` (gradients moved onto the oracle's branches at kinks) when given."""
-    params, real, z = parity_inputs(spec, 0)
-    st = backend.build(spec, params, None, BuildOptions(dtype=dtype))
-    res: dict[str, np.ndarray] = {"forward_G": backend.generate(st, z), "forward_D": backend.discriminate(st, real)}
-    if d_step is None:
-        out = backend.train_step(st, real, z, with_grads=True)
-        d_step = {f"scalar/{k}": np.asarray(getattr(out, k)) for k in ("loss_D", "D_x", "D_G_z1")}
-        d_step.update({f"grad/{k}": v for k, v in (out.grads or {}).items() if k.startswith("D.")})
-    res.update(d_step)
-    return res
-
-
-def _conversion_source(backend: GANProtocol, spec: GANSpec, art: Path, model: str) -> None:
-    """Train CONVERSION_STEPS[0] iterations (float64, parity), checkpoint, sample the fixed z,
-    continue CONVERSION_STEPS[1] iterations: what every other backend must reproduce."""
-    first, more = CONVERSION_STEPS
-    streams = Streams(spec, 0)
-    st = backend.build(spec, init_params(spec, 0), None, BuildOptions(dtype="float64"))
-    for b in streams.iterate(0, first):
-        backend.train_step(st, b.real, b.z)
-    params, opt = backend.export_params(st)
-    save_checkpoint(art / f"ckpt-{model}.safetensors", Checkpoint(spec, params, opt, 0, first, {}, {"backend": backend.name}))
-    np.save(art / f"samples-{model}.npy", backend.generate(st, streams.fixed_noise(16)))
-    losses = [backend.train_step(st, b.real, b.z).loss_D for b in streams.iterate(first, first + more)]
-    final, _ = backend.export_params(st)
-    np.savez(art / f"cont-{model}.npz", loss_D=np.asarray(losses), **{f"param/{k}": v for k, v in final.items()})
-
-
-def convert_phase(backend_name: str, out: Path) -> Path:
-    """Load every other backend's checkpoint here; compare samples and continued training."""
-    backend = get_backend(backend_name)
-    art = _artifacts(out, backend_name)
-    results = []
-    for src in sorted((out / "artifacts").iterdir()):
-        if src.name == backend_name or not src.is_dir():
-            continue
-        for model in CONVERSION_MODELS:
-            ckpt = src / f"ckpt-{model}.safetensors"
-            if not ckpt.exists():
-                continue
-            ck = load_checkpoint(ckpt)
-            streams = Streams(ck.spec, ck.seed)
-            st = backend.build(ck.spec, ck.params, ck.opt, BuildOptions(dtype="float64"))
-            samples = backend.generate(st, streams.fixed_noise(16))
-            ref_samples = np.load(src / f"samples-{model}.npy")
-            s_abs, s_rel = rel_err(samples, ref_samples)
-            for b in streams.iterate(ck.next_iteration, ck.next_iteration + CONVERSION_STEPS[1]):
-                backend.train_step(st, b.real, b.z)
-            final, _ = backend.export_params(st)
-            with np.load(src / f"cont-{model}.npz") as ref:
-                p_rel = max(rel_err(final[k], ref[f"param/{k}"])[1] for k in final)
-            results.append({"from": src.name, "to": backend_name, "model": model, "max_abs_err": s_abs,
-                            "samples_rel_err": s_rel, "continued_params_rel_err": p_rel})
-    (art / "conversion.json").write_text(json.dumps(results, indent=1))
-    return art
-
-
-def run_traps(backend_name: str) -> list[dict[str, Any]]:
-    """Rows from ``backends/<fw>/traps.py`` (framework defaults left in place vs corrected)."""
-    if backend_name == "oracle":
-        return []
-    try:
-        module = importlib.import_module(f"gansuite.backends.{backend_name}.traps")
-    except ModuleNotFoundError:
-        return []
-    return [dict(r, backends=[backend_name]) for r in module.run_traps()]
-
-
-# ---------------------------------------------------------------------------
-# the driver: one subprocess per backend, each in its own environment
+from .registry import backend_python
+from .report import build_report, write_report
 
 
 def drive(out: Path, backends: list[str], quick: bool = False, echo=print) -> dict[str, Any]:
@@ -220,12 +23,6 @@ def drive(out: Path, backends: list[str], quick: bool = False, echo=print) -> di
 
     Through tox the interpreters are the ``cmp-<name>`` envs (``tox -m compare``), or the test
     envs ``<name>`` when GANSUITE_TOX_ENVS=test (CI's cross-backend stage reuses those)."""
-    import os
-    import subprocess
-
-    from .registry import backend_python
-    from .report import build_report, write_report
-
     env_kind = os.environ.get("GANSUITE_TOX_ENVS", "compare")
     if env_kind not in ("compare", "test"):
         raise GanSuiteError(f"GANSUITE_TOX_ENVS: must be 'compare' or 'test', got {env_kind!r}")

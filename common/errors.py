@@ -8,7 +8,8 @@ message on one line and exits with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+import sys
+from typing import Callable, NoReturn
 
 
 class GanSuiteError(Exception):
@@ -38,3 +39,18 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise GanSuiteError(message)
+
+
+def run_main(body: Callable[[], int]) -> int:
+    """The one error-exit block of the ``python -m gansuite.benchmarks.*`` entry points: a
+    GanSuiteError prints one line and exits 2, ``--help`` exits with its own status, Ctrl-C 130."""
+    try:
+        return body()
+    except GanSuiteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except SystemExit as err:  # --help
+        return int(err.code or 0)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .compare import DTYPES, divergence_iteration, trajectory_error
+from .protocol import DTYPES
+from .trajectory import divergence_iteration, trajectory_error
 from .parity import rel_err
 from .tolerances import DIVERGENCE_THRESHOLD, tolerance
 

@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -36,8 +36,12 @@ class Trace:
 
 
 def run_trace(backend: GANProtocol, spec: GANSpec, seed: int, dtype: str, iterations: int,
-              snapshot_every: int = 0, params: Params | None = None, mode: str = "parity") -> Trace:
-    """Train ``iterations`` steps on the shared streams and record everything."""
+              snapshot_every: int = 0, params: Params | None = None, mode: str = "parity",
+              after_step: Callable[[int, Any], None] | None = None) -> Trace:
+    """Train ``iterations`` steps on the shared streams and record everything.
+
+    ``after_step(iteration, state)``, if given, runs after every iteration (the comparison's
+    trajectories record a parameter subsample there: common/trajectory.py)."""
     streams = Streams(spec, seed)
     start = init_params(spec, seed) if params is None else params
     state = backend.build(spec, start, None, BuildOptions(dtype=dtype, mode=mode, seed=seed))
@@ -47,6 +51,8 @@ def run_trace(backend: GANProtocol, spec: GANSpec, seed: int, dtype: str, iterat
         out = backend.train_step(state, batch.real, batch.z)
         for k, v in out.scalars().items():
             scalars[k][batch.iteration] = v
+        if after_step is not None:
+            after_step(batch.iteration, state)
         if snapshot_every and (batch.iteration + 1) % snapshot_every == 0:
             snapshots[batch.iteration] = backend.export_params(state)[0]
     final, _ = backend.export_params(state)

@@ -9,7 +9,7 @@ framework's default put back, or as the backend does it), and ``TRAPS``, a list 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np

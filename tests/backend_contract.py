@@ -20,7 +20,7 @@ from gansuite.common.registry import get_backend
 from gansuite.common.streams import Streams
 from gansuite.common.trace import load_trace, run_trace, save_trace
 
-DTYPES = ("float32", "float64")
+from gansuite.common.protocol import DTYPES
 # (model, batch size for the oracle comparison): full-size DCGAN at a small batch keeps the
 # float64 numpy oracle to a few seconds while exercising every real layer shape.
 PARITY_CASES = [("gaussian", None), ("dcgan-tiny", None), ("dcgan-mnist-tiny", 4), ("dcgan", 4)]

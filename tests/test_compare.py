@@ -8,7 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from gansuite.common.compare import convert_phase, divergence_iteration, run_phase, trajectory_error
+from gansuite.common.experiments import convert_phase, run_phase
+from gansuite.common.trajectory import divergence_iteration, trajectory_error
 from gansuite.common.report import build_report, write_report
 
 _declared = [b for b in os.environ.get("GANSUITE_BACKENDS", "").split(",") if b.strip()]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 MODELS = ("gaussian", "dcgan")
-DTYPES = ("float32", "float64")
+from gansuite.common.protocol import DTYPES
 ORACLE_CHECKS = ("forward_G", "forward_D", "one_step")
 
 

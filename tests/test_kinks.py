@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from gansuite.common import oracle_layers as L
-from gansuite.common.compare import compare_spec
+from gansuite.common.experiments import compare_spec
 from gansuite.common.kinks import near_kinks, set_flips
 from gansuite.common.oracle import DStep, OracleBackend, OracleState, net_backward
 from gansuite.common.parity import failures, one_step, parity_inputs, rel_err

@@ -1,0 +1,68 @@
+"""Trajectory maths of the comparison: what is recorded per iteration, and how two runs are compared.
+
+A trajectory is :func:`common.trace.run_trace` on the shared streams with, after every
+iteration, a fixed subsample of every canonical tensor recorded (:func:`run_trajectory`).
+:func:`trajectory_error` turns two trajectories into a per-iteration relative error, and
+:func:`divergence_iteration` finds where it first passes a threshold.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .params import Params, param_shapes
+from .protocol import SCALARS, GANProtocol
+from .spec import GANSpec
+from .trace import run_trace
+
+SUBSAMPLE_PER_TENSOR = 256  # trajectory parameter error is measured on these entries of every tensor
+
+
+def subsample_indices(spec: GANSpec, seed: int = 0) -> dict[str, np.ndarray]:
+    """A fixed set of flat indices per tensor (all entries of small tensors)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in param_shapes(spec).items():
+        size = int(np.prod(shape))
+        out[name] = np.arange(size) if size <= SUBSAMPLE_PER_TENSOR else np.sort(
+            rng.choice(size, SUBSAMPLE_PER_TENSOR, replace=False))
+    return out
+
+
+def subsample(params: Params, idx: dict[str, np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.asarray(params[k], np.float64).reshape(-1)[i] for k, i in idx.items()])
+
+
+def run_trajectory(backend: GANProtocol, spec: GANSpec, dtype: str, iterations: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Per-iteration scalars and parameter subsample (after each iteration) on the shared streams."""
+    idx = subsample_indices(spec)
+    params = np.empty((iterations, sum(len(i) for i in idx.values())))
+
+    def record(iteration: int, state: Any) -> None:
+        params[iteration] = subsample(backend.export_params(state)[0], idx)
+
+    trace = run_trace(backend, spec, seed, dtype, iterations, after_step=record)
+    scalars = np.stack([trace.scalars[k] for k in SCALARS], axis=1)
+    sizes = np.array([len(i) for i in idx.values()])
+    return {"scalars": scalars, "params": params, "tensor_sizes": sizes, "tensor_names": np.array(list(idx))}
+
+
+def trajectory_error(traj: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> np.ndarray:
+    """Per-iteration relative error: the worst of the two losses (relative) and of every tensor's
+    subsample (max abs error over the tensor's scale in the reference)."""
+    loss_cols = [SCALARS.index("loss_D"), SCALARS.index("loss_G")]
+    a, r = traj["scalars"][:, loss_cols], ref["scalars"][:, loss_cols]
+    err = np.max(np.abs(a - r) / np.maximum(np.abs(r), 1e-300), axis=1)
+    bounds = np.concatenate([[0], np.cumsum(ref["tensor_sizes"])])
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        diff = np.max(np.abs(traj["params"][:, lo:hi] - ref["params"][:, lo:hi]), axis=1)
+        scale = np.maximum(np.max(np.abs(ref["params"][:, lo:hi]), axis=1), 1e-300)
+        err = np.maximum(err, diff / scale)
+    return err
+
+
+def divergence_iteration(err: np.ndarray, threshold: float) -> int | None:
+    over = np.nonzero(~(err <= threshold))[0]  # NaN counts as diverged
+    return int(over[0]) if len(over) else None
