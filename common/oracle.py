@@ -78,9 +78,16 @@ Backward = Callable[[NetSpec, Params, str, NetRun, np.ndarray], tuple[np.ndarray
 
 
 def adam_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, step: int, opt: AdamSpec):
-    """PyTorch's Adam: ``p -= lr * m_hat / (sqrt(v_hat) + eps)`` (eps AFTER bias correction)."""
+    """One Adam step in the spec's form.
+
+    ``torch``: ``p -= lr * m_hat / (sqrt(v_hat) + eps)`` (eps AFTER bias correction);
+    ``eps_hat`` (Keras, MXNet): ``p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``,
+    the step size formed in float64 first, as MXNet's optimizer does in Python."""
     m = opt.beta1 * m + (1 - opt.beta1) * g
     v = opt.beta2 * v + (1 - opt.beta2) * g * g
+    if opt.form == "eps_hat":
+        alpha = opt.lr * np.sqrt(1 - opt.beta2**step) / (1 - opt.beta1**step)
+        return p - alpha * m / (np.sqrt(v) + opt.eps), m, v
     m_hat = m / (1 - opt.beta1**step)
     v_hat = v / (1 - opt.beta2**step)
     return p - opt.lr * m_hat / (np.sqrt(v_hat) + opt.eps), m, v
@@ -148,15 +155,21 @@ class OracleBackend(GANProtocol):
         )
 
     def d_step(self, state: OracleState, real: np.ndarray, z: np.ndarray) -> "DStep":
-        """D(real), G(z), D(fake.detach()); running stats advance after each forward. No Adam."""
+        """D(real), G(z), D(fake.detach()) -- or, with ``d_order="fake_first"`` (seed 004), G(z),
+        D(fake), D(real); running stats advance after each forward. No Adam."""
         spec, p, loss = state.spec, state.params, state.spec.loss
         G, D = spec.generator, spec.discriminator
-        out_real, run_real = net_forward(D, p, "D", np.asarray(real, np.float64))
-        p.update(run_real.running)
+        real = np.asarray(real, np.float64)
+        if spec.train.d_order == "real_first":
+            out_real, run_real = net_forward(D, p, "D", real)
+            p.update(run_real.running)
         fake, run_g = net_forward(G, p, "G", np.asarray(z, np.float64))
         p.update(run_g.running)
         out_fake, run_fake = net_forward(D, p, "D", fake)
         p.update(run_fake.running)
+        if spec.train.d_order == "fake_first":
+            out_real, run_real = net_forward(D, p, "D", real)
+            p.update(run_real.running)
         l_real, d_real = L.bce_with_logits(out_real, loss.real_label, loss.reduction)
         l_fake, d_fake = L.bce_with_logits(out_fake, loss.fake_label, loss.reduction)
         d = DStep(
@@ -175,7 +188,10 @@ class OracleBackend(GANProtocol):
         D, p = state.spec.discriminator, state.params
         _, g_real = backward(D, p, "D", d.run_real, d.dlogits_real)
         _, g_fake = backward(D, p, "D", d.run_fake, d.dlogits_fake)
-        return {k: g_real[k] + g_fake[k] for k in g_real}
+        # The two passes' gradients are summed whether one backward or two produced them
+        # (train.d_backward): the sum is the same numbers, real + fake.
+        return L.rescale({k: g_real[k] + g_fake[k] for k in g_real}, state.spec.loss.reduction,
+                         len(d.dlogits_real))
 
     def g_step(self, state: OracleState, d: "DStep") -> "GStep":
         """D (as it is now, i.e. after its step) on the SAME fake; gradient through D into G. No Adam."""
@@ -192,7 +208,7 @@ class OracleBackend(GANProtocol):
         spec, p = state.spec, state.params
         d_fake_img, _ = backward(spec.discriminator, p, "D", g.run_gen, g.dlogits_gen)
         _, grads_G = backward(spec.generator, p, "G", d.run_g, d_fake_img)
-        return grads_G
+        return L.rescale(grads_G, spec.loss.reduction, len(g.dlogits_gen))
 
     def adam_step(self, state: OracleState, net: str, grads: Params) -> None:
         cfg = state.spec.train.optim_G if net == "G" else state.spec.train.optim_D

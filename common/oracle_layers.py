@@ -125,26 +125,33 @@ def batch_norm_forward(layer: BatchNorm, p, x: np.ndarray, *, use_batch_stats: b
         mean, var = p["running_mean"], p["running_var"]
     inv_std = 1.0 / np.sqrt(var + layer.eps)
     xhat = (x - mean.reshape(bs)) * inv_std.reshape(bs)
-    y = xhat * p["weight"].reshape(bs) + p["bias"].reshape(bs)
+    y = xhat * _gamma(layer, p).reshape(bs) + p["bias"].reshape(bs)
     count = x.size // x.shape[1]
     return y, {"xhat": xhat, "inv_std": inv_std, "mean": mean, "var": var, "count": count}
 
 
+def _gamma(layer: BatchNorm, p) -> np.ndarray:
+    """The scale: the ``weight`` tensor, or the constant 1 with ``fix_gamma`` (MXNet)."""
+    return np.ones_like(p["bias"]) if layer.fix_gamma else p["weight"]
+
+
 def batch_norm_running_update(layer: BatchNorm, p, cache: Cache) -> dict[str, np.ndarray]:
-    """PyTorch: ``running = (1-m) running + m stat`` with the UNBIASED variance."""
+    """``running = (1-m) running + m stat``; the variance UNBIASED (PyTorch) or biased (MXNet)."""
     m, n = layer.momentum, cache["count"]
-    unbiased = cache["var"] * n / max(n - 1, 1)
+    var = cache["var"] * n / max(n - 1, 1) if layer.running_var == "unbiased" else cache["var"]
     return {
         "running_mean": (1 - m) * p["running_mean"] + m * cache["mean"],
-        "running_var": (1 - m) * p["running_var"] + m * unbiased,
+        "running_var": (1 - m) * p["running_var"] + m * var,
     }
 
 
 def batch_norm_backward(layer: BatchNorm, p, cache: Cache, dy: np.ndarray):
     axes, bs = _bn_axes(dy), _bshape(dy)
     xhat, inv_std, n = cache["xhat"], cache["inv_std"], cache["count"]
-    grads = {"weight": (dy * xhat).sum(axis=axes), "bias": dy.sum(axis=axes)}
-    dxhat = dy * p["weight"].reshape(bs)
+    grads = {"bias": dy.sum(axis=axes)}
+    if not layer.fix_gamma:  # a fixed gamma has no gradient (MXNet zeroes it)
+        grads["weight"] = (dy * xhat).sum(axis=axes)
+    dxhat = dy * _gamma(layer, p).reshape(bs)
     dx = (inv_std.reshape(bs) / n) * (
         n * dxhat - dxhat.sum(axis=axes).reshape(bs) - xhat * (dxhat * xhat).sum(axis=axes).reshape(bs)
     )
@@ -187,7 +194,10 @@ def negative_slope(layer) -> float:
 
 
 def bce_with_logits(logits: np.ndarray, target: float, reduction: str) -> tuple[float, np.ndarray]:
-    """``max(x,0) - x t + log(1 + exp(-|x|))`` per example; gradient ``sigmoid(x) - t``."""
+    """``max(x,0) - x t + log(1 + exp(-|x|))`` per example; gradient ``sigmoid(x) - t``.
+
+    ``"per_example"`` is back-propagated as the sum (its 1/B comes later, on the parameter
+    gradients: :func:`rescale`) and reported as the sum."""
     x = logits.reshape(logits.shape[0])
     per = np.maximum(x, 0.0) - x * target + np.log1p(np.exp(-np.abs(x)))
     grad = sigmoid(x) - target
@@ -200,3 +210,12 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     # Two branches avoid overflow in exp for large |x|.
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def rescale(grads: dict[str, np.ndarray], reduction: str, batch: int) -> dict[str, np.ndarray]:
+    """The per-example reduction's gradient rescale, 1/B applied to the accumulated parameter
+    gradients as MXNet's optimizer applies ``rescale_grad = 1.0 / batch_size``; others unchanged."""
+    if reduction != "per_example":
+        return grads
+    scale = 1.0 / batch
+    return {k: g * scale for k, g in grads.items()}

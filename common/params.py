@@ -23,12 +23,13 @@ can be made to do): ``OptState.step``, and ``m``/``v`` keyed like the params.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
-from .spec import BatchNorm, Conv2d, ConvTranspose2d, Dense, GANSpec, NetSpec
+from .spec import BatchNorm, Conv2d, ConvTranspose2d, Dense, GANSpec, Init, NetSpec
 
 Params = dict[str, np.ndarray]
 NETS = ("G", "D")
@@ -62,7 +63,10 @@ def param_shapes(spec: GANSpec) -> dict[str, tuple[int, ...]]:
                     out[p + "bias"] = (layer.out_channels,)
             elif isinstance(layer, BatchNorm):
                 c = layer.num_features
-                for name in ("weight", "bias", "running_mean", "running_var"):
+                # fix_gamma (MXNet): the scale is the constant 1, not a tensor.
+                names = ("bias", "running_mean", "running_var") if layer.fix_gamma else (
+                    "weight", "bias", "running_mean", "running_var")
+                for name in names:
                     out[p + name] = (c,)
     return out
 
@@ -82,24 +86,62 @@ def init_params(spec: GANSpec, seed: int, dtype: str | np.dtype = "float64") -> 
     whatever dtype is asked for (float32 params are the float64 draws rounded).
     """
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), STREAM_PARAMS])))
-    init = spec.init
     out: Params = {}
     for name, shape in param_shapes(spec).items():
-        layer = net_spec(spec, name[0]).layers[int(name.split(".")[1])]
+        net = name.split(".", 1)[0]
+        layer = net_spec(spec, net).layers[int(name.split(".")[1])]
         kind = name.rsplit(".", 1)[1]
-        if isinstance(layer, BatchNorm):
-            if kind == "weight":
-                value = rng.normal(init.bn_weight_mean, init.bn_weight_std, size=shape)
-            elif kind == "running_var":
-                value = np.ones(shape)
-            else:  # beta 0, running_mean 0
-                value = np.zeros(shape)
-        elif kind == "weight":
-            value = rng.normal(0.0, init.weight_std, size=shape)
-        else:  # bias
-            value = rng.normal(0.0, init.weight_std, size=shape) if init.bias == "normal" else np.zeros(shape)
+        net_init = spec.init.G if net == "G" else spec.init.D
+        if kind == "running_var":
+            value = np.ones(shape)
+        elif kind == "running_mean":
+            value = np.zeros(shape)
+        elif isinstance(layer, BatchNorm):
+            value = draw(rng, net_init.bn_weight if kind == "weight" else net_init.bn_bias, shape, layer, kind)
+        else:
+            value = draw(rng, net_init.weight if kind == "weight" else net_init.bias, shape, layer, kind)
         out[name] = value
     return cast_params(out, dtype)
+
+
+def torch_fan_in(layer: Dense | Conv2d | ConvTranspose2d) -> int:
+    """fan_in as ``torch.nn.init._calculate_fan_in_and_fan_out`` computes it from the weight:
+    ``weight.size(1) * kh * kw``. For ConvTranspose2d, whose weight is (in, out, kh, kw), that is
+    the OUTPUT channels times the kernel area (PyTorch's own quirk, kept)."""
+    if isinstance(layer, Dense):
+        return layer.in_features
+    if isinstance(layer, Conv2d):
+        return layer.in_channels * layer.kernel * layer.kernel
+    return layer.out_channels * layer.kernel * layer.kernel
+
+
+def glorot_fans(layer: Dense | Conv2d | ConvTranspose2d) -> tuple[int, int]:
+    """(fan_in, fan_out) as Keras's ``GlorotUniform`` computes them from its kernel shape."""
+    if isinstance(layer, Dense):
+        return layer.in_features, layer.out_features
+    area = layer.kernel * layer.kernel
+    if isinstance(layer, Conv2d):  # Keras kernel (kh, kw, in, out)
+        return layer.in_channels * area, layer.out_channels * area
+    return layer.out_channels * area, layer.in_channels * area  # Conv2DTranspose kernel (kh, kw, out, in)
+
+
+def draw(rng: np.random.Generator, init: Init, shape: tuple[int, ...], layer: Any, kind: str) -> np.ndarray:
+    """One tensor by its init scheme. Constants draw nothing, so adding a zero bias never shifts
+    the draws of the tensors after it."""
+    if init.scheme == "normal":
+        return rng.normal(init.mean, init.std, size=shape)
+    if init.scheme == "zeros":
+        return np.zeros(shape)
+    if init.scheme == "ones":
+        return np.ones(shape)
+    if init.scheme == "torch_default":
+        # kaiming_uniform_(a=sqrt(5)) for weights and U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for biases:
+        # the same bound, gain * sqrt(3 / fan_in) with gain = sqrt(2 / (1 + 5)).
+        bound = 1.0 / math.sqrt(torch_fan_in(layer))
+        return rng.uniform(-bound, bound, size=shape)
+    fan_in, fan_out = glorot_fans(layer)  # glorot_uniform
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=shape)
 
 
 def cast_params(params: Params, dtype: str | np.dtype) -> Params:

@@ -1,7 +1,8 @@
 """The models the suite ships, each citing the seed document it reproduces.
 
-Seeds live in ``../shared/seeds``: 001 is d2l 20.1 (Gaussian GAN), 000 the
-PyTorch DCGAN tutorial, 003 DCGAN on (Fashion)MNIST, 004 MXNet's DCGAN.
+Seeds live in ``../shared/seeds``: 001 is d2l 20.1 (Gaussian GAN, three framework tabs),
+000 the PyTorch DCGAN tutorial, 003 DCGAN on FashionMNIST, 004 MXNet's symbolic DCGAN.
+A preset that names a seed reproduces that seed's code; README lists what remains different.
 """
 
 from __future__ import annotations
@@ -17,14 +18,22 @@ from .spec import (
     DataSpec,
     Dense,
     GANSpec,
+    Init,
     InitSpec,
     LeakyReLU,
     LossSpec,
+    NetInit,
     NetSpec,
     ReLU,
     Tanh,
     TrainSpec,
 )
+
+
+_NORMAL_002 = Init("normal", 0.0, 0.02)
+_ALL_NORMAL = NetInit(weight=_NORMAL_002, bias=_NORMAL_002)  # d2l's PyTorch tab: every parameter
+_TUTORIAL_INIT = NetInit(weight=_NORMAL_002, bias=Init("zeros"), bn_weight=Init("normal", 1.0, 0.02),
+                         bn_bias=Init("zeros"))
 
 
 def gaussian() -> GANSpec:
@@ -43,7 +52,7 @@ def gaussian() -> GANSpec:
             optim_D=AdamSpec(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8),
         ),
         # d2l: `for w in net.parameters(): nn.init.normal_(w, 0, 0.02)` reaches biases too.
-        init=InitSpec(weight_std=0.02, bias="normal"),
+        init=InitSpec(G=_ALL_NORMAL, D=_ALL_NORMAL),
         data=DataSpec(kind="gaussian", n_examples=1000),
     )
 
@@ -87,34 +96,165 @@ def dcgan(nz: int = 100, ngf: int = 64, ndf: int = 64, nc: int = 3, *, name: str
             optim_D=AdamSpec(lr=2e-4, beta1=0.5, beta2=0.999, eps=1e-8),
         ),
         # weights_init: conv N(0, 0.02); BatchNorm gamma N(1, 0.02), beta 0. No conv biases.
-        init=InitSpec(weight_std=0.02, bias="zero", bn_weight_mean=1.0, bn_weight_std=0.02),
+        init=InitSpec(G=_TUTORIAL_INIT, D=_TUTORIAL_INIT),
         data=data or DataSpec(kind="shapes", n_examples=2048, image_size=64, channels=nc),
     )
 
 
-def dcgan_mnist(ngf: int = 64, ndf: int = 64, name: str = "dcgan-mnist") -> GANSpec:
-    """Seed 003: the same nets on 1-channel 28x28 images resized to 64x64, 10 epochs.
+def gaussian_mxnet() -> GANSpec:
+    """d2l 20.1 (seed 001), MXNet tab, as its code runs.
 
-    Without ``--data`` it trains on grey procedural shapes (no download); give
-    ``--data DIR`` holding MNIST/FashionMNIST IDX files to train on those.
+    ``net.initialize(init=init.Normal(0.02))`` reaches weights only: Gluon's Dense biases stay at
+    their zero default. ``gluon.loss.SigmoidBCELoss()`` gives one loss per example and
+    ``trainer.step(batch_size)`` rescales the gradients by 1/B: the ``per_example`` reduction.
+    ``gluon.Trainer(..., 'adam', {'learning_rate': lr})``: MXNet's Adam (eps-hat, eps 1e-8).
     """
-    return dcgan(ngf=ngf, ndf=ndf, nc=1, name=name, epochs=10,
-                 source="seed 003: DCGAN on (Fashion)MNIST resized to 64x64",
-                 data=DataSpec(kind="shapes", n_examples=2048, image_size=64, channels=1))
+    base = gaussian()
+    init = NetInit(weight=_NORMAL_002, bias=Init("zeros"))
+    return GANSpec(
+        name="gaussian-mxnet", source="seed 001: Dive into Deep Learning 20.1 (MXNet tab)",
+        generator=base.generator, discriminator=base.discriminator,
+        loss=LossSpec(reduction="per_example", d_loss_scale=0.5),
+        train=TrainSpec(batch_size=8, epochs=20,
+                        optim_G=AdamSpec(lr=0.005, beta1=0.9, beta2=0.999, eps=1e-8, form="eps_hat"),
+                        optim_D=AdamSpec(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8, form="eps_hat")),
+        init=InitSpec(G=init, D=init), data=base.data)
+
+
+def gaussian_tensorflow() -> GANSpec:
+    """d2l 20.1 (seed 001), TensorFlow tab, as its code runs.
+
+    ``net_G = tf.keras.layers.Dense(2)`` has no variables yet when the init loop
+    ``for w in net_G.trainable_variables: w.assign(tf.random.normal(...))`` runs, so G keeps
+    Keras's Glorot-uniform kernel and zero bias; ``net_D`` (built: ``input_shape=(2,)``) gets
+    N(0, 0.02) everywhere. ``BinaryCrossentropy(from_logits=True, reduction=SUM)`` on squeezed
+    ``(B,)`` vectors first averages over that last axis, and ``* batch_size`` turns the mean back
+    into the PyTorch tab's sum. ``tf.keras.optimizers.Adam(learning_rate=lr)``: Keras's Adam
+    (eps-hat, eps 1e-7).
+    """
+    base = gaussian()
+    return GANSpec(
+        name="gaussian-tensorflow", source="seed 001: Dive into Deep Learning 20.1 (TensorFlow tab)",
+        generator=base.generator, discriminator=base.discriminator,
+        loss=LossSpec(reduction="sum", d_loss_scale=0.5),
+        train=TrainSpec(batch_size=8, epochs=20,
+                        optim_G=AdamSpec(lr=0.005, beta1=0.9, beta2=0.999, eps=1e-7, form="eps_hat"),
+                        optim_D=AdamSpec(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-7, form="eps_hat")),
+        init=InitSpec(G=NetInit(weight=Init("glorot_uniform"), bias=Init("zeros")), D=_ALL_NORMAL),
+        data=base.data)
+
+
+def dcgan_mnist(nz: int = 100, fg: int = 64, fd: int = 64, *, name: str = "dcgan-mnist", batch_size: int = 128,
+                data: DataSpec | None = None, source: str = "seed 003: DCGAN on FashionMNIST, its own nets") -> GANSpec:
+    """Seed 003's own nets (``Generator(Z_DIM, 1, 64)``, ``Discriminator(1, 64)``) and loop.
+
+    * G is twice the tutorial's width: ``_block(z_dim, features_g * 16, 4, 1, 0)`` -> 1024-512-256-128.
+    * G's last ``nn.ConvTranspose2d`` and D's first and last ``nn.Conv2d`` keep ``bias=True`` with
+      PyTorch's default init (``initialize_weights`` touches ``.weight`` only); D's last conv has
+      stride 2 (one window on its 4x4 input either way).
+    * ``initialize_weights``: Conv, ConvTranspose AND BatchNorm weights ~ N(0, 0.02) (gamma mean 0).
+    * ``loss_disc = (loss_disc_real + loss_disc_fake) / 2`` with ``nn.BCELoss()`` (mean).
+    * ``noise = torch.randn(BATCH_SIZE, ...)``: 128 rows even when the last real batch is shorter.
+    * ``DataLoader(dataset, batch_size=128, shuffle=True)``: last partial batch kept.
+    """
+    g = NetSpec(
+        (nz, 1, 1),
+        (
+            ConvTranspose2d(nz, fg * 16, 4, 1, 0), BatchNorm(fg * 16), ReLU(),          # 4x4
+            ConvTranspose2d(fg * 16, fg * 8, 4, 2, 1), BatchNorm(fg * 8), ReLU(),       # 8x8
+            ConvTranspose2d(fg * 8, fg * 4, 4, 2, 1), BatchNorm(fg * 4), ReLU(),        # 16x16
+            ConvTranspose2d(fg * 4, fg * 2, 4, 2, 1), BatchNorm(fg * 2), ReLU(),        # 32x32
+            ConvTranspose2d(fg * 2, 1, 4, 2, 1, bias=True), Tanh(),                     # 64x64
+        ),
+    )
+    d = NetSpec(
+        (1, 64, 64),
+        (
+            Conv2d(1, fd, 4, 2, 1, bias=True), LeakyReLU(0.2),                          # 32x32
+            Conv2d(fd, fd * 2, 4, 2, 1), BatchNorm(fd * 2), LeakyReLU(0.2),             # 16x16
+            Conv2d(fd * 2, fd * 4, 4, 2, 1), BatchNorm(fd * 4), LeakyReLU(0.2),         # 8x8
+            Conv2d(fd * 4, fd * 8, 4, 2, 1), BatchNorm(fd * 8), LeakyReLU(0.2),         # 4x4
+            Conv2d(fd * 8, 1, 4, 2, 0, bias=True),                                      # 1x1 logit (Sigmoid: see README)
+        ),
+    )
+    init = NetInit(weight=_NORMAL_002, bias=Init("torch_default"), bn_weight=_NORMAL_002, bn_bias=Init("zeros"))
+    return GANSpec(
+        name=name, source=source, generator=g, discriminator=d,
+        loss=LossSpec(reduction="mean", d_loss_scale=0.5),
+        train=TrainSpec(batch_size=batch_size, epochs=10,
+                        optim_G=AdamSpec(lr=2e-4, beta1=0.5, beta2=0.999, eps=1e-8),
+                        optim_D=AdamSpec(lr=2e-4, beta1=0.5, beta2=0.999, eps=1e-8),
+                        noise_batch="batch_size"),
+        init=InitSpec(G=init, D=init),
+        data=data or DataSpec(kind="shapes", n_examples=2048, image_size=64, channels=1))
+
+
+def dcgan_mxnet(nz: int = 100, ngf: int = 64, ndf: int = 64, *, name: str = "dcgan-mxnet", batch_size: int = 64,
+                data: DataSpec | None = None,
+                source: str = "seed 004: MXNet's symbolic DCGAN on MNIST (mx.sym + mx.mod.Module)") -> GANSpec:
+    """Seed 004's ``make_dcgan_sym(ngf, ndf, nc)`` and its Module loop, nc = 3.
+
+    * ``BatchNorm(fix_gamma=True, eps=1e-5 + 1e-12)``: gamma held at 1; momentum 0.9 on the OLD
+      value (= the spec's 0.1); MXNet's CPU op keeps the BIASED variance in ``moving_var``.
+    * ``no_bias=True`` everywhere; ``mx.init.Normal(0.02)`` on weights, gamma 1, beta 0.
+    * D sees the FAKE batch first (``label[:] = 0``, forward, backward, gradients copied), then the
+      real one (forward, backward, gradients summed by hand), then one ``modD.update()``.
+    * ``LogisticRegressionOutput``: backward (sigmoid - label) per example; ``Module`` rescales by
+      1/batch: the ``per_example`` reduction. MXNet's Adam (eps-hat), lr 2e-4, beta1 0.5, wd 0.
+    * ``NDArrayIter(X_train, batch_size=64)``: no shuffling, the last batch padded from the start.
+    """
+    bn = dict(eps=1e-5 + 1e-12, momentum=0.1, fix_gamma=True, running_var="biased")
+    g = NetSpec(
+        (nz, 1, 1),
+        (
+            ConvTranspose2d(nz, ngf * 8, 4, 1, 0), BatchNorm(ngf * 8, **bn), ReLU(),        # g1: 4x4
+            ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1), BatchNorm(ngf * 4, **bn), ReLU(),   # g2: 8x8
+            ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1), BatchNorm(ngf * 2, **bn), ReLU(),   # g3: 16x16
+            ConvTranspose2d(ngf * 2, ngf, 4, 2, 1), BatchNorm(ngf, **bn), ReLU(),           # g4: 32x32
+            ConvTranspose2d(ngf, 3, 4, 2, 1), Tanh(),                                       # g5: 64x64
+        ),
+    )
+    d = NetSpec(
+        (3, 64, 64),
+        (
+            Conv2d(3, ndf, 4, 2, 1), LeakyReLU(0.2),                                        # d1: 32x32
+            Conv2d(ndf, ndf * 2, 4, 2, 1), BatchNorm(ndf * 2, **bn), LeakyReLU(0.2),        # d2: 16x16
+            Conv2d(ndf * 2, ndf * 4, 4, 2, 1), BatchNorm(ndf * 4, **bn), LeakyReLU(0.2),    # d3: 8x8
+            Conv2d(ndf * 4, ndf * 8, 4, 2, 1), BatchNorm(ndf * 8, **bn), LeakyReLU(0.2),    # d4: 4x4
+            Conv2d(ndf * 8, 1, 4, 1, 0),                                                    # d5: 1x1 logit
+        ),
+    )
+    init = NetInit(weight=_NORMAL_002, bias=Init("zeros"), bn_weight=Init("ones"), bn_bias=Init("zeros"))
+    adam = AdamSpec(lr=2e-4, beta1=0.5, beta2=0.999, eps=1e-8, form="eps_hat")
+    return GANSpec(
+        name=name, source=source, generator=g, discriminator=d,
+        loss=LossSpec(reduction="per_example", d_loss_scale=1.0),
+        train=TrainSpec(batch_size=batch_size, epochs=100, optim_G=adam, optim_D=adam, shuffle=False,
+                        pad_last=True, d_order="fake_first", d_backward="separate"),
+        init=InitSpec(G=init, D=init),
+        data=data or DataSpec(kind="shapes", n_examples=2048, image_size=64, channels=3))
+
+
+def _tiny_data(channels: int) -> DataSpec:
+    return DataSpec(kind="shapes", n_examples=256, image_size=64, channels=channels)
 
 
 PRESETS: dict[str, Callable[[], GANSpec]] = {
     "gaussian": gaussian,
+    "gaussian-mxnet": gaussian_mxnet,
+    "gaussian-tensorflow": gaussian_tensorflow,
     "dcgan": dcgan,
     "dcgan-mnist": dcgan_mnist,
-    # Same topology at 1/8 width for fast tests: every layer kind and shape rule
+    "dcgan-mxnet": dcgan_mxnet,
+    # The same topologies at 1/8 width for fast tests: every layer kind, shape rule and option
     # is exercised at a fraction of the cost.
     "dcgan-tiny": lambda: dcgan(nz=16, ngf=8, ndf=8, name="dcgan-tiny", batch_size=16,
-                                source="seed 000 at ngf=ndf=8, nz=16 (test size)",
-                                data=DataSpec(kind="shapes", n_examples=256, image_size=64, channels=3)),
-    "dcgan-mnist-tiny": lambda: dcgan(nz=16, ngf=8, ndf=8, nc=1, name="dcgan-mnist-tiny", batch_size=16,
-                                      source="seed 003 at ngf=ndf=8, nz=16 (test size)",
-                                      data=DataSpec(kind="shapes", n_examples=256, image_size=64, channels=1)),
+                                source="seed 000 at ngf=ndf=8, nz=16 (test size)", data=_tiny_data(3)),
+    "dcgan-mnist-tiny": lambda: dcgan_mnist(nz=16, fg=4, fd=8, name="dcgan-mnist-tiny", batch_size=16,
+                                            source="seed 003 at features_g=4, features_d=8, nz=16 (test size)",
+                                            data=_tiny_data(1)),
+    "dcgan-mxnet-tiny": lambda: dcgan_mxnet(nz=16, ngf=8, ndf=8, name="dcgan-mxnet-tiny", batch_size=16,
+                                            source="seed 004 at ngf=ndf=8, nz=16 (test size)", data=_tiny_data(3)),
 }
 
 

@@ -228,7 +228,7 @@ class Backend(GANProtocol):
         self.configure(state.device, state.options)
         real_f = self.layout.activations_to_framework(real, state.dtype, state.device)
         if z is None:  # fast mode: noise from the device RNG, no host round trip
-            z_f = self.device_noise(state, int(np.shape(real)[0]))
+            z_f = self.device_noise(state, state.spec.train.noise_rows(int(np.shape(real)[0])))
         else:
             z_f = self.layout.activations_to_framework(z, state.dtype, state.device)
         scalars, grads = self.iteration(state, real_f, z_f, with_grads)

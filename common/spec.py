@@ -47,10 +47,24 @@ def _unit_interval(name: str, value: Any) -> None:
         raise SpecError(name, f"must be in [0, 1), got {value!r}")
 
 
+def _bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise SpecError(name, f"must be true or false, got {value!r}")
+
+
 def _choice(name: str, value: Any, allowed: Sequence[str]) -> None:
     if value not in allowed:
         raise SpecError(name, f"must be one of {', '.join(map(str, allowed))}; got {value!r}")
 
+
+# ---------------------------------------------------------------------------
+# allowed values of the choice fields
+
+RUNNING_VARS = ("unbiased", "biased")
+REDUCTIONS = ("mean", "sum", "per_example")
+NOISE_BATCH_RULES = ("real", "batch_size")
+D_ORDERS = ("real_first", "fake_first")
+D_BACKWARDS = ("joint", "separate")
 
 # ---------------------------------------------------------------------------
 # layers
@@ -134,19 +148,27 @@ class BatchNorm:
     """Batch normalisation over the channel axis (axis 1 of NCHW or of (N, F)).
 
     ``momentum`` is PyTorch's (weight on the new statistic). In train mode the
-    output is normalised with the BIASED batch variance while ``running_var`` is
-    updated with the UNBIASED one (PyTorch semantics, which the spec adopts).
+    output is normalised with the BIASED batch variance; ``running_var`` is updated
+    with the UNBIASED one (PyTorch's, the default) or the biased one (MXNet's CPU
+    BatchNorm: ``running_var="biased"``).
+
+    ``fix_gamma=True`` is MXNet's ``BatchNorm(fix_gamma=True)``: the scale is held at 1
+    and never trained, so the layer has no ``weight`` tensor in the canonical layout.
     """
 
     num_features: int
     eps: float = 1e-5
     momentum: float = 0.1
+    fix_gamma: bool = False
+    running_var: str = "unbiased"
     kind: ClassVar[str] = "batch_norm"
 
     def __post_init__(self) -> None:
         _positive_int("num_features", self.num_features)
         _positive_float("eps", self.eps)
         _unit_interval("momentum", self.momentum)
+        _bool("fix_gamma", self.fix_gamma)
+        _choice("running_var", self.running_var, RUNNING_VARS)
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         if shape[0] != self.num_features:
@@ -238,31 +260,45 @@ class NetSpec:
         return self.shapes()[-1]
 
 
+#: Adam forms: PyTorch's (and optax's), and the "eps-hat" form of Keras and MXNet.
+ADAM_FORMS = ("torch", "eps_hat")
+#: Each form's framework default eps: PyTorch 1e-8; Keras 1e-7 (MXNet's eps-hat default is 1e-8).
+ADAM_DEFAULT_EPS = {"torch": 1e-8, "eps_hat": 1e-7}
+
+
 @dataclass(frozen=True)
 class AdamSpec:
-    """Adam in PyTorch's form: ``p -= lr * m_hat / (sqrt(v_hat) + eps)``.
+    """Adam, in one of two forms (``m``, ``v`` the usual moments, ``t`` the step):
 
-    Keras and MXNet add eps to ``sqrt(v)`` before bias correction ("eps-hat");
-    backends convert. No weight decay, no AMSGrad (both off in every seed).
+    * ``form="torch"`` (PyTorch, optax): ``p -= lr * m_hat / (sqrt(v_hat) + eps)``;
+    * ``form="eps_hat"`` (Keras, MXNet): ``p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``,
+      i.e. eps added before the bias correction (the paper's "epsilon hat").
+
+    No weight decay, no AMSGrad (both off in every seed).
     """
 
     lr: float
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    form: str = "torch"
 
     def __post_init__(self) -> None:
         _positive_float("lr", self.lr)
         _unit_interval("beta1", self.beta1)
         _unit_interval("beta2", self.beta2)
         _positive_float("eps", self.eps)
+        _choice("form", self.form, ADAM_FORMS)
 
 
 @dataclass(frozen=True)
 class LossSpec:
     """BCE-with-logits on D's output.
 
-    ``reduction`` over the batch ('sum' in d2l, 'mean' in the tutorial);
+    ``reduction`` over the batch: ``"sum"`` (d2l's PyTorch tab), ``"mean"`` (the tutorial), or
+    ``"per_example"``: the per-example losses are back-propagated as their sum and the
+    gradients are then rescaled by 1/B, B the real batch (MXNet's ``Trainer.step(B)`` and
+    ``Module``'s ``rescale_grad``); the reported loss is the batch sum (``float(loss.sum())``).
     ``loss_D = d_loss_scale * (BCE(D(x), real) + BCE(D(G(z)), fake))``
     (d2l halves it: 0.5; the tutorial adds errD_real + errD_fake: 1.0).
     """
@@ -273,7 +309,7 @@ class LossSpec:
     fake_label: float = 0.0
 
     def __post_init__(self) -> None:
-        _choice("reduction", self.reduction, ("mean", "sum"))
+        _choice("reduction", self.reduction, REDUCTIONS)
         _positive_float("d_loss_scale", self.d_loss_scale)
         for name in ("real_label", "fake_label"):
             v = getattr(self, name)
@@ -281,19 +317,51 @@ class LossSpec:
                 raise SpecError(name, f"must be in [0, 1], got {v!r}")
 
 
-@dataclass(frozen=True)
-class InitSpec:
-    """How ``init_params`` draws parameters (numpy PCG64, float64)."""
+#: Init schemes: a normal(mean, std) draw, constants, PyTorch's default Linear/Conv init
+#: (kaiming-uniform(a=sqrt 5) weights and U(+-1/sqrt(fan_in)) biases, both bounded by
+#: 1/sqrt(fan_in), fan_in as torch computes it), Keras's Glorot-uniform (weights only).
+INIT_SCHEMES = ("normal", "zeros", "ones", "torch_default", "glorot_uniform")
 
-    weight_std: float = 0.02
-    bias: str = "normal"  # "normal": N(0, weight_std) (d2l); "zero"
-    bn_weight_mean: float = 1.0
-    bn_weight_std: float = 0.02
+
+@dataclass(frozen=True)
+class Init:
+    """How one kind of tensor is drawn (numpy PCG64, float64)."""
+
+    scheme: str = "normal"
+    mean: float = 0.0
+    std: float = 0.02
 
     def __post_init__(self) -> None:
-        _positive_float("weight_std", self.weight_std)
-        _choice("bias", self.bias, ("normal", "zero"))
-        _positive_float("bn_weight_std", self.bn_weight_std)
+        _choice("scheme", self.scheme, INIT_SCHEMES)
+        if isinstance(self.mean, bool) or not isinstance(self.mean, (int, float)):
+            raise SpecError("mean", f"must be a number, got {self.mean!r}")
+        _positive_float("std", self.std)
+
+
+@dataclass(frozen=True)
+class NetInit:
+    """One network's init, per tensor kind: Dense/Conv/ConvTranspose weights and biases, BatchNorm's."""
+
+    weight: Init = Init("normal", 0.0, 0.02)
+    bias: Init = Init("zeros")
+    bn_weight: Init = Init("normal", 1.0, 0.02)
+    bn_bias: Init = Init("zeros")
+
+    def __post_init__(self) -> None:
+        if self.bias.scheme == "glorot_uniform":
+            raise SpecError("bias.scheme", "glorot_uniform is a weight init; allowed for biases: "
+                            "normal, zeros, ones, torch_default")
+        for name in ("bn_weight", "bn_bias"):
+            if getattr(self, name).scheme in ("torch_default", "glorot_uniform"):
+                raise SpecError(f"{name}.scheme", "BatchNorm tensors take normal, zeros or ones")
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    """How ``init_params`` draws each net's parameters."""
+
+    G: NetInit = NetInit()
+    D: NetInit = NetInit()
 
 
 @dataclass(frozen=True)
@@ -302,13 +370,35 @@ class TrainSpec:
     epochs: int
     optim_G: AdamSpec
     optim_D: AdamSpec
-    drop_last: bool = False  # both seeds' DataLoaders keep the last partial batch
+    drop_last: bool = False  # the seeds' DataLoaders keep the last partial batch
+    # Data order: a new permutation every epoch (DataLoader(shuffle=True)), or the dataset's own
+    # order every epoch (MXNet's NDArrayIter default).
+    shuffle: bool = True
+    # NDArrayIter(last_batch_handle='pad'): the last batch is filled up from the start of the data.
+    pad_last: bool = False
+    # Rows of z: the real batch's ("real", the tutorial) or always batch_size ("batch_size":
+    # seed 003's torch.randn(BATCH_SIZE, ...), which stays 128 when the last real batch is shorter).
+    noise_batch: str = "real"
+    # D's two passes: real first (the tutorial) or fake first (seed 004); one backward of the sum
+    # ("joint", seed 003, d2l) or one per pass with the gradients summed ("separate": the tutorial's
+    # errD_real.backward(); errD_fake.backward(), seed 004's copied-and-added gradients).
+    d_order: str = "real_first"
+    d_backward: str = "joint"
 
     def __post_init__(self) -> None:
         _positive_int("batch_size", self.batch_size)
         _positive_int("epochs", self.epochs)
-        if not isinstance(self.drop_last, bool):
-            raise SpecError("drop_last", f"must be true or false, got {self.drop_last!r}")
+        for name in ("drop_last", "shuffle", "pad_last"):
+            _bool(name, getattr(self, name))
+        if self.drop_last and self.pad_last:
+            raise SpecError("pad_last", "and drop_last cannot both be true")
+        _choice("noise_batch", self.noise_batch, NOISE_BATCH_RULES)
+        _choice("d_order", self.d_order, D_ORDERS)
+        _choice("d_backward", self.d_backward, D_BACKWARDS)
+
+    def noise_rows(self, real_rows: int) -> int:
+        """Rows of z for an iteration whose real batch has ``real_rows`` rows (``noise_batch``)."""
+        return self.batch_size if self.noise_batch == "batch_size" else real_rows
 
 
 DATA_KINDS = ("gaussian", "shapes", "idx", "image_folder")
@@ -450,16 +540,39 @@ def _field_type(cls: type, name: str) -> Any:
         (GANSpec, "loss"): LossSpec,
         (GANSpec, "train"): TrainSpec,
         (GANSpec, "init"): InitSpec,
+        (InitSpec, "G"): NetInit,
+        (InitSpec, "D"): NetInit,
+        (NetInit, "weight"): Init,
+        (NetInit, "bias"): Init,
+        (NetInit, "bn_weight"): Init,
+        (NetInit, "bn_bias"): Init,
         (GANSpec, "data"): DataSpec,
         (TrainSpec, "optim_G"): AdamSpec,
         (TrainSpec, "optim_D"): AdamSpec,
     }.get((cls, name))
 
 
+def _legacy_init(d: Mapping[str, Any]) -> dict[str, Any]:
+    """The one-table init of specs written before per-net init schemes (checkpoints keep their
+    spec): ``weight_std``, ``bias`` ("normal" | "zero"), ``bn_weight_mean``, ``bn_weight_std``."""
+    std = d.get("weight_std", 0.02)
+    net = {"weight": {"scheme": "normal", "mean": 0.0, "std": std},
+           "bias": {"scheme": "normal", "mean": 0.0, "std": std} if d.get("bias", "normal") == "normal"
+           else {"scheme": "zeros"},
+           "bn_weight": {"scheme": "normal", "mean": d.get("bn_weight_mean", 1.0), "std": d.get("bn_weight_std", 0.02)},
+           "bn_bias": {"scheme": "zeros"}}
+    return {"G": net, "D": net}
+
+
+_LEGACY_INIT_KEYS = {"weight_std", "bias", "bn_weight_mean", "bn_weight_std"}
+
+
 def _from_plain(cls: type, d: Any, path: str) -> Any:
     where = path or "spec"
     if not isinstance(d, Mapping):
         raise SpecError(where, f"must be a table/object, got {type(d).__name__}")
+    if cls is InitSpec and d and set(d) <= _LEGACY_INIT_KEYS:
+        d = _legacy_init(d)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known - ({"kind"} if cls in LAYER_KINDS.values() else set()))
     if unknown:

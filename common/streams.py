@@ -4,9 +4,12 @@ Every stream is keyed by ``SeedSequence([seed, stream id, index])``, so any
 iteration's batch and noise can be produced directly (no replay), which is what
 makes resume exact and lets every backend train on the same numbers.
 
-* order:  one permutation of the dataset per epoch (``shuffle=True``),
+* order:  one permutation of the dataset per epoch (``train.shuffle``, the default), or the
+          dataset's own order every epoch; with ``train.pad_last`` the last batch is filled up
+          from the start of that order (MXNet's ``NDArrayIter`` 'pad'),
 * noise:  ``z ~ N(0, 1)`` of shape ``(B, *latent_shape)`` per iteration, where
-          ``B`` is that iteration's real batch size (the last one may be short),
+          ``B`` is that iteration's real batch size (the last one may be short), or always
+          ``batch_size`` with ``train.noise_batch = "batch_size"`` (seed 003),
 * fixed:  the fixed noise used for sample grids (the tutorial's fixed_noise).
 """
 
@@ -53,6 +56,8 @@ class Streams:
         self._perm = np.empty(0, dtype=np.int64)
 
     def permutation(self, epoch: int) -> np.ndarray:
+        if not self.spec.train.shuffle:
+            return np.arange(self.dataset.n)
         if epoch != self._perm_epoch:
             self._perm = _rng(self.seed, STREAM_ORDER, epoch).permutation(self.dataset.n)
             self._perm_epoch = epoch
@@ -61,19 +66,24 @@ class Streams:
     def indices(self, iteration: int) -> np.ndarray:
         epoch, k = divmod(int(iteration), self.iterations_per_epoch)
         bs = self.spec.train.batch_size
-        return self.permutation(epoch)[k * bs : (k + 1) * bs]
+        order = self.permutation(epoch)
+        idx = order[k * bs : (k + 1) * bs]
+        if self.spec.train.pad_last and len(idx) < bs:
+            idx = np.concatenate([idx, np.resize(order, bs - len(idx))])  # wraps around, as NDArrayIter
+        return idx
 
     def real(self, iteration: int) -> np.ndarray:
         return self.dataset.get(self.indices(iteration))
 
     def noise(self, iteration: int, batch_size: int | None = None) -> np.ndarray:
         if batch_size is None:
-            batch_size = len(self.indices(iteration))
+            batch_size = self.spec.train.noise_rows(len(self.indices(iteration)))
         return _rng(self.seed, STREAM_NOISE, iteration).standard_normal((batch_size, *self.spec.latent_shape))
 
     def batch(self, iteration: int) -> Batch:
         real = self.real(iteration)
-        return Batch(iteration, iteration // self.iterations_per_epoch, real, self.noise(iteration, len(real)))
+        rows = self.spec.train.noise_rows(len(real))
+        return Batch(iteration, iteration // self.iterations_per_epoch, real, self.noise(iteration, rows))
 
     def iterate(self, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
         stop = self.total_iterations if stop is None else stop

@@ -55,6 +55,7 @@ LAYER_CASES = [
     (ConvTranspose2d(2, 2, 3, 2, 0, bias=True), (2, 2, 3, 3)),
     (BatchNorm(3), (5, 3, 2, 2)),
     (BatchNorm(4), (6, 4)),
+    (BatchNorm(3, fix_gamma=True), (5, 3, 2, 2)),  # MXNet's fix_gamma: no weight, no weight gradient
     (ReLU(), (3, 4)),
     (LeakyReLU(0.2), (3, 4)),
     (Tanh(), (3, 4)),
@@ -97,7 +98,7 @@ def _net_param_shapes(net: NetSpec) -> dict[str, tuple]:
             if layer.bias:
                 out[f"N.{i}.bias"] = (layer.out_channels,)
         elif isinstance(layer, BatchNorm):
-            for k in ("weight", "bias"):
+            for k in ("bias",) if layer.fix_gamma else ("weight", "bias"):
                 out[f"N.{i}.{k}"] = (layer.num_features,)
             out[f"N.{i}.running_mean"] = (layer.num_features,)
             out[f"N.{i}.running_var"] = (layer.num_features,)
@@ -143,6 +144,18 @@ def test_batch_norm_running_stats_use_unbiased_variance():
     np.testing.assert_allclose(y.transpose(1, 0, 2, 3).reshape(2, -1).var(1), 1 / (1 + 1e-5 / flat.var(1)), rtol=1e-10)
 
 
+def test_batch_norm_running_var_biased_option_is_mxnets():
+    layer = BatchNorm(2, momentum=0.1, running_var="biased", fix_gamma=True)
+    x = RNG.normal(3, 2, (4, 2, 3, 3))
+    p = {"bias": np.zeros(2), "running_mean": np.zeros(2), "running_var": np.ones(2)}
+    y, cache = L.batch_norm_forward(layer, p, x)
+    flat = x.transpose(1, 0, 2, 3).reshape(2, -1)
+    np.testing.assert_allclose(L.batch_norm_running_update(layer, p, cache)["running_var"], 0.9 + 0.1 * flat.var(1),
+                               rtol=1e-14)
+    # gamma fixed at 1: the output is xhat + beta
+    np.testing.assert_allclose(y.transpose(1, 0, 2, 3).reshape(2, -1).var(1), 1 / (1 + 1e-5 / flat.var(1)), rtol=1e-10)
+
+
 def test_bce_with_logits_is_stable_and_correct():
     x = np.array([[-50.0], [-1.0], [0.0], [2.0], [60.0]])
     loss, grad = L.bce_with_logits(x, 1.0, "sum")
@@ -164,10 +177,56 @@ def test_adam_is_pytorch_form():
     np.testing.assert_allclose(v, 0.001 * g * g)
 
 
-@pytest.mark.parametrize("model,batch", [("gaussian", 6), ("dcgan-tiny", 3)])
+def test_adam_eps_hat_form_is_keras_and_mxnet():
+    """Step 1 of the eps-hat form: lr * sqrt(1 - b2) / (1 - b1) * m / (sqrt(v) + eps) with m = (1 - b1) g,
+    v = (1 - b2) g^2, i.e. lr * g / (|g| + eps / sqrt(1 - b2)): eps is 31.6x larger on PyTorch's side."""
+    cfg = AdamSpec(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-7, form="eps_hat")
+    g = np.array([1e-9, -3.0, 0.5])
+    p, m, v = adam_update(np.zeros(3), g, np.zeros(3), np.zeros(3), 1, cfg)
+    np.testing.assert_allclose(p, -0.1 * g / (np.abs(g) + 1e-7 / np.sqrt(0.001)), rtol=1e-12)
+    np.testing.assert_allclose(v, 0.001 * g * g)
+    # and over 3 steps, Keras 3's update written out (keras/src/optimizers/adam.py, its op order)
+    p3, m3, v3 = np.zeros(3), np.zeros(3), np.zeros(3)
+    pk, mk, vk = np.zeros(3), np.zeros(3), np.zeros(3)
+    for t in (1, 2, 3):
+        p3, m3, v3 = adam_update(p3, g * t, m3, v3, t, cfg)
+        mk = mk + (g * t - mk) * (1 - 0.9)
+        vk = vk + (np.square(g * t) - vk) * (1 - 0.999)
+        alpha = 0.1 * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+        pk = pk - (mk * alpha) / (np.sqrt(vk) + 1e-7)
+    np.testing.assert_allclose(p3, pk, rtol=1e-13)
+
+
+@pytest.mark.parametrize("model", ["gaussian-tensorflow", "dcgan-mnist-tiny"])
+def test_init_schemes_draw_within_their_bounds(model):
+    """torch_default: U(+-1/sqrt(fan_in)) with torch's fan_in (ConvTranspose: out * k * k);
+    glorot_uniform: U(+-sqrt(6 / (fan_in + fan_out)))."""
+    from gansuite.common.layout import layer_of
+    from gansuite.common.params import glorot_fans, torch_fan_in
+
+    spec = preset(model)
+    params = init_params(spec, 0)
+    for name, value in params.items():
+        layer, net_init = layer_of(spec, name), (spec.init.G if name[0] == "G" else spec.init.D)
+        if isinstance(layer, BatchNorm):
+            continue
+        scheme = (net_init.weight if name.endswith("weight") else net_init.bias).scheme
+        if scheme == "torch_default":
+            bound = 1 / np.sqrt(torch_fan_in(layer))
+        elif scheme == "glorot_uniform":
+            bound = np.sqrt(6 / sum(glorot_fans(layer)))
+        else:
+            continue
+        assert np.abs(value).max() <= bound and np.abs(value).max() > 0.5 * bound, (name, scheme)
+
+
+@pytest.mark.parametrize("model,batch", [("gaussian", 6), ("dcgan-tiny", 3), ("gaussian-mxnet", 6),
+                                         ("gaussian-tensorflow", 6), ("dcgan-mnist-tiny", 3), ("dcgan-mxnet-tiny", 3)])
 def test_model_gradients_match_finite_differences(model, batch):
     """Whole-model check: dloss_D/dD and dloss_G/dG of the oracle's iteration vs finite
-    differences of the same losses (BatchNorm in train mode, the tutorial's order)."""
+    differences of the same losses (BatchNorm in train mode, the spec's order). With the
+    per-example reduction the reported loss is the batch sum and the gradient is rescaled by
+    1/B, so the finite differences are divided by B."""
     spec = preset(model)
     params = init_params(spec, 0)
     from gansuite.common.streams import Streams
@@ -182,8 +241,9 @@ def test_model_gradients_match_finite_differences(model, batch):
         s = oracle.build(spec, params, None, BuildOptions())
         return oracle.d_step(s, real, z).loss_D
 
+    scale = batch if spec.loss.reduction == "per_example" else 1
     for name in trainable_names(spec, "D")[:4]:
-        _fd_check(loss_d, params[name], d.grads[name], n_probe=4)
+        _fd_check(loss_d, params[name], scale * d.grads[name], n_probe=4)
 
     g = oracle.g_step(st, d)  # D unchanged here (no Adam step): d loss_G / d G at the start params
 
@@ -192,4 +252,4 @@ def test_model_gradients_match_finite_differences(model, batch):
         return oracle.g_step(s, oracle.d_step(s, real, z)).loss_G
 
     for name in trainable_names(spec, "G")[:4]:
-        _fd_check(loss_g, params[name], g.grads[name], n_probe=4)
+        _fd_check(loss_g, params[name], scale * g.grads[name], n_probe=4)

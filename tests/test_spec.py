@@ -10,7 +10,7 @@ from gansuite.common.errors import SpecError
 from gansuite.common.overrides import apply_overrides
 from gansuite.common.params import param_shapes
 from gansuite.common.presets import PRESETS, preset
-from gansuite.common.spec import BatchNorm, Conv2d, ConvTranspose2d, GANSpec, NetSpec
+from gansuite.common.spec import BatchNorm, Conv2d, ConvTranspose2d, GANSpec, Init, NetSpec
 
 
 def test_dcgan_layer_shapes_are_the_tutorials():
@@ -36,7 +36,30 @@ def test_gaussian_preset_is_d2l():
     assert (spec.train.batch_size, spec.train.epochs) == (8, 20)
     assert (spec.train.optim_D.lr, spec.train.optim_G.lr) == (0.05, 0.005)
     assert (spec.loss.reduction, spec.loss.d_loss_scale) == ("sum", 0.5)
-    assert spec.init.bias == "normal"
+    assert spec.init.G.bias == spec.init.D.bias == Init("normal", 0.0, 0.02)  # d2l inits biases too
+
+
+def test_seed_presets_carry_their_seeds_options():
+    tf_tab, mx_tab = preset("gaussian-tensorflow"), preset("gaussian-mxnet")
+    assert tf_tab.init.G.weight.scheme == "glorot_uniform" and tf_tab.init.G.bias.scheme == "zeros"
+    assert tf_tab.train.optim_D.form == "eps_hat" and tf_tab.train.optim_D.eps == 1e-7
+    assert mx_tab.loss.reduction == "per_example" and mx_tab.init.D.bias.scheme == "zeros"
+    s003 = preset("dcgan-mnist")
+    assert [l.out_channels for l in s003.generator.layers if hasattr(l, "out_channels")] == [1024, 512, 256, 128, 1]
+    assert s003.init.D.bn_weight == Init("normal", 0.0, 0.02) and s003.init.D.bias.scheme == "torch_default"
+    assert (s003.loss.d_loss_scale, s003.train.noise_batch) == (0.5, "batch_size")
+    s004 = preset("dcgan-mxnet")
+    bns = [l for l in s004.discriminator.layers if isinstance(l, BatchNorm)]
+    assert all(b.fix_gamma and b.eps == 1e-5 + 1e-12 and b.running_var == "biased" for b in bns)
+    assert (s004.train.d_order, s004.train.shuffle, s004.train.pad_last) == ("fake_first", False, True)
+    assert "D.3.weight" not in param_shapes(s004) and "D.3.bias" in param_shapes(s004)  # gamma is the constant 1
+
+
+def test_legacy_init_table_still_loads():
+    """Checkpoints keep their spec: the one-table init written before per-net schemes still loads."""
+    d = preset("dcgan").to_dict()
+    d["init"] = {"weight_std": 0.02, "bias": "zero", "bn_weight_mean": 1.0, "bn_weight_std": 0.02}
+    assert GANSpec.from_dict(d) == preset("dcgan")
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -88,7 +111,14 @@ def test_overrides_apply_and_validate():
     ("train.optim_G.lr=-1", "train.optim_G.lr: must be a positive number, got -1.0"),
     ("train.optim_D.beta1=1.0", "train.optim_D.beta1: must be in [0, 1), got 1.0"),
     ("train.optim_D.beta2=-0.1", "train.optim_D.beta2: must be in [0, 1), got -0.1"),
-    ("loss.reduction=avg", "loss.reduction: must be one of mean, sum; got 'avg'"),
+    ("loss.reduction=avg", "loss.reduction: must be one of mean, sum, per_example; got 'avg'"),
+    ("train.optim_D.form=keras", "train.optim_D.form: must be one of torch, eps_hat; got 'keras'"),
+    ("train.d_order=random", "train.d_order: must be one of real_first, fake_first; got 'random'"),
+    ("train.d_backward=3", "train.d_backward: must be one of joint, separate; got '3'"),
+    ("train.noise_batch=fixed", "train.noise_batch: must be one of real, batch_size; got 'fixed'"),
+    ("train.pad_last=1", "train.pad_last: expects true or false, got '1'"),
+    ("init.G.weight.scheme=xavier", "init.G.weight.scheme: must be one of normal, zeros, ones, torch_default, glorot_uniform; got 'xavier'"),
+    ("init.D.bias.scheme=glorot_uniform", "init.D.bias.scheme: glorot_uniform is a weight init; allowed for biases: normal, zeros, ones, torch_default"),
     ("train.nope=1", "train.nope: unknown key 'nope' at 'train.nope'; allowed: batch_size, epochs, optim_G, optim_D, drop_last"),
     ("train=3", "train: is a section; set one of its fields"),
     ("noequals", "--set: expects key=value"),
@@ -114,7 +144,7 @@ def test_unknown_layer_kind_and_model():
     d["discriminator"]["layers"][1]["kind"] = "gelu"
     with pytest.raises(SpecError, match=r"^discriminator.layers\[1\].kind: unknown layer 'gelu'; allowed: dense"):
         GANSpec.from_dict(d)
-    with pytest.raises(SpecError, match="^model: unknown model 'stylegan'; allowed: gaussian, dcgan"):
+    with pytest.raises(SpecError, match="^model: unknown model 'stylegan'; allowed: gaussian, gaussian-mxnet"):
         preset("stylegan")
 
 
