@@ -1,4 +1,4 @@
-"""``gansuite`` command line: train, sample, spec, backends.
+"""``gansuite`` command line: train, sample, compare, verify, spec, backends.
 
 Every user error is printed as one line (``error: <field>: <what is allowed>``)
 with exit status 2; no traceback reaches the user for bad input.
@@ -157,6 +157,33 @@ def compare(
     missing = [n for n, a in report["backends"].items() if not a["available"]]
     typer.echo(f"wrote {out / 'report.md'}: {len(report['parity'])} parity rows, {len(failed)} failed; "
                f"unavailable: {', '.join(missing) or 'none'}")
+
+
+@app.command()
+def verify(
+    impl: str = typer.Option(..., help="your implementation: FILE.py:CLASS or module:CLASS (common/verify.py)"),
+    model: str = typer.Option("gaussian", help=f"the preset it implements: {', '.join(PRESETS)}"),
+    dtype: str = typer.Option("float64", help="float64 | float32"),
+    iterations: Optional[int] = typer.Option(None, help="trajectory length (default: the comparison's for the model)"),
+    sets: List[str] = typer.Option([], "--set", help="spec override key=value (repeatable)"),
+) -> None:
+    """Hold your own port of a preset to the float64 oracle: forward, one iteration, trajectory."""
+    from .experiments import compare_spec
+    from .trajectory import trajectory_iterations
+    from .verify import PortBackend, format_checks, load_port
+    from .verify import verify as run_verify
+
+    _choice("dtype", dtype, DTYPES)
+    if model not in PRESETS:
+        raise GanSuiteError(f"model: unknown model {model!r}; allowed: {', '.join(PRESETS)}")
+    if iterations is not None and iterations <= 0:
+        raise GanSuiteError(f"iterations: must be a positive integer, got {iterations}")
+    spec = apply_overrides(compare_spec(model), list(sets))
+    port = PortBackend(load_port(impl))
+    checks = run_verify(port, spec, dtype, iterations or trajectory_iterations(model))
+    typer.echo(format_checks(port.name, model, dtype, checks))
+    if not all(c.passed for c in checks):
+        raise typer.Exit(1)
 
 
 @app.command("compare-worker", hidden=True)

@@ -7,6 +7,7 @@
 * ``kinks.json``       activation branches the oracle followed in the one-iteration check (common/kinks.py)
 * ``outputs-<model>-<dtype>.npz``  G(z), D(x), D-step scalars and gradients, for pairwise checks
 * ``traj-<model>-<dtype>.npz``     per-iteration losses and a fixed subsample of every tensor
+* ``seedtraj-<system>.npz``        the same for a seed document's own code (common/seeds.py), float64
 * ``ckpt-<model>.safetensors``, ``samples-<model>.npy``, ``cont-<model>.npz``  for conversion
 * ``traps.json``       framework defaults left in place vs corrected (backends/<fw>/traps.py)
 * ``meta.json``        versions and settings
@@ -36,18 +37,20 @@ from .protocol import DTYPES, BuildOptions, GANProtocol
 from .registry import get_backend
 from .spec import GANSpec
 from .streams import Streams
-from .trajectory import run_trajectory
+from .seeds import systems_for
+from .trajectory import run_trajectory, trajectory_iterations
+from .verify import PortBackend, load_port
 
-#: Iterations of each trajectory. Gaussian: d2l's full run (20 epochs of 125 batches).
-TRAJECTORY_ITERATIONS = {"gaussian": 2500, "dcgan": 10}
+#: Every preset that names a seed system (tiny test variants aside).
+COMPARE_MODELS = ("gaussian", "gaussian-mxnet", "gaussian-tensorflow", "dcgan", "dcgan-mnist", "dcgan-mxnet")
 CONVERSION_STEPS = (3, 2)  # train 3 iterations, checkpoint, then 2 more in the receiving backend
 CONVERSION_MODELS = ("gaussian", "dcgan-tiny")
 
 
 def compare_spec(model: str) -> GANSpec:
-    """The specs compared. Full-size DCGAN runs at batch 8 so the float64 oracle stays affordable."""
-    if model == "dcgan":
-        return apply_overrides(preset("dcgan"), ["train.batch_size=8", "data.n_examples=256"])
+    """The specs compared. Full-size DCGANs run at batch 8 so the float64 oracle stays affordable."""
+    if not model.startswith("gaussian"):
+        return apply_overrides(preset(model), ["train.batch_size=8", "data.n_examples=256"])
     return preset(model)
 
 
@@ -57,7 +60,7 @@ def _artifacts(out: Path, backend: str) -> Path:
     return path
 
 
-def run_phase(backend_name: str, out: Path, models: tuple[str, ...] = ("gaussian", "dcgan"), quick: bool = False) -> Path:
+def run_phase(backend_name: str, out: Path, models: tuple[str, ...] = COMPARE_MODELS, quick: bool = False) -> Path:
     """Every experiment of one backend (the oracle included) into ``out/artifacts/<backend>``."""
     backend = get_backend(backend_name)
     art = _artifacts(out, backend_name)
@@ -76,12 +79,17 @@ def run_phase(backend_name: str, out: Path, models: tuple[str, ...] = ("gaussian
                 kinks.append({"model": model, "dtype": dtype, "near_kinks": result.near_kinks, "flips": result.flips})
                 d_step = result.d_step
             np.savez(art / f"outputs-{model}-{dtype}.npz", **_outputs(backend, spec, dtype, d_step))
-            iters = TRAJECTORY_ITERATIONS[model] if not quick else min(TRAJECTORY_ITERATIONS[model], 20)
+            iters = trajectory_iterations(model) if not quick else min(trajectory_iterations(model), 20)
             np.savez(art / f"traj-{model}-{dtype}.npz", **run_trajectory(backend, spec, dtype, iters))
     (art / "rows.json").write_text(json.dumps(rows, indent=1))
     (art / "kinks.json").write_text(json.dumps(kinks, indent=1))
     for model in CONVERSION_MODELS:
         _conversion_source(backend, compare_spec(model), art, model)
+    for system in systems_for(backend_name):
+        iters = system.iterations if not quick else min(system.iterations, 20)
+        port = PortBackend(load_port(system.port), system.key)
+        np.savez(art / f"seedtraj-{system.key}.npz",
+                 **run_trajectory(port, compare_spec(system.preset), "float64", iters))
     (art / "traps.json").write_text(json.dumps(run_traps(backend_name), indent=1))
     meta = {"backend": backend_name, "versions": backend.versions(), "seconds": time.perf_counter() - t0,
             "models": list(models), "quick": quick}

@@ -17,7 +17,8 @@ import numpy as np
 from .protocol import DTYPES
 from .trajectory import divergence_iteration, trajectory_error
 from .parity import rel_err
-from .tolerances import DIVERGENCE_THRESHOLD, tolerance
+from .seeds import SEED_SYSTEMS
+from .tolerances import DIVERGENCE_THRESHOLD, SEED_CODE, tolerance
 
 ONE_STEP_CHECKS = ("loss", "grad", "adam", "running_stats")
 CONVERSION_TOL = {"samples": 2 * tolerance("float64", "forward"), "continued": 1e-10}
@@ -54,7 +55,7 @@ def build_report(out: Path, availability: dict[str, dict[str, Any]]) -> dict[str
                 row["near_kinks"], row["kink_flips"] = k.get("near_kinks", {}), k.get("flips", [])
                 report["parity"].append(row)
 
-    models = sorted({p.name.split("-")[1] for b in present for p in (art / b).glob("traj-*.npz")})
+    models = sorted({_traj_model(p.name) for b in present for p in (art / b).glob("traj-*.npz")})
     for model, dtype in itertools.product(models, DTYPES):
         for a, b in itertools.combinations(frameworks, 2):  # pairwise forward / D step
             report["parity"] += _pairwise(art, model, dtype, a, b)
@@ -66,6 +67,7 @@ def build_report(out: Path, availability: dict[str, dict[str, Any]]) -> dict[str
         for a, b in itertools.combinations([k for k, v in trajs.items() if v is not None], 2):
             report["parity"].append(_trajectory_row(model, dtype, a, b, trajs[a], trajs[b]))
 
+    report["seed_code"] = _seed_code_rows(art, frameworks)
     for b in frameworks:
         traps = art / b / "traps.json"
         if traps.exists():
@@ -77,6 +79,32 @@ def build_report(out: Path, availability: dict[str, dict[str, Any]]) -> dict[str
                                    and c["continued_params_rel_err"] <= CONVERSION_TOL["continued"])
                 report["conversion"].append(c)
     return report
+
+
+def _traj_model(filename: str) -> str:
+    """``traj-dcgan-mnist-float64.npz`` -> ``dcgan-mnist``."""
+    stem = filename[len("traj-"):-len(".npz")]
+    return stem.rsplit("-", 1)[0]
+
+
+def _seed_code_rows(art: Path, frameworks: list[str]) -> list[dict[str, Any]]:
+    """Each seed system's own code (its transcription's float64 trajectory) vs every backend's
+    float64 trajectory of the preset that reproduces it."""
+    rows = []
+    for system in SEED_SYSTEMS:
+        seed = _load_traj(art / system.framework / f"seedtraj-{system.key}.npz")
+        for b in frameworks:
+            traj = _load_traj(art / b / f"traj-{system.preset}-float64.npz")
+            if seed is None or traj is None:
+                continue
+            losses = trajectory_error(traj, seed, "losses")
+            params = trajectory_error(traj, seed, "params")
+            worst = float(max(losses.max(), params.max()))
+            rows.append({"system": system.key, "document": system.document, "preset": system.preset,
+                         "seed_framework": system.framework, "backend": b, "iterations": int(len(losses)),
+                         "losses_rel_err": float(losses.max()), "params_rel_err": float(params.max()),
+                         "tolerance": SEED_CODE, "passed": bool(worst <= SEED_CODE)})
+    return rows
 
 
 def _parity_row(model, dtype, check, backend, against, rows) -> dict[str, Any]:
@@ -177,6 +205,7 @@ def _markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {r['model']} | {r['dtype']} | {r['check']} | {r['backend']} | {r['against']} | "
                      f"{_fmt(r['max_rel_err'])} | {_fmt(r['tolerance'])} | {_fmt(r['passed'])} | "
                      f"{_fmt(r['divergence_iteration'])} |")
+    lines += _seed_code(report)
     lines += ["", "## Porting traps: the framework default left in place vs corrected", "",
               "| difference | backends | error with default | error corrected | measured on |", "|---|---|---|---|---|"]
     for t in report["traps"]:
@@ -217,6 +246,23 @@ def _summary(report: dict[str, Any]) -> list[str]:
                     if r.get("kink_flips") else ""
                 cells.append(f"{verdict} {r['max_rel_err']:.1e}{flips}")
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _seed_code(report: dict[str, Any]) -> list[str]:
+    lines = ["", "## Seed code vs preset", "",
+             "Each seed document's own code, transcribed in its framework and API (benchmarks/peers), driven from "
+             "the canonical parameters, batches and noise, against every backend's run of the preset that "
+             "reproduces it. float64; worst relative error over the trajectory of the losses and of a fixed "
+             f"subsample of every tensor; tolerance {SEED_CODE:g} (common/tolerances.py).", "",
+             "| seed system | its code runs on | preset | backend | iterations | losses | parameters | passed |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in report.get("seed_code", []):
+        lines.append(f"| {r['document']} | {r['seed_framework']} | {r['preset']} | {r['backend']} | "
+                     f"{r['iterations']} | {_fmt(r['losses_rel_err'])} | {_fmt(r['params_rel_err'])} | "
+                     f"{_fmt(r['passed'])} |")
+    if not report.get("seed_code"):
+        lines.append("| (no seed transcription ran in this comparison) | | | | | | | |")
     return lines
 
 

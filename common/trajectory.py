@@ -18,6 +18,13 @@ from .spec import GANSpec
 from .trace import run_trace
 
 SUBSAMPLE_PER_TENSOR = 256  # trajectory parameter error is measured on these entries of every tensor
+GAUSSIAN_FULL_RUN = 2500  # d2l's 20 epochs of 125 batches
+DCGAN_ITERATIONS = 10  # the float64 oracle's cost bounds the DCGAN trajectories
+
+
+def trajectory_iterations(model: str) -> int:
+    """Iterations of a model's comparison trajectory: the Gaussian GANs' full run; DCGANs 10."""
+    return GAUSSIAN_FULL_RUN if model.startswith("gaussian") else DCGAN_ITERATIONS
 
 
 def subsample_indices(spec: GANSpec, seed: int = 0) -> dict[str, np.ndarray]:
@@ -49,16 +56,22 @@ def run_trajectory(backend: GANProtocol, spec: GANSpec, dtype: str, iterations: 
     return {"scalars": scalars, "params": params, "tensor_sizes": sizes, "tensor_names": np.array(list(idx))}
 
 
-def trajectory_error(traj: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> np.ndarray:
+def trajectory_error(traj: dict[str, np.ndarray], ref: dict[str, np.ndarray], part: str = "all") -> np.ndarray:
     """Per-iteration relative error: the worst of the two losses (relative) and of every tensor's
-    subsample (max abs error over the tensor's scale in the reference)."""
+    subsample (max abs error over the tensor's scale in the reference); ``part`` "losses" or
+    "params" for one of the two. Both runs are cut to the shorter one."""
+    n = min(len(traj["scalars"]), len(ref["scalars"]))
     loss_cols = [SCALARS.index("loss_D"), SCALARS.index("loss_G")]
-    a, r = traj["scalars"][:, loss_cols], ref["scalars"][:, loss_cols]
+    a, r = traj["scalars"][:n, loss_cols], ref["scalars"][:n, loss_cols]
     err = np.max(np.abs(a - r) / np.maximum(np.abs(r), 1e-300), axis=1)
+    if part == "losses":
+        return err
+    if part == "params":
+        err = np.zeros(n)
     bounds = np.concatenate([[0], np.cumsum(ref["tensor_sizes"])])
     for lo, hi in zip(bounds[:-1], bounds[1:]):
-        diff = np.max(np.abs(traj["params"][:, lo:hi] - ref["params"][:, lo:hi]), axis=1)
-        scale = np.maximum(np.max(np.abs(ref["params"][:, lo:hi]), axis=1), 1e-300)
+        diff = np.max(np.abs(traj["params"][:n, lo:hi] - ref["params"][:n, lo:hi]), axis=1)
+        scale = np.maximum(np.max(np.abs(ref["params"][:n, lo:hi]), axis=1), 1e-300)
         err = np.maximum(err, diff / scale)
     return err
 

@@ -1,0 +1,48 @@
+"""The seed documents' systems: each one's preset, and where its own code is transcribed.
+
+Every system in ``../shared/seeds`` is reproduced by a preset (common/presets.py) and
+transcribed in its own framework and API as the document writes it (``benchmarks/peers``),
+wrapped as a port (common/verify.py). The comparison runs each transcription from the
+canonical start and holds every backend's run of the preset to it: the report's section
+"seed code vs preset".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .trajectory import trajectory_iterations
+
+
+@dataclass(frozen=True)
+class SeedSystem:
+    key: str  # short id, used in artifact names
+    document: str  # which seed, which tab
+    preset: str  # the preset that reproduces it
+    framework: str  # the backend env its transcription runs in
+    port: str  # module:Class of the transcription's port
+
+    @property
+    def iterations(self) -> int:
+        """Gaussian GANs: d2l's full run; DCGANs: the comparison's short float64 trajectory."""
+        return trajectory_iterations(self.preset)
+
+
+SEED_SYSTEMS: tuple[SeedSystem, ...] = (
+    SeedSystem("000-torch", "seed 000: the PyTorch DCGAN tutorial", "dcgan", "torch",
+               "gansuite.benchmarks.peers.tutorial_torch:SeedPort"),
+    SeedSystem("001-torch", "seed 001: d2l 20.1, PyTorch tab", "gaussian", "torch",
+               "gansuite.benchmarks.peers.d2l_torch:SeedPort"),
+    SeedSystem("001-mxnet", "seed 001: d2l 20.1, MXNet tab", "gaussian-mxnet", "mxnet",
+               "gansuite.benchmarks.peers.d2l_mxnet:SeedPort"),
+    SeedSystem("001-tensorflow", "seed 001: d2l 20.1, TensorFlow tab", "gaussian-tensorflow", "tensorflow",
+               "gansuite.benchmarks.peers.d2l_tensorflow:SeedPort"),
+    SeedSystem("003-torch", "seed 003: DCGAN on FashionMNIST (PyTorch)", "dcgan-mnist", "torch",
+               "gansuite.benchmarks.peers.seed003_torch:SeedPort"),
+    SeedSystem("004-mxnet", "seed 004: MXNet's symbolic DCGAN (mx.sym + mx.mod.Module)", "dcgan-mxnet", "mxnet",
+               "gansuite.benchmarks.peers.seed004_mxnet:SeedPort"),
+)
+
+
+def systems_for(framework: str) -> list[SeedSystem]:
+    return [s for s in SEED_SYSTEMS if s.framework == framework]
