@@ -116,15 +116,16 @@ def test_trainer_step_batch_size_rescales_gradients(mx):
     from gansuite.backends.mxnet.layout import param_to_framework
     from gansuite.backends.mxnet.models import build_net
     from gansuite.backends.mxnet.train import bce
+    from gansuite.common.layout import layer_of
 
     spec = preset("gaussian")
     params, real, _ = parity_inputs(spec, 0)
     B = len(real)
-    net = build_net(spec.discriminator, "D")
-    net.cast("float64")
+    net = build_net(spec.discriminator, "D", np.float64, "parity")
     net.initialize(ctx=mx.cpu())
     for name, p in net.collect_params().items():  # "D_4_bias" -> "D.4.bias"
-        p.set_data(param_to_framework(name, params[name.replace("_", ".")], np.float64, mx.cpu()))
+        canonical = name.replace("_", ".")
+        p.set_data(param_to_framework(canonical, params[canonical], layer_of(spec, canonical), np.float64, mx.cpu()))
     x = mx.nd.array(real, dtype="float64")
     with mx.autograd.record():
         loss = bce(net(x)[0].reshape(-1), 1.0, spec.loss.reduction)
@@ -211,13 +212,12 @@ def test_layouts_match_pytorch(mx):
     from gansuite.backends.mxnet.models import build_layer
     from gansuite.common.spec import Conv2d, Dense
 
-    assert build_layer(Dense(5, 3), 1, "a_").weight.shape == (3, 5)
-    assert build_layer(Conv2d(3, 8, 4, 2, 1), 3, "b_").weight.shape == (8, 3, 4, 4)
+    assert build_layer(Dense(5, 3), (5,), "a.0", np.float32, "parity").weight.shape == (3, 5)
+    assert build_layer(Conv2d(3, 8, 4, 2, 1), (3, 8, 8), "b.0", np.float32, "parity").weight.shape == (8, 3, 4, 4)
     rng = np.random.default_rng(1)
     for layer, hw in ((ConvTranspose2d(6, 4, 4, 2, 1), 5), (ConvTranspose2d(6, 4, 4, 1, 0), 1)):
-        block = build_layer(layer, 3, "t_")
+        block = build_layer(layer, (6, hw, hw), "t.0", np.float64, "parity")
         assert block.weight.shape == (6, 4, 4, 4)
-        block.cast("float64")
         block.initialize(ctx=mx.cpu())
         w = rng.standard_normal((6, 4, 4, 4))
         x = rng.standard_normal((2, 6, hw, hw))

@@ -21,40 +21,40 @@ import mxnet as mx
 import numpy as np
 from mxnet import nd
 
-from gansuite.common.spec import BatchNorm
+from gansuite.common.spec import BatchNorm, Layer
 
-MX_DTYPES = {"float32": np.float32, "float64": np.float64}
+DTYPES = {"float32": np.float32, "float64": np.float64}
 
 #: canonical tensor name -> Gluon parameter name, for the layers whose names differ.
 _BATCH_NORM_NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "running_mean", "running_var": "running_var"}
 
 
-def param_to_framework(name: str, value: np.ndarray, dtype: type, ctx: mx.Context) -> nd.NDArray:
+def param_to_framework(name: str, value: np.ndarray, layer: Layer, dtype: type, device: mx.Context) -> nd.NDArray:
     """Canonical tensor -> NDArray (no transpose: same layout). ``nd.array`` copies."""
-    return nd.array(np.ascontiguousarray(value), ctx=ctx, dtype=dtype)
+    return nd.array(np.ascontiguousarray(value), ctx=device, dtype=dtype)
 
 
-def param_from_framework(name: str, value: nd.NDArray) -> np.ndarray:
+def param_from_framework(name: str, value: nd.NDArray, layer: Layer) -> np.ndarray:
     """NDArray -> canonical numpy array (no transpose: same layout). ``asnumpy`` copies and syncs."""
     return value.asnumpy()
 
 
-def activations_to_framework(x: np.ndarray, dtype: type, ctx: mx.Context) -> nd.NDArray:
+def activations_to_framework(x: np.ndarray, dtype: type, device: mx.Context) -> nd.NDArray:
     """Canonical NCHW (or (N, F)) batch -> NDArray. Gluon's default layout is NCHW too."""
-    return nd.array(np.ascontiguousarray(x), ctx=ctx, dtype=dtype)
+    return nd.array(np.ascontiguousarray(x), ctx=device, dtype=dtype)
 
 
 def activations_from_framework(x: nd.NDArray) -> np.ndarray:
     return x.asnumpy().astype(np.float64)
 
 
-def module_key(canonical_name: str, layer: object) -> str:
+def module_key(name: str, layer: Layer) -> str:
     """``"G.3.weight"`` -> the Gluon parameter name ``"G_3_gamma"`` (net prefix ``G_``, layer prefix ``3_``).
 
     models.py gives net ``G`` the prefix ``"G_"`` and its layer ``i`` the prefix ``"<i>_"``,
     so Gluon's own names carry the canonical layer index.
     """
-    net, index, tensor = canonical_name.split(".")
+    net, index, tensor = name.split(".")
     if isinstance(layer, BatchNorm):
         tensor = _BATCH_NORM_NAMES[tensor]
     return f"{net}_{index}_{tensor}"

@@ -1,4 +1,4 @@
-"""Build G and D as Gluon ``HybridSequential`` nets from the spec, every default set explicitly."""
+"""Build G and D as Gluon ``HybridSequential`` nets from the spec, every default set explicitly; the pure forward."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 from mxnet import nd
 from mxnet.gluon import nn
 
-from gansuite.common.spec import BatchNorm, Conv2d, ConvTranspose2d, Dense, LeakyReLU, NetSpec, ReLU, Tanh
+from gansuite.common.layout import layer_index
+from gansuite.common.spec import BatchNorm, Conv2d, ConvTranspose2d, Dense, Layer, LeakyReLU, NetSpec, ReLU, Tanh
 
 
 def _normalise(F: Any, xc: Any, var: Any, gamma: Any, beta: Any, eps: float, bshape: tuple[int, ...]) -> Any:
@@ -97,6 +98,12 @@ class GANNet(nn.HybridSequential):
     def batch_norms(self) -> list[TorchBatchNorm]:
         return [b for b in self._children.values() if isinstance(b, TorchBatchNorm)]
 
+    def commit_running_stats(self, stats: list[nd.NDArray]) -> None:
+        """Write the running statistics a forward returned into the BN parameters (in place)."""
+        for bn, i in zip(self.batch_norms(), range(0, len(stats), 2)):
+            bn.running_mean.set_data(stats[i])
+            bn.running_var.set_data(stats[i + 1])
+
     def forward_pure(self, x: nd.NDArray, bn: str) -> nd.NDArray:
         """Output only, with batch (``"batch"``) or running (``"running"``) BN statistics; no state changes.
 
@@ -123,7 +130,19 @@ class ExactLeakyReLU(nn.LeakyReLU):
         return F.maximum(x, x * self._alpha)
 
 
-def build_layer(layer: Any, input_rank: int, prefix: str) -> nn.HybridBlock:
+def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: type, mode: str) -> nn.HybridBlock:
+    """One spec layer, cast to ``dtype`` (before initialisation: its arrays are created in it).
+
+    Layer ``"G.3"`` gets the Gluon prefix ``"3_"``: inside its net's name scope (prefix ``"G_"``)
+    its parameters are ``"G_3_weight"`` and so on (layout.module_key). ``mode`` is unused: Gluon
+    has no per-layer precision setting, and hybridize is set on the whole net (backend.py).
+    """
+    block = _block(layer, len(input_shape), f"{layer_index(name)}_")
+    block.cast(dtype)
+    return block
+
+
+def _block(layer: Layer, input_rank: int, prefix: str) -> nn.HybridBlock:
     if isinstance(layer, Dense):
         # Gluon's weight is (units, in_units) = PyTorch's (out, in). flatten=False: act on the
         # last axis like nn.Linear (the default flattens every non-batch axis into one).
@@ -151,10 +170,19 @@ def build_layer(layer: Any, input_rank: int, prefix: str) -> nn.HybridBlock:
     raise TypeError(f"unsupported layer {layer!r}")
 
 
-def build_net(net: NetSpec, name: str) -> GANNet:
+def build_net(net: NetSpec, name: str, dtype: type, mode: str) -> GANNet:
     """Net ``name`` ("G"/"D") gets prefix ``"G_"`` and layer i prefix ``"<i>_"``: Gluon names ``"G_3_gamma"``."""
     model, shapes = GANNet(prefix=f"{name}_"), [net.input_shape, *net.shapes()]
     with model.name_scope():
         for i, layer in enumerate(net.layers):
-            model.add(build_layer(layer, len(shapes[i]), f"{i}_"))
+            model.add(build_layer(layer, shapes[i], f"{name}.{i}", dtype, mode))
     return model
+
+
+def forward(state: Any, net: str, x: nd.NDArray, bn: str) -> nd.NDArray:
+    """Net ``net`` on ``x``: BatchNorm on batch ("batch") or running ("running") statistics; no state change.
+
+    Outside autograd.record(): nothing is recorded and no running statistic is committed (only
+    train.py commits them), so this changes no state.
+    """
+    return (state.G if net == "G" else state.D).forward_pure(x, bn)

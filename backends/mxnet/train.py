@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Iterable
 
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
-from gansuite.common.spec import AdamSpec, LossSpec
+from gansuite.common.spec import AdamSpec
 
 from .models import GANNet
 
 
-def adam_math(F: Any, w: Any, g: Any, m: Any, v: Any, c1: Any, c2: Any, cfg: AdamSpec) -> tuple[Any, Any, Any]:
+def _adam_math(F: Any, w: Any, g: Any, m: Any, v: Any, c1: Any, c2: Any, cfg: AdamSpec) -> tuple[Any, Any, Any]:
     """The spec's Adam for one tensor, in the oracle's operation order (common/oracle.adam_update).
 
     ``c1 = 1 - beta1^t`` and ``c2 = 1 - beta2^t`` are (1,)-arrays (they change every step);
@@ -39,12 +40,12 @@ class SpecAdam(mx.optimizer.Optimizer):
     deliver it at the spec's tolerances: the kernel keeps lr, betas and epsilon as
     float32 parameters and forms ``1 - beta`` from them, in float64 as in float32
     (0.999f: 1 - 0.999f = 0.000999987, so v is 1.3e-5 off; 1 - 0.9f: m 2.4e-7 off).
-    So the update is :func:`adam_math`, written out in MXNet operators. These
+    So the update is :func:`_adam_math`, written out in MXNet operators. These
     differences are measured in tests/test_backend_mxnet.py.
 
     Speed: written as single NDArray calls the update is 12 operators per tensor (112
     of the Gaussian GAN's 167 per iteration). So the Updater hands all of a net's
-    tensors over at once (``aggregate_num``), and adam_math, traced once into a symbol
+    tensors over at once (``aggregate_num``), and _adam_math, traced once into a symbol
     graph, runs as ONE ``CachedOp`` per net and step that writes w, m and v in place
     (the same kernels as imperative calls; in float64 the parameters and moments after a
     step equal the oracle's bit for bit, measured).
@@ -54,15 +55,23 @@ class SpecAdam(mx.optimizer.Optimizer):
     they all equal ``num_update``, the canonical per-net step counter.
     """
 
-    def __init__(self, cfg: AdamSpec, step: int = 0, moments: dict[int, tuple[nd.NDArray, nd.NDArray]] | None = None):
+    def __init__(self, cfg: AdamSpec) -> None:
         # wd=0 (no weight decay) and no gradient clipping, as the spec; set so nobody looks them up.
-        # begin_num_update restores the step counter of a checkpoint (MXNet's own mechanism).
         super().__init__(learning_rate=cfg.lr, wd=0.0, clip_gradient=None, rescale_grad=1.0,
-                         begin_num_update=step, multi_precision=False)
+                         begin_num_update=0, multi_precision=False)
         self.cfg = cfg
         self.aggregate_num = 1 << 30  # the Updater passes every tensor of the net in one update() call
-        self.moments: dict[int, tuple[nd.NDArray, nd.NDArray]] = dict(moments or {})
+        self.moments: dict[int, tuple[nd.NDArray, nd.NDArray]] = {}
         self._ops: dict[int, tuple[Any, list[str]]] = {}  # number of tensors -> (CachedOp, input names)
+
+    def restore(self, step: int, moments: dict[int, tuple[nd.NDArray, nd.NDArray]]) -> None:
+        """A checkpoint's step counter and moments, before the first update: what constructing with
+        ``begin_num_update=step`` (MXNet's own mechanism) would have set, and the moments that
+        :meth:`create_state` hands to the Updater at each parameter's first update."""
+        self.begin_num_update = self.num_update = step
+        self._all_index_update_counts = {0: {}}  # counts start at begin_num_update (_update_count)
+        self._index_update_count = self._all_index_update_counts[0]
+        self.moments = dict(moments)
 
     def create_state(self, index: int, weight: nd.NDArray) -> tuple[nd.NDArray, nd.NDArray]:
         # The Updater asks lazily, at a parameter's first update: hand over restored moments,
@@ -94,19 +103,20 @@ class SpecAdam(mx.optimizer.Optimizer):
             outputs = []
             for i in range(n):
                 w, g, m, v = (mx.sym.var(f"{k}{i}") for k in "wgmv")
-                outputs += adam_math(mx.sym, w, mx.sym.broadcast_mul(g, rescale), m, v, c1, c2, self.cfg)
+                outputs += _adam_math(mx.sym, w, mx.sym.broadcast_mul(g, rescale), m, v, c1, c2, self.cfg)
             graph = mx.sym.Group(outputs)
             self._ops[n] = (nd.CachedOp(graph), graph.list_inputs())  # inputs in the graph's own order
         return self._ops[n]
 
 
-def make_adam(params: list[gluon.Parameter], cfg: AdamSpec, step: int = 0,
-              moments: dict[int, tuple[nd.NDArray, nd.NDArray]] | None = None) -> gluon.Trainer:
-    """A Trainer over ``params`` IN THE GIVEN ORDER (index i = params[i]; a dict would be sorted by name).
+def make_adam(cfg: AdamSpec, params: Iterable[gluon.Parameter], mode: str) -> gluon.Trainer:
+    """A Trainer over ``params`` IN THE GIVEN ORDER (index i = params[i]; a dict would be sorted by name),
+    at step 0 with no moments (SpecAdam.restore sets a checkpoint's). ``mode`` is unused: the same
+    SpecAdam serves both modes (its update is one CachedOp per net and step either way).
 
     kvstore=None: one device, updates run locally by the Trainer's Updater (no kvstore copy).
     """
-    return gluon.Trainer(params, SpecAdam(cfg, step, moments), kvstore=None, update_on_kvstore=False)
+    return gluon.Trainer(list(params), SpecAdam(cfg), kvstore=None, update_on_kvstore=False)
 
 
 # BCE-with-logits on the raw logit (the tutorial: Sigmoid + BCELoss), computed stably as
@@ -135,32 +145,27 @@ def _constant(like: nd.NDArray, value: float) -> nd.NDArray:
     return _CONSTANTS[key]
 
 
-def commit_running_stats(net: GANNet, stats: list[nd.NDArray]) -> None:
-    """Write the running statistics a forward returned into the BN parameters (in place)."""
-    for bn, i in zip(net.batch_norms(), range(0, len(stats), 2)):
-        bn.running_mean.set_data(stats[i])
-        bn.running_var.set_data(stats[i + 1])
-
-
 def _forward(net: GANNet, x: nd.NDArray) -> nd.NDArray:
     """One training forward: output, and the running statistics committed right after (the spec)."""
     y, *stats = net(x)
     if stats:
         with autograd.pause():
-            commit_running_stats(net, stats)
+            net.commit_running_stats(stats)
     return y
 
 
-def train_iteration(G: GANNet, D: GANNet, trainer_G: gluon.Trainer, trainer_D: gluon.Trainer,
-                    params_G: dict[str, gluon.Parameter], params_D: dict[str, gluon.Parameter],
-                    real: nd.NDArray, z: nd.NDArray, loss: LossSpec,
-                    with_grads: bool = False) -> tuple[nd.NDArray, dict[str, nd.NDArray] | None]:
-    """D step then G step, exactly the tutorial's sequence.
+def train_iteration(state: Any, real: nd.NDArray, z: nd.NDArray,
+                    with_grads: bool) -> tuple[dict[str, float], dict[str, nd.NDArray] | None]:
+    """D step then G step, exactly the tutorial's sequence. Returns the host scalars and, if
+    asked, the gradients keyed by canonical name.
 
-    Returns one device vector ``[loss_D, loss_G, D(x) logits, D(G(z)) logits before and after
-    D's step]`` (one host copy for all; backend.py takes the sigmoid means on the host) and,
-    if asked, the gradients keyed by canonical name.
+    The losses and the three logit vectors come back as ONE device vector ``[loss_D, loss_G,
+    D(x) logits, D(G(z)) logits before and after D's step]``: one host copy (the iteration's only
+    sync) for all, and the sigmoid means are taken on the host in float64.
     """
+    G, D, trainer_G, trainer_D, loss = state.G, state.D, state.trainer_G, state.trainer_D, state.spec.loss
+    first = state.steps == 0 and state.options.mode == "fast"
+    t0 = time.perf_counter()
     grads: dict[str, nd.NDArray] | None = {} if with_grads else None
 
     # -- D step: maximise log D(x) + log(1 - D(G(z))) --
@@ -174,7 +179,7 @@ def train_iteration(G: GANNet, D: GANNet, trainer_G: gluon.Trainer, trainer_D: g
                                       + bce(out_fake, loss.fake_label, loss.reduction))
     loss_D.backward()
     if grads is not None:
-        grads.update({k: p.grad().copy() for k, p in params_D.items()})
+        grads.update({k: p.grad().copy() for k, p in state.trainable["D"].items()})
     # step(1): the loss already carries the spec's reduction. Trainer.step(batch_size) would
     # multiply every gradient by 1/batch_size (rescale_grad), as d2l's MXNet tab does with a
     # per-example loss; with the spec's sum that gives gradients 1/B of the spec's.
@@ -188,8 +193,21 @@ def train_iteration(G: GANNet, D: GANNet, trainer_G: gluon.Trainer, trainer_D: g
         loss_G = bce(out_gen, loss.real_label, loss.reduction)
     loss_G.backward()
     if grads is not None:
-        grads.update({k: p.grad().copy() for k, p in params_G.items()})
+        grads.update({k: p.grad().copy() for k, p in state.trainable["G"].items()})
     trainer_G.step(1)
 
     report = nd.concat(loss_D.reshape((1,)), loss_G.reshape((1,)), out_real, out_fake, out_gen, dim=0)
-    return report, grads
+    values = report.asnumpy().astype(np.float64)  # the one host sync of the iteration
+    if first:  # graph building and memory planning happen in this call: see MxnetState.compile_s
+        state.compile_s = time.perf_counter() - t0
+    state.steps += 1
+    logits = values[2:].reshape(3, -1)  # D(x), D(G(z)) before and after D's step
+    D_x, D_G_z1, D_G_z2 = (float(_sigmoid(row).mean()) for row in logits)
+    scalars = {"loss_D": float(values[0]), "loss_G": float(values[1]), "D_x": D_x, "D_G_z1": D_G_z1,
+               "D_G_z2": D_G_z2}
+    return scalars, grads
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """exp(-log(1 + exp(-x))): no overflow for any logit."""
+    return np.exp(-np.logaddexp(0.0, -x))

@@ -1,9 +1,10 @@
 """MXNet Gluon defaults that break parity, each measured with the default left in place vs corrected.
 
-Every row runs one small experiment twice: once with ONE setting put back to the framework's
-default (everything else as the backend has it), once as the backend actually does it. Errors
-are max relative errors vs the float64 oracle (common.parity.rel_err). The experiments are the
-ones tests/test_backend_mxnet.py asserts on, run on the presets' own parameters.
+Every trap is one function ``(default: bool) -> float`` (common/traps.py): one small experiment
+run with ONE setting put back to the framework's default (everything else as the backend has
+it), or as the backend actually does it. Errors are max relative errors vs the float64 oracle
+(common.parity.rel_err). The experiments are the ones tests/test_backend_mxnet.py asserts on,
+run on the presets' own parameters.
 
 Differences deliberately not measured here:
 
@@ -32,35 +33,26 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 from mxnet.gluon import nn
 
-from gansuite.common.oracle import OracleBackend, adam_update, net_forward
+from gansuite.common.layout import layer_of, net_of
+from gansuite.common.oracle import OracleBackend, net_forward
 from gansuite.common.params import Params, is_buffer, param_shapes, trainable_names
-from gansuite.common.parity import parity_inputs, rel_err
-from gansuite.common.presets import preset
+from gansuite.common.parity import rel_err
 from gansuite.common.protocol import BuildOptions
 from gansuite.common.spec import AdamSpec, BatchNorm, GANSpec, LeakyReLU
+from gansuite.common.traps import ADAM_MEASURED_ON, DCGAN_ADAM, Trap, adam_inputs, adam_reference, case, measure_all
 
-from .backend import MxnetBackend, MxnetState
+from .backend import MxnetBackend
 from .layout import activations_from_framework, activations_to_framework, module_key, param_to_framework
 from .models import GANNet, TorchBatchNorm, build_layer
-from .train import SpecAdam, bce, commit_running_stats
+from .train import SpecAdam, bce
 
 # A swap returns the Gluon block to use for spec layer ``layer`` (prefix ``prefix``), or None for the backend's.
-Swap = Callable[[Any, int, str], "nn.HybridBlock | None"]
+_Swap = Callable[[Any, int, str], "nn.HybridBlock | None"]
 
 _CTX = mx.cpu()
-# DCGAN's Adam (both nets): the spec the optimizer rows are measured with.
-_DCGAN_ADAM = AdamSpec(lr=2e-4, beta1=0.5, beta2=0.999, eps=1e-8)
 
 
-def _setup(model: str) -> tuple[GANSpec, MxnetState, Params, np.ndarray, np.ndarray]:
-    """``model``'s spec, the backend's float64 parity state, canonical params, first real batch, its noise."""
-    spec = preset(model)
-    params, real, z = parity_inputs(spec, 0)
-    st = MxnetBackend().build(spec, params, None, BuildOptions(dtype="float64"))
-    return spec, st, params, real, z
-
-
-def _swapped_net(spec: GANSpec, prefix: str, params: Params, swap: Swap) -> GANNet:
+def _swapped_net(spec: GANSpec, prefix: str, params: Params, swap: _Swap) -> GANNet:
     """models.build_net (float64) with some layers swapped for a Gluon-default variant, params loaded.
 
     Same prefixes as build_net, so layout.module_key names every tensor of the swapped blocks too
@@ -72,35 +64,20 @@ def _swapped_net(spec: GANSpec, prefix: str, params: Params, swap: Swap) -> GANN
     with model.name_scope():
         for i, layer in enumerate(net.layers):
             block = swap(layer, len(shapes[i]), f"{i}_")
-            model.add(block if block is not None else build_layer(layer, len(shapes[i]), f"{i}_"))
-    model.cast(np.float64)
+            model.add(block if block is not None else build_layer(layer, shapes[i], f"{prefix}.{i}", np.float64,
+                                                                  "parity"))
+    model.cast(np.float64)  # the swapped-in stock blocks (build_layer casts its own)
     model.initialize(mx.init.Zero(), ctx=_CTX)
     gluon_params = model.collect_params()
     for name in param_shapes(spec):
-        if name.startswith(f"{prefix}."):
-            layer = net.layers[int(name.split(".")[1])]
-            gluon_params[module_key(name, layer)].set_data(param_to_framework(name, params[name], np.float64, _CTX))
+        if net_of(name) == prefix:
+            layer = layer_of(spec, name)
+            gluon_params[module_key(name, layer)].set_data(param_to_framework(name, params[name], layer, np.float64,
+                                                                              _CTX))
     return model
 
 
 # -- optimizer ---------------------------------------------------------------------------------
-
-
-def _adam_inputs(small: bool) -> tuple[np.ndarray, list[np.ndarray]]:
-    """dcgan-tiny's initial D.0.weight and 3 gradients of random sign, magnitudes spread over 1e-9..1
-    (``small``: where eps matters) or within 1..10 (no entry near 0: eps moves no step by more than
-    ~1e-8 of itself, wherever it is added)."""
-    p0 = parity_inputs(preset("dcgan-tiny"), 0)[0]["D.0.weight"].reshape(-1)
-    rng = np.random.default_rng(5)
-    lo, hi = (-9, 0) if small else (0, 1)
-    return p0, [rng.choice([-1.0, 1.0], p0.size) * 10.0 ** rng.uniform(lo, hi, p0.size) for _ in range(3)]
-
-
-def _adam_reference(p0: np.ndarray, grads: list[np.ndarray], cfg: AdamSpec) -> np.ndarray:
-    ref, m, v = p0, np.zeros_like(p0), np.zeros_like(p0)
-    for t, g in enumerate(grads, 1):
-        ref, m, v = adam_update(ref, g, m, v, t, cfg)
-    return ref
 
 
 def _spec_adam(p0: np.ndarray, grads: list[np.ndarray], cfg: AdamSpec) -> np.ndarray:
@@ -121,9 +98,9 @@ def _adam_eps_hat_error(default: bool) -> float:
     # the spec's too): the fused kernel adds epsilon to sqrt(v) BEFORE the bias correction, which
     # is folded into the step size (eps-hat), i.e. an effective PyTorch-side eps of
     # 1e-8 * sqrt(1 - 0.999^t), 3.2e-10 at t=1: steps on tiny gradients come out ~lr, not ~0.1 lr.
-    cfg = _DCGAN_ADAM
-    p0, grads = _adam_inputs(small=True)
-    ref = _adam_reference(p0, grads, cfg)
+    cfg = DCGAN_ADAM
+    p0, grads = adam_inputs(small=True)
+    ref = adam_reference(p0, grads, cfg)
     if default:
         p = _run_updater(mx.optimizer.Adam(learning_rate=cfg.lr, beta1=cfg.beta1, beta2=cfg.beta2,
                                            epsilon=cfg.eps), p0, grads)
@@ -138,9 +115,9 @@ def _adam_kernel_float32_error(default: bool) -> float:
     # weights. What remains is the kernel's float32 parameters: it forms 1 - beta2 from 0.999f
     # (0.000999987, so v is 1.3e-5 off) and rounds lr and epsilon to float32. Gradients 1..10, so
     # where eps is added does not matter here.
-    cfg = _DCGAN_ADAM
-    p0, grads = _adam_inputs(small=False)
-    ref = _adam_reference(p0, grads, cfg)
+    cfg = DCGAN_ADAM
+    p0, grads = adam_inputs(small=False)
+    ref = adam_reference(p0, grads, cfg)
     if not default:
         return rel_err(_spec_adam(p0, grads, cfg) - p0, ref - p0)[1]
     w = nd.array(p0, ctx=_CTX, dtype=np.float64)
@@ -165,11 +142,12 @@ def _applied_d_gradient_error(model: str, per_example_loss: bool, step_batch_siz
     explicit batch reduction. ``step_batch_size``: Trainer.step(batch_size) (rescale_grad = 1/B)
     instead of the backend's step(1).
     """
-    spec, st, params, real, z = _setup(model)
+    c = case(MxnetBackend(), model)
+    spec, st, params, real, z = c.spec, c.state, c.params, c.real, c.z
     loss_spec = spec.loss
-    real_a = activations_to_framework(real, st.dtype, st.ctx)
+    real_a = activations_to_framework(real, st.dtype, st.device)
     # G(z) outside autograd: D's step does not reach G (the tutorial's fake.detach()).
-    fake_a = st.G.forward_pure(activations_to_framework(z, st.dtype, st.ctx), "batch")
+    fake_a = st.G.forward_pure(activations_to_framework(z, st.dtype, st.device), "batch")
     stock_loss = gluon.loss.SigmoidBCELoss()  # defaults: from_sigmoid=False (logits), batch_axis=0
     with autograd.record():
         out_real, out_fake = st.D(real_a)[0], st.D(fake_a)[0]  # D's raw logits, (B, 1) or (B, 1, 1, 1)
@@ -207,15 +185,16 @@ def _per_example_loss_error(default: bool) -> float:
 # -- BatchNorm -----------------------------------------------------------------------------------
 
 
-def _running_stats_error(bn_swap: Swap | None) -> float:
+def _running_stats_error(bn_swap: _Swap | None) -> float:
     """Worst BN running statistic of G after ONE train-mode forward + backward (dcgan-tiny, float64).
 
     The backend's G commits its running statistics right after the forward (train.py); a stock
     Gluon BatchNorm updates its own inside the backward pass, so both get a forward under
     autograd.record() and a backward, and are read after it.
     """
-    spec, st, params, _, z = _setup("dcgan-tiny")
-    z_a = activations_to_framework(z, st.dtype, st.ctx)
+    c = case(MxnetBackend())
+    spec, st, params = c.spec, c.state, c.params
+    z_a = activations_to_framework(c.z, st.dtype, st.device)
     if bn_swap is None:  # the backend's own G
         model = st.G
     else:
@@ -226,12 +205,11 @@ def _running_stats_error(bn_swap: Swap | None) -> float:
         y, *stats = model(z_a)
         if stats:  # only TorchBatchNorm returns its updated statistics (train._forward does the same)
             with autograd.pause():
-                commit_running_stats(model, stats)
+                model.commit_running_stats(stats)
     y.backward()
     got = {p.name: p.data().asnumpy() for p in model.collect_params().values()}
-    ref = net_forward(spec.generator, params, "G", np.asarray(z, np.float64))[1].running
-    return max(rel_err(got[module_key(k, spec.generator.layers[int(k.split(".")[1])])], want)[1]
-               for k, want in ref.items() if is_buffer(k))
+    ref = net_forward(spec.generator, params, "G", np.asarray(c.z, np.float64))[1].running
+    return max(rel_err(got[module_key(k, layer_of(spec, k))], want)[1] for k, want in ref.items() if is_buffer(k))
 
 
 def _bn_momentum_error(default: bool) -> float:
@@ -259,52 +237,48 @@ def _bn_biased_var_error(default: bool) -> float:
 def _leaky_relu_error(default: bool) -> float:
     """D(x) of dcgan-tiny, float64, with stock nn.LeakyReLU(alpha=0.2): its LeakyReLU operator keeps
     the slope as a C++ float, so it acts as 0.200000003 (nn.LeakyReLU has no default alpha at all)."""
-    spec, st, params, real, _ = _setup("dcgan-tiny")
-    ref = OracleBackend().discriminate(OracleBackend().build(spec, params, None, BuildOptions()), real)
+    backend = MxnetBackend()
+    c = case(backend)
+    ref = c.oracle_D()
     if not default:
-        return rel_err(MxnetBackend().discriminate(st, real), ref)[1]
+        return rel_err(backend.discriminate(c.state, c.real), ref)[1]
 
     def swap(layer: Any, rank: int, prefix: str) -> nn.HybridBlock | None:
         return nn.LeakyReLU(alpha=layer.slope, prefix=prefix) if isinstance(layer, LeakyReLU) else None
 
-    net = _swapped_net(spec, "D", params, swap)
-    y = net.forward_pure(activations_to_framework(real, st.dtype, st.ctx), "batch")
+    net = _swapped_net(c.spec, "D", c.params, swap)
+    y = net.forward_pure(activations_to_framework(c.real, c.state.dtype, c.state.device), "batch")
     return rel_err(activations_from_framework(y).reshape(-1), ref)[1]
 
 
+_RUNNING = "G's BN running mean/var after one train-mode forward + backward, dcgan-tiny, batch 16, float64"
+
+TRAPS = [
+    Trap("mx.optimizer.Adam (fused adam_update) adds epsilon to sqrt(v) before the bias correction, folded into "
+         "the step size (eps-hat); spec (PyTorch): eps added to sqrt(v_hat)",
+         f"{ADAM_MEASURED_ON}, gradients 1e-9..1; in units of the largest reference change (~3 lr)",
+         _adam_eps_hat_error),
+    Trap("nd.adam_update (even with eps and lr corrected per step) keeps lr, betas and epsilon as float32 "
+         "(1 - 0.999f = 0.000999987) for float64 weights; spec: exact float64",
+         f"{ADAM_MEASURED_ON}, |gradients| 1..10 (eps placement negligible); in units of the largest "
+         "reference change (~3 lr)", _adam_kernel_float32_error),
+    Trap("Trainer.step(batch_size) rescales every gradient by 1/batch_size (d2l's MXNet tab: per-example loss + "
+         "step(B) = batch mean); spec sums over the batch: backend step(1)",
+         "D gradients as applied by the optimiser (SGD, lr 1), one D step, gaussian, batch 8, float64",
+         _trainer_step_error),
+    Trap("gluon.loss.SigmoidBCELoss returns one loss per example (no batch reduction; backward() of the vector = "
+         "of its SUM); spec (the tutorial's BCELoss): batch mean",
+         "D gradients as applied by the optimiser (SGD, lr 1, step(1)), one D step, dcgan-tiny, batch 16, float64",
+         _per_example_loss_error),
+    Trap("Gluon BatchNorm momentum is the weight on the OLD value (default 0.9 = spec's 0.1); PyTorch's "
+         "momentum=0.1 copied verbatim weights the new statistic 0.9", _RUNNING, _bn_momentum_error),
+    Trap("Gluon BatchNorm (defaults) updates running stats in backward with the BIASED batch variance; spec "
+         "(PyTorch): after the forward, unbiased n/(n-1)", _RUNNING, _bn_biased_var_error),
+    Trap("nn.LeakyReLU (no default alpha; spec's 0.2 passed) keeps the slope as a C++ float: 0.2 -> 0.200000003 "
+         "in float64; backend: ExactLeakyReLU max(x, 0.2 x)", "D(x), dcgan-tiny, batch 16, float64",
+         _leaky_relu_error),
+]
+
+
 def run_traps() -> list[dict[str, Any]]:
-    adam = "parameter change after 3 Adam steps (lr 2e-4, betas 0.5/0.999), dcgan-tiny D.0.weight, float64"
-    running = "G's BN running mean/var after one train-mode forward + backward, dcgan-tiny, batch 16, float64"
-    return [
-        {"difference": "mx.optimizer.Adam (fused adam_update) adds epsilon to sqrt(v) before the bias "
-                       "correction, folded into the step size (eps-hat); spec (PyTorch): eps added to sqrt(v_hat)",
-         "err_default": _adam_eps_hat_error(True), "err_corrected": _adam_eps_hat_error(False),
-         "measured_on": f"{adam}, gradients 1e-9..1; in units of the largest reference change (~3 lr)"},
-        {"difference": "nd.adam_update (even with eps and lr corrected per step) keeps lr, betas and epsilon "
-                       "as float32 (1 - 0.999f = 0.000999987) for float64 weights; spec: exact float64",
-         "err_default": _adam_kernel_float32_error(True), "err_corrected": _adam_kernel_float32_error(False),
-         "measured_on": f"{adam}, |gradients| 1..10 (eps placement negligible); in units of the largest "
-                        "reference change (~3 lr)"},
-        {"difference": "Trainer.step(batch_size) rescales every gradient by 1/batch_size (d2l's MXNet tab: "
-                       "per-example loss + step(B) = batch mean); spec sums over the batch: backend step(1)",
-         "err_default": _trainer_step_error(True), "err_corrected": _trainer_step_error(False),
-         "measured_on": "D gradients as applied by the optimiser (SGD, lr 1), one D step, gaussian, "
-                        "batch 8, float64"},
-        {"difference": "gluon.loss.SigmoidBCELoss returns one loss per example (no batch reduction; "
-                       "backward() of the vector = of its SUM); spec (the tutorial's BCELoss): batch mean",
-         "err_default": _per_example_loss_error(True), "err_corrected": _per_example_loss_error(False),
-         "measured_on": "D gradients as applied by the optimiser (SGD, lr 1, step(1)), one D step, "
-                        "dcgan-tiny, batch 16, float64"},
-        {"difference": "Gluon BatchNorm momentum is the weight on the OLD value (default 0.9 = spec's 0.1); "
-                       "PyTorch's momentum=0.1 copied verbatim weights the new statistic 0.9",
-         "err_default": _bn_momentum_error(True), "err_corrected": _bn_momentum_error(False),
-         "measured_on": running},
-        {"difference": "Gluon BatchNorm (defaults) updates running stats in backward with the BIASED batch "
-                       "variance; spec (PyTorch): after the forward, unbiased n/(n-1)",
-         "err_default": _bn_biased_var_error(True), "err_corrected": _bn_biased_var_error(False),
-         "measured_on": running},
-        {"difference": "nn.LeakyReLU (no default alpha; spec's 0.2 passed) keeps the slope as a C++ float: "
-                       "0.2 -> 0.200000003 in float64; backend: ExactLeakyReLU max(x, 0.2 x)",
-         "err_default": _leaky_relu_error(True), "err_corrected": _leaky_relu_error(False),
-         "measured_on": "D(x), dcgan-tiny, batch 16, float64"},
-    ]
+    return measure_all(TRAPS, MxnetBackend.name)
