@@ -54,11 +54,13 @@ def _row(check: str, name: str, a, ref, dtype: str, quantity: str, note: str = "
 
 
 def parity_inputs(spec: GANSpec, seed: int, batch_size: int | None = None):
-    """Canonical float64 params, the first real batch and its noise (optionally cut to ``batch_size``)."""
+    """Canonical float64 params, the first real batch and its noise, the batch optionally cut to
+    ``batch_size``. The noise follows ``train.noise_batch``: cut with it, or (seed 003's rule) kept
+    at ``train.batch_size`` rows, as for a short last batch."""
     streams = Streams(spec, seed)
     batch = streams.batch(0)
     n = batch_size or len(batch.real)
-    return init_params(spec, seed), batch.real[:n], batch.z[:n]
+    return init_params(spec, seed), batch.real[:n], batch.z[:spec.train.noise_rows(n)]
 
 
 def check_forward(backend: GANProtocol, spec: GANSpec, dtype: str, seed: int = 0, batch_size: int | None = None,

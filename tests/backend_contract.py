@@ -22,8 +22,13 @@ from gansuite.common.trace import load_trace, run_trace, save_trace
 
 from gansuite.common.protocol import DTYPES
 # (model, batch size for the oracle comparison): full-size DCGAN at a small batch keeps the
-# float64 numpy oracle to a few seconds while exercising every real layer shape.
-PARITY_CASES = [("gaussian", None), ("dcgan-tiny", None), ("dcgan-mnist-tiny", 4), ("dcgan", 4)]
+# float64 numpy oracle to a few seconds while exercising every real layer shape. Every seed
+# preset is here, at test size: d2l's three tabs, the tutorial, seed 003 (batch 4 real rows
+# against 16 noise rows: its fixed-size noise on a short last batch) and seed 004.
+PARITY_CASES = [("gaussian", None), ("gaussian-mxnet", None), ("gaussian-tensorflow", None), ("dcgan-tiny", None),
+                ("dcgan-mnist-tiny", 4), ("dcgan-mxnet-tiny", 4), ("dcgan", 4)]
+#: The seed presets' options in fast mode (compiled, device noise) as well.
+FAST_MODELS = ["gaussian", "dcgan-tiny", "gaussian-mxnet", "dcgan-mnist-tiny", "dcgan-mxnet-tiny"]
 
 
 def _assert_rows(rows) -> None:
@@ -42,7 +47,7 @@ class BackendContract:
 
     # -- shapes ---------------------------------------------------------------
 
-    @pytest.mark.parametrize("model", ["gaussian", "dcgan-tiny", "dcgan-mnist-tiny"])
+    @pytest.mark.parametrize("model", ["gaussian", "dcgan-tiny", "dcgan-mnist-tiny", "dcgan-mxnet-tiny"])
     def test_output_shapes(self, backend, model):
         spec = preset(model)
         st = backend.build(spec, init_params(spec, 0), None, BuildOptions(dtype="float32"))
@@ -108,7 +113,7 @@ class BackendContract:
         for k in a.params:
             np.testing.assert_array_equal(a.params[k], b.params[k], err_msg=k)
 
-    @pytest.mark.parametrize("model", ["gaussian", "dcgan-tiny"])
+    @pytest.mark.parametrize("model", ["gaussian", "dcgan-tiny", "dcgan-mxnet-tiny"])
     def test_checkpoint_round_trip_and_resume(self, backend, model):
         """Export -> build -> export is exact, and 2 + 2 iterations through an export
         equal 4 uninterrupted ones (Adam moments and step counters included)."""
@@ -156,7 +161,7 @@ class BackendContract:
         for k in p_ref:
             np.testing.assert_allclose(p[k], p_ref[k], rtol=0, atol=1e-12, err_msg=k)
 
-    @pytest.mark.parametrize("model", ["gaussian", "dcgan-tiny"])
+    @pytest.mark.parametrize("model", FAST_MODELS)
     def test_fast_mode_trains(self, backend, model):
         """Compiled step with device-side noise: runs, stays finite, changes the params."""
         spec = preset(model)
@@ -170,10 +175,11 @@ class BackendContract:
         assert opt.G.step == 3 and opt.D.step == 3
         assert any(not np.array_equal(p[k], p0[k]) for k in p)
 
-    def test_fast_mode_matches_oracle_with_host_noise(self, backend):
+    @pytest.mark.parametrize("model", ["dcgan-tiny", "dcgan-mnist-tiny", "dcgan-mxnet-tiny"])
+    def test_fast_mode_matches_oracle_with_host_noise(self, backend, model):
         """Compilation may reorder float32 arithmetic but must not change the maths:
         one fast-mode iteration with host noise vs the oracle, losses within 1e-4."""
-        spec = preset("dcgan-tiny")
+        spec = preset(model)
         params = init_params(spec, 0)
         b = Streams(spec, 0).batch(0)
         st = backend.build(spec, params, None, BuildOptions(dtype="float32", mode="fast"))
