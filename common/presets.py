@@ -94,6 +94,7 @@ def dcgan(nz: int = 100, ngf: int = 64, ndf: int = 64, nc: int = 3, *, name: str
             epochs=epochs,
             optim_G=AdamSpec(lr=2e-4, beta1=0.5, beta2=0.999, eps=1e-8),
             optim_D=AdamSpec(lr=2e-4, beta1=0.5, beta2=0.999, eps=1e-8),
+            d_backward="separate",  # errD_real.backward(); ... errD_fake.backward()
         ),
         # weights_init: conv N(0, 0.02); BatchNorm gamma N(1, 0.02), beta 0. No conv biases.
         init=InitSpec(G=_TUTORIAL_INIT, D=_TUTORIAL_INIT),

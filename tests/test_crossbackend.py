@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-MODELS = ("gaussian", "dcgan")
+from gansuite.common.experiments import COMPARE_MODELS as MODELS
 from gansuite.common.protocol import DTYPES
+from gansuite.common.seeds import SEED_SYSTEMS
+
 ORACLE_CHECKS = ("forward_G", "forward_D", "one_step")
 
 
@@ -95,3 +97,17 @@ def test_every_trap_matters_and_its_fix_works(report, expected):
     assert {b for t in traps for b in t["backends"]} == set(expected)
     for t in traps:
         assert t["err_default"] > 10 * t["err_corrected"], t
+
+
+@pytest.mark.parametrize("system", SEED_SYSTEMS, ids=lambda s: s.key)
+def test_seed_code_matches_its_preset_on_every_backend(report, expected, system):
+    """The seed document's own code (benchmarks/peers) against every backend's run of its preset,
+    float64, at the report's tolerance (common/tolerances.py: SEED_CODE)."""
+    if system.framework not in expected:
+        pytest.fail(f"{system.key}: its code runs on {system.framework}, which this CI stage did not install")
+    rows = {r["backend"]: r for r in report.get("seed_code", []) if r["system"] == system.key}
+    for name in expected:
+        assert name in rows, f"{system.key}: no seed-code row for {name} (did {system.framework}'s run phase fail?)"
+        r = rows[name]
+        assert r["passed"], (f"{system.document} vs {system.preset} on {name}: losses {r['losses_rel_err']:.3g}, "
+                             f"params {r['params_rel_err']:.3g} > {r['tolerance']:.0e}")
