@@ -22,6 +22,7 @@ import pytest  # noqa: E402
 from backend_contract import BackendContract  # noqa: E402
 
 from gansuite.common import oracle_layers as L  # noqa: E402
+from gansuite.common.layout import channels_last_shape, same_or_valid_conv, same_or_valid_conv_transpose  # noqa: E402
 from gansuite.common.oracle import OracleBackend, adam_update  # noqa: E402
 from gansuite.common.params import init_params, is_buffer  # noqa: E402
 from gansuite.common.parity import rel_err  # noqa: E402
@@ -73,10 +74,10 @@ def _keras_bn(bn, p, x, training: bool):
 
 def _keras_layer_forward(layer, x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, list[str]]:
     _, layout, models, _ = _tf()
-    layers = models.build_layer(layer, x.shape[1:], "L.0", "float64")
-    net = keras.Sequential([keras.Input(shape=layout.keras_shape(x.shape[1:]), dtype="float64"), *layers])
-    net.get_layer("L.0").kernel.assign(layout.param_to_framework("L.0.weight", w, tf.float64))
-    y = net(layout.activations_to_framework(x, tf.float64))
+    layers = models.build_layer(layer, x.shape[1:], "L.0", "float64", "parity")
+    net = keras.Sequential([keras.Input(shape=channels_last_shape(x.shape[1:]), dtype="float64"), *layers])
+    net.get_layer("L.0").kernel.assign(layout.param_to_framework("L.0.weight", w, layer, tf.float64, "/CPU:0"))
+    y = net(layout.activations_to_framework(x, tf.float64, "/CPU:0"))
     return layout.activations_from_framework(y), [type(l).__name__ for l in layers]
 
 
@@ -210,9 +211,8 @@ class TestTensorflowSpecifics:
         (2, 3, 0, 3, "crop"),       # k < s: Keras 'valid' appends s - k rows
     ])
     def test_conv_transpose_padding_matches_scatter_definition(self, k, s, p, size, expect):
-        _, layout, _, _ = _tf()
         layer = ConvTranspose2d(2, 3, k, s, p)
-        mode, crop = layout.conv_transpose_padding(layer)
+        mode, crop = same_or_valid_conv_transpose(layer)
         assert (mode if crop == (0, 0) else "crop") == expect
         rng = np.random.default_rng(k * 100 + s * 10 + p)
         x, w = rng.normal(size=(2, 2, size, size)), rng.normal(size=(2, 3, k, k))
@@ -231,9 +231,8 @@ class TestTensorflowSpecifics:
         (3, 1, 2, 5, "pad"),
     ])
     def test_conv_padding_matches_definition(self, k, s, p, size, expect):
-        _, layout, _, _ = _tf()
         layer = Conv2d(2, 3, k, s, p)
-        mode, pad = layout.conv_padding(layer, size)
+        mode, pad = same_or_valid_conv(layer, size)
         assert (mode if pad == 0 else "pad") == expect
         rng = np.random.default_rng(k * 100 + s * 10 + p + size)
         x, w = rng.normal(size=(2, 2, size, size)), rng.normal(size=(3, 2, k, k))

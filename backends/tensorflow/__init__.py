@@ -7,7 +7,9 @@ D(G(z)) after D's step to 1.4e-5 relative, over the 1e-5 parity tolerance). It c
 be turned off by ``TF_ENABLE_ONEDNN_OPTS=0`` in the environment BEFORE TensorFlow is
 imported. This module sets that default when it is imported first; when TensorFlow is
 already loaded (common.registry imports it before this module), parity-mode ``build``
-checks the flag and raises a one-line error saying how to set it.
+checks the flag (backend.configure) and raises a one-line error saying how to set it.
+
+The process-wide TF flags backend.configure sets and settings() records are read here.
 """
 
 import os
@@ -15,6 +17,41 @@ import sys
 
 if "tensorflow" not in sys.modules:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def onednn_enabled() -> bool:
+    """Whether TF's oneDNN (MKL) CPU kernels are on: fixed at import by TF_ENABLE_ONEDNN_OPTS."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def op_determinism_enabled() -> bool:
+    # Not exported in TF 2.21's public API (tensorflow/python/framework/config.py has it).
+    from tensorflow.python.framework import config as tf_config
+
+    return bool(tf_config.is_op_determinism_enabled())
+
+
+def grappler_rewrites_on() -> bool:
+    """Whether grappler's float-rewriting passes (arithmetic optimisation, constant folding) are on."""
+    import tensorflow as tf
+
+    opts = tf.config.optimizer.get_experimental_options()
+    return opts.get("arithmetic_optimization", True) or opts.get("constant_folding", True)
+
+
+def device_name(device: str) -> str:
+    """The GPU's name for "/GPU:0", else the CPU's (platform.processor() is empty on some Linux builds)."""
+    import platform
+
+    import tensorflow as tf
+
+    if device.startswith("/GPU"):
+        details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+        return details.get("device_name", "gpu")
+    return platform.processor() or platform.machine() or "cpu"
+
 
 from .backend import TensorflowBackend as Backend  # noqa: E402  (after the environment is set)
 

@@ -1,14 +1,19 @@
-"""Build G and D as ``keras.Sequential`` from the spec, every default set explicitly."""
+"""Build G and D as ``keras.Sequential`` from the spec, every default set explicitly; the pure forward."""
 
 from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
 
 import keras
 import tensorflow as tf
 
-from gansuite.common.params import net_spec, param_shapes
-from gansuite.common.spec import BatchNorm, Conv2d, ConvTranspose2d, Dense, GANSpec, LeakyReLU, NetSpec, ReLU, Tanh
+from gansuite.common.layout import channels_last_shape, layer_of, same_or_valid_conv, same_or_valid_conv_transpose
+from gansuite.common.params import is_buffer, param_shapes
+from gansuite.common.spec import (BatchNorm, Conv2d, ConvTranspose2d, Dense, GANSpec, Layer, LeakyReLU, NetSpec,
+                                  ReLU, Tanh)
 
-from .layout import conv_padding, conv_transpose_padding, keras_key, keras_shape
+from .layout import module_key
 
 # Keras initialisers are never used: every tensor is loaded from the canonical params
 # (drawn once in NumPy). "zeros" only avoids drawing random numbers nobody reads.
@@ -62,16 +67,20 @@ class SpecLeakyReLU(keras.layers.LeakyReLU):
         return tf.where(inputs > 0, inputs, inputs * tf.constant(self.negative_slope, inputs.dtype))
 
 
-def build_layer(layer, input_shape: tuple[int, ...], name: str, dtype: str) -> list[keras.layers.Layer]:
-    """One spec layer -> the Keras layer holding its weights (named ``name``), plus any explicit pad/crop."""
+
+def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: tf.dtypes.DType | str,
+                mode: str) -> list[keras.layers.Layer]:
+    """One spec layer -> the Keras layer holding its weights (named ``name``, ``"G.3"``), plus any explicit
+    pad/crop. ``dtype``: a Keras dtype (``tf.float64`` or ``"float64"``). ``mode`` is unused: Keras has no
+    per-layer precision setting (TF32, grappler and XLA are per process or per function: backend.py)."""
     if isinstance(layer, Dense):
         return [keras.layers.Dense(layer.out_features, use_bias=layer.bias, activation=None,
                                    kernel_initializer=_UNUSED_INIT, name=name, dtype=dtype)]
     if isinstance(layer, Conv2d):
         # channels_last everywhere: TF's CPU Conv2D has no NCHW kernel (layout.py transposes).
-        modes = {conv_padding(layer, size) for size in input_shape[1:]}
-        mode, pad = modes.pop() if len(modes) == 1 else ("valid", layer.padding)
-        conv = keras.layers.Conv2D(layer.out_channels, layer.kernel, strides=layer.stride, padding=mode,
+        modes = {same_or_valid_conv(layer, size) for size in input_shape[1:]}
+        padding, pad = modes.pop() if len(modes) == 1 else ("valid", layer.padding)
+        conv = keras.layers.Conv2D(layer.out_channels, layer.kernel, strides=layer.stride, padding=padding,
                                    data_format="channels_last", dilation_rate=1, use_bias=layer.bias,
                                    kernel_initializer=_UNUSED_INIT, name=name, dtype=dtype)
         if not pad:
@@ -79,11 +88,11 @@ def build_layer(layer, input_shape: tuple[int, ...], name: str, dtype: str) -> l
         return [keras.layers.ZeroPadding2D(pad, data_format="channels_last", name=f"{name}.pad", dtype=dtype), conv]
     if isinstance(layer, ConvTranspose2d):
         # Keras has no PyTorch-style crop p: 'same'/'valid' where they coincide, else an explicit crop.
-        mode, (before, after) = conv_transpose_padding(layer)
-        deconv = keras.layers.Conv2DTranspose(layer.out_channels, layer.kernel, strides=layer.stride, padding=mode,
-                                              output_padding=None, data_format="channels_last", dilation_rate=1,
-                                              use_bias=layer.bias, kernel_initializer=_UNUSED_INIT, name=name,
-                                              dtype=dtype)
+        padding, (before, after) = same_or_valid_conv_transpose(layer)
+        deconv = keras.layers.Conv2DTranspose(layer.out_channels, layer.kernel, strides=layer.stride,
+                                              padding=padding, output_padding=None, data_format="channels_last",
+                                              dilation_rate=1, use_bias=layer.bias, kernel_initializer=_UNUSED_INIT,
+                                              name=name, dtype=dtype)
         if not (before or after):
             return [deconv]
         return [deconv, keras.layers.Cropping2D(((before, after), (before, after)), data_format="channels_last",
@@ -104,25 +113,44 @@ def build_layer(layer, input_shape: tuple[int, ...], name: str, dtype: str) -> l
     raise TypeError(f"unsupported layer {layer!r}")
 
 
-def build_net(net: NetSpec, prefix: str, dtype: str) -> keras.Sequential:
-    """Layer i of the spec is the Keras layer named ``"<prefix>.<i>"`` (``"D.3"``), as nn.Sequential's child ``"3"``.
+def build_net(net: NetSpec, name: str, dtype: tf.dtypes.DType | str, mode: str) -> keras.Sequential:
+    """Layer i of the spec is the Keras layer named ``"<name>.<i>"`` (``"D.3"``), as nn.Sequential's child ``"3"``.
 
-    ``dtype="float64"`` gives float64 variables AND computations (Keras's dtype policy);
+    A float64 ``dtype`` gives float64 variables AND computations (Keras's dtype policy);
     the default policy would be float32.
     """
     shapes = [net.input_shape, *net.shapes()]
-    layers: list = [keras.Input(shape=keras_shape(net.input_shape), dtype=dtype, name=f"{prefix}.input")]
+    layers: list = [keras.Input(shape=channels_last_shape(net.input_shape), dtype=dtype, name=f"{name}.input")]
     for i, layer in enumerate(net.layers):
-        layers += build_layer(layer, shapes[i], f"{prefix}.{i}", dtype)
-    return keras.Sequential(layers, name=prefix)
+        layers += build_layer(layer, shapes[i], f"{name}.{i}", dtype, mode)
+    return keras.Sequential(layers, name=name)
 
 
-def canonical_variables(spec: GANSpec, prefix: str, model: keras.Sequential) -> dict[str, keras.Variable]:
+def _canonical_variables(spec: GANSpec, net: str, model: keras.Sequential) -> dict[str, keras.Variable]:
     """Canonical name -> the Keras variable holding it, in canonical order (parameters and BN buffers)."""
     out: dict[str, keras.Variable] = {}
     for name in param_shapes(spec):
-        if name.startswith(prefix + "."):
-            layer_spec = net_spec(spec, prefix).layers[int(name.split(".")[1])]
-            layer_name, attr = keras_key(name, layer_spec)
+        if name.startswith(net + "."):
+            layer_name, attr = module_key(name, layer_of(spec, name))
             out[name] = getattr(model.get_layer(layer_name), attr)
     return out
+
+
+@contextlib.contextmanager
+def _frozen_running_stats(variables: dict[str, keras.Variable]) -> Iterator[None]:
+    """A training=True forward updates BN moving statistics (our SpecBatchNorm, like Keras's): undo that."""
+    saved = {k: tf.identity(v.value) for k, v in variables.items() if is_buffer(k)}
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            variables[k].assign(v)
+
+
+def forward(state: Any, net: str, x: tf.Tensor, bn: str) -> tf.Tensor:
+    """Net ``net`` on ``x``: BatchNorm on batch ("batch") or running ("running") statistics; no state change.
+
+    Keras's ``training`` argument is per call (no mode to restore afterwards, unlike PyTorch's ``.train()``)."""
+    model, variables = (state.G, state.G_vars) if net == "G" else (state.D, state.D_vars)
+    with tf.device(state.device), _frozen_running_stats(variables):
+        return model(x, training=(bn == "batch"))

@@ -7,9 +7,13 @@ forward whose output feeds both losses, which ``fit`` cannot express.
 
 from __future__ import annotations
 
+import time
+from typing import Any, Callable
+
 import keras
 import tensorflow as tf
 
+from gansuite.common.protocol import BuildOptions
 from gansuite.common.spec import AdamSpec, LossSpec
 
 
@@ -69,11 +73,15 @@ class SpecAdam(keras.optimizers.Adam):
         self.assign_sub(variable, lr * (m_new / correction1) / (tf.sqrt(v_new / correction2) + eps))
 
 
-def make_adam(variables: list[keras.Variable], cfg: AdamSpec, name: str) -> SpecAdam:
+def make_adam(cfg: AdamSpec, params: list[keras.Variable], mode: str) -> SpecAdam:
+    """The spec's Adam over ``params`` (one net's trainable variables, canonical order); the same in both
+    modes (``mode`` unused: XLA compiles the update in fast mode as part of the step)."""
     # Built now, on the canonical-order variable list, so the moments exist before a checkpoint
     # is loaded into them and before any tf.function traces (variables cannot be created there).
-    opt = SpecAdam(cfg, name)
-    opt.build(variables)
+    # Named after the net ("adam_G": Keras paths are "<model>/<layer>/<variable>"), which only makes
+    # the moments' variable paths readable; no number depends on it.
+    opt = SpecAdam(cfg, "adam_" + params[0].path.split("/", 1)[0])
+    opt.build(params)
     return opt
 
 
@@ -87,51 +95,108 @@ def bce(logits: tf.Tensor, label: float, reduction: str) -> tf.Tensor:
     return tf.reduce_mean(per_example) if reduction == "mean" else tf.reduce_sum(per_example)
 
 
-def train_iteration(G: keras.Model, D: keras.Model, G_params: dict[str, keras.Variable],
-                    D_params: dict[str, keras.Variable], opt_G: SpecAdam, opt_D: SpecAdam, real: tf.Tensor,
-                    z: tf.Tensor, loss: LossSpec,
-                    with_grads: bool = False) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor] | None]:
-    """D step then G step, exactly the tutorial's sequence. Returns tensors (no host sync).
+def train_iteration(state: Any, real: tf.Tensor, z: tf.Tensor,
+                    with_grads: bool) -> tuple[dict[str, Any], dict[str, tf.Tensor] | None]:
+    """One iteration: ``state.step_fn`` (a tf.function, or the eager step), scalars fetched to the host.
+
+    The first call with an input signature is timed for the benchmark harness (settings()):
+    tracing alone, then tracing + (XLA) compilation + one step; later calls reuse the function."""
+    with tf.device(state.device):
+        signature = (tuple(real.shape), tuple(z.shape), bool(with_grads))
+        if not state.graph or signature in state.traced:
+            return _to_host(state.step_fn(real, z, with_grads))
+        t0 = time.perf_counter()
+        state.step_fn.get_concrete_function(real, z, with_grads)
+        t1 = time.perf_counter()
+        out = _to_host(state.step_fn(real, z, with_grads))
+        t2 = time.perf_counter()
+        if state.compile_s is None:
+            state.trace_s, state.compile_s = t1 - t0, t2 - t0
+        state.traced.add(signature)
+        return out
+
+
+def _to_host(result: tuple[dict[str, tf.Tensor], dict[str, tf.Tensor] | None]
+             ) -> tuple[dict[str, Any], dict[str, tf.Tensor] | None]:
+    scalars, grads = result
+    return {k: v.numpy() for k, v in scalars.items()}, grads
+
+
+def _make_step(options: BuildOptions, loss: LossSpec, G: keras.Model, D: keras.Model,
+               G_params: dict[str, keras.Variable], D_params: dict[str, keras.Variable], opt_G: SpecAdam,
+               opt_D: SpecAdam) -> tuple[Callable, bool, bool]:
+    """The iteration as a function of ``(real, z, with_grads)``: ``(step_fn, jit_compile, graph)``, where
+    ``step_fn`` is a tf.function (``graph``; XLA-compiled if ``jit_compile``) or the eager Python step.
 
     ``G_params`` / ``D_params``: canonical name -> trainable variable, canonical order.
     Every forward passes ``training=True``: BatchNorm uses batch statistics and updates its
     running ones in all four forwards, as PyTorch's train mode does.
     """
-    # The tf.Variables behind the Keras variables: GradientTape.watch accepts only TF types.
-    g_vars, d_vars = [v.value for v in G_params.values()], [v.value for v in D_params.values()]
-    # One tape per net, each watching only its own variables: tape_D then never records G(z)
-    # (PyTorch's fake.detach()), and tape_G records G(z) once, here, for the G step below.
-    with tf.GradientTape(watch_accessed_variables=False) as tape_G:
-        tape_G.watch(g_vars)
 
-        # -- D step: maximise log D(x) + log(1 - D(G(z))) --
-        with tf.GradientTape(watch_accessed_variables=False) as tape_D:
-            tape_D.watch(d_vars)
-            out_real = tf.reshape(D(real, training=True), [-1])
-            fake = G(z, training=True)  # the only G forward of the iteration; reused below
-            out_fake = tf.reshape(D(tf.stop_gradient(fake), training=True), [-1])
-            loss_D = loss.d_loss_scale * (bce(out_real, loss.real_label, loss.reduction)
-                                          + bce(out_fake, loss.fake_label, loss.reduction))
-        with tape_G.stop_recording():  # D's gradient and update are no part of G's graph
-            grads_D = tape_D.gradient(loss_D, d_vars)
-            opt_D.apply(grads_D, list(D_params.values()))
+    def step(real: tf.Tensor, z: tf.Tensor,
+             with_grads: bool) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor] | None]:
+        """D step then G step, exactly the tutorial's sequence. Returns tensors (no host sync)."""
+        # The tf.Variables behind the Keras variables: GradientTape.watch accepts only TF types.
+        g_vars, d_vars = [v.value for v in G_params.values()], [v.value for v in D_params.values()]
+        # One tape per net, each watching only its own variables: tape_D then never records G(z)
+        # (PyTorch's fake.detach()), and tape_G records G(z) once, here, for the G step below.
+        with tf.GradientTape(watch_accessed_variables=False) as tape_G:
+            tape_G.watch(g_vars)
 
-        # -- G step: maximise log D(G(z)), through the updated D, same fake --
-        # Not D.trainable = False (Keras's GAN idiom): that would also switch D's BatchNorm to
-        # inference mode. D's variables are simply not differentiated here.
-        out_gen = tf.reshape(D(fake, training=True), [-1])
-        loss_G = bce(out_gen, loss.real_label, loss.reduction)
-    grads_G = tape_G.gradient(loss_G, g_vars)
-    opt_G.apply(grads_G, list(G_params.values()))
+            # -- D step: maximise log D(x) + log(1 - D(G(z))) --
+            with tf.GradientTape(watch_accessed_variables=False) as tape_D:
+                tape_D.watch(d_vars)
+                out_real = tf.reshape(D(real, training=True), [-1])
+                fake = G(z, training=True)  # the only G forward of the iteration; reused below
+                out_fake = tf.reshape(D(tf.stop_gradient(fake), training=True), [-1])
+                loss_D = loss.d_loss_scale * (bce(out_real, loss.real_label, loss.reduction)
+                                              + bce(out_fake, loss.fake_label, loss.reduction))
+            with tape_G.stop_recording():  # D's gradient and update are no part of G's graph
+                grads_D = tape_D.gradient(loss_D, d_vars)
+                opt_D.apply(grads_D, list(D_params.values()))
 
-    grads = None
-    if with_grads:
-        grads = {**dict(zip(D_params, grads_D)), **dict(zip(G_params, grads_G))}
-    scalars = {
-        "loss_D": loss_D,
-        "loss_G": loss_G,
-        "D_x": tf.reduce_mean(tf.sigmoid(out_real)),
-        "D_G_z1": tf.reduce_mean(tf.sigmoid(out_fake)),
-        "D_G_z2": tf.reduce_mean(tf.sigmoid(out_gen)),
-    }
-    return scalars, grads
+            # -- G step: maximise log D(G(z)), through the updated D, same fake --
+            # Not D.trainable = False (Keras's GAN idiom): that would also switch D's BatchNorm to
+            # inference mode. D's variables are simply not differentiated here.
+            out_gen = tf.reshape(D(fake, training=True), [-1])
+            loss_G = bce(out_gen, loss.real_label, loss.reduction)
+        grads_G = tape_G.gradient(loss_G, g_vars)
+        opt_G.apply(grads_G, list(G_params.values()))
+
+        grads = None
+        if with_grads:
+            grads = {**dict(zip(D_params, grads_D)), **dict(zip(G_params, grads_G))}
+        scalars = {
+            "loss_D": loss_D,
+            "loss_G": loss_G,
+            "D_x": tf.reduce_mean(tf.sigmoid(out_real)),
+            "D_G_z1": tf.reduce_mean(tf.sigmoid(out_fake)),
+            "D_G_z2": tf.reduce_mean(tf.sigmoid(out_gen)),
+        }
+        return scalars, grads
+
+    fast = options.mode == "fast"
+    jit = bool(options.extra.get("jit_compile", True)) if fast else False
+    # Parity mode runs the same Python step as a tf.function WITHOUT XLA by default: with
+    # grappler's float rewrites off (backend.configure) the graph runs the same kernels on the same
+    # values as eager, bit-identical (tests/test_backend_tensorflow.py), at ~1/10 of eager
+    # Keras's per-step cost. extra={"eager": True} runs it op by op for debugging.
+    graph = fast or not options.extra.get("eager", False)
+    # autograph=False: the step has no tensor-dependent Python control flow to convert.
+    return (tf.function(step, jit_compile=jit, autograph=False) if graph else step), jit, graph
+
+
+def _make_noise(rng: tf.random.Generator, latent_shape: tuple[int, ...], dtype: tf.dtypes.DType,
+                jit_compile: bool) -> Callable[[int], tf.Tensor]:
+    """Fast mode's device noise: ``batch_size`` -> N(0, 1) of shape ``(batch_size, *latent_shape)`` from ``rng``.
+
+    XLA lowers the stateful Philox normal op to other draws than TF's own kernel (same seed, same
+    generator: entirely different numbers, measured), and the noise used to be drawn inside the
+    XLA-compiled step. So with ``jit_compile`` it is drawn by an XLA-compiled function of its own:
+    the same draws as in the step (measured: bit-identical), while the step takes ``z`` as an input
+    (the template draws it first). Without XLA, eager and graph draws are the same."""
+
+    def draw(batch_size: int) -> tf.Tensor:
+        return rng.normal((batch_size, *latent_shape), dtype=dtype)
+
+    return tf.function(draw, jit_compile=True, autograph=False) if jit_compile else draw
