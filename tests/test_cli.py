@@ -160,3 +160,29 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_bench_command_passes_its_exit_status(capsys):
     assert run_cli("bench", "--backend", "nope") == 2
     assert capsys.readouterr().err.strip().startswith("error: backend: unknown backend 'nope'")
+
+
+@pytest.mark.skipif("torch" not in _declared, reason="the d2l PyTorch transcription runs in the torch env")
+def test_verify_holds_a_seed_transcription_to_the_oracle_as_a_user_runs_it():
+    """`gansuite verify` on d2l's PyTorch tab (benchmarks/peers/d2l_torch.py), in a subprocess."""
+    proc = subprocess.run([sys.executable, "-m", "gansuite.common.cli", "verify", "--impl",
+                           "gansuite.benchmarks.peers.d2l_torch:SeedPort", "--model", "gaussian",
+                           "--iterations", "50"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in proc.stdout.splitlines()
+            if line.startswith("| ") and "---" not in line}
+    for key in [("forward", "G(z)"), ("forward", "D(x) logits"), ("one iteration", "losses"),
+                ("one iteration", "parameters")]:
+        assert key in rows and rows[key].rstrip().endswith("| ok |"), proc.stdout
+
+
+@pytest.mark.parametrize("impl,message", [
+    ("nowhere.py:Port", "error: impl: file 'nowhere.py' does not exist"),
+    ("gansuite.common.spec:NoSuchClass", "error: impl: 'gansuite.common.spec' defines no class 'NoSuchClass'"),
+    ("gansuite.common.spec:GANSpec", "error: impl: GANSpec lacks generate, discriminate, train_step, export_params"),
+    ("justaname", "error: impl: expected FILE.py:CLASS or module:CLASS, got 'justaname'"),
+])
+def test_verify_rejects_a_bad_impl_in_one_line(impl, message, capsys):
+    assert run_cli("verify", "--impl", impl, "--model", "gaussian") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message) and "\n" not in err, err
