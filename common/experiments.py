@@ -85,7 +85,7 @@ def run_phase(backend_name: str, out: Path, models: tuple[str, ...] = COMPARE_MO
     (art / "kinks.json").write_text(json.dumps(kinks, indent=1))
     for model in CONVERSION_MODELS:
         _conversion_source(backend, compare_spec(model), art, model)
-    for system in systems_for(backend_name):
+    for system in (s for s in systems_for(backend_name) if s.preset in models):
         iters = system.iterations if not quick else min(system.iterations, 20)
         port = PortBackend(load_port(system.port), system.key)
         np.savez(art / f"seedtraj-{system.key}.npz",

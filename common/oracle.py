@@ -185,13 +185,18 @@ class OracleBackend(GANProtocol):
     def d_grads(self, state: OracleState, d: "DStep", backward: Backward = net_backward) -> Params:
         """D's gradients from the D step's forward caches, with D's weights as they were at the D
         step (redone by common/parity.py after a kink flip, with a memoising ``backward``)."""
-        D, p = state.spec.discriminator, state.params
-        _, g_real = backward(D, p, "D", d.run_real, d.dlogits_real)
-        _, g_fake = backward(D, p, "D", d.run_fake, d.dlogits_fake)
+        g_real, g_fake = self.d_grad_parts(state, d, backward)
         # The two passes' gradients are summed whether one backward or two produced them
         # (train.d_backward): the sum is the same numbers, real + fake.
-        return L.rescale({k: g_real[k] + g_fake[k] for k in g_real}, state.spec.loss.reduction,
-                         len(d.dlogits_real))
+        return {k: g_real[k] + g_fake[k] for k in g_real}
+
+    def d_grad_parts(self, state: OracleState, d: "DStep", backward: Backward = net_backward) -> tuple[Params, Params]:
+        """D's gradients from the real and from the fake pass, each already rescaled as the spec's
+        reduction says (common/parity.py measures D gradients against the size of these terms)."""
+        D, p, reduction = state.spec.discriminator, state.params, state.spec.loss.reduction
+        _, g_real = backward(D, p, "D", d.run_real, d.dlogits_real)
+        _, g_fake = backward(D, p, "D", d.run_fake, d.dlogits_fake)
+        return (L.rescale(g_real, reduction, len(d.dlogits_real)), L.rescale(g_fake, reduction, len(d.dlogits_real)))
 
     def g_step(self, state: OracleState, d: "DStep") -> "GStep":
         """D (as it is now, i.e. after its step) on the SAME fake; gradient through D into G. No Adam."""

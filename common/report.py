@@ -123,7 +123,9 @@ def _pairwise(art: Path, model: str, dtype: str, a: str, b: str) -> list[dict[st
     with np.load(pa) as za, np.load(pb) as zb:
         for check, keys in (("forward_G", ["forward_G"]), ("forward_D", ["forward_D"]),
                             ("one_step", [k for k in za.files if k.startswith(("scalar/", "grad/"))])):
-            errs = [rel_err(za[k], zb[k]) for k in keys if k in zb.files]
+            # D gradients in units of their real + fake terms, as vs the oracle (parity.summand_scale)
+            errs = [rel_err(za[k], zb[k], float(za[f"scale/{k[5:]}"]) if f"scale/{k[5:]}" in za.files else None)
+                    for k in keys if k in zb.files]
             quantity = "forward" if check != "one_step" else "grad"
             tol = 2 * tolerance(dtype, quantity)
             worst = max(e[1] for e in errs)

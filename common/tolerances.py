@@ -14,6 +14,9 @@ float32 (unit roundoff u = 2^-24 ~ 6e-8):
   dcgan-tiny), then flow back through BN whose backward subtracts two means
   (cancellation); a random-walk bound sqrt(16384) * u ~ 8e-6. Measured worst:
   PyTorch 2.6e-6, JAX 4.9e-6, TensorFlow 6.1e-6 (away from kinks: see "Kinks" below): 1e-5.
+  D's gradient is a sum of its real-batch and fake-batch passes, measured in units of
+  ``max(|g_real| + |g_fake|)`` (common.parity.summand_scale): where the two cancel, roundoff is
+  proportional to the terms, not to their sum (d2l's MXNet tab at init: 1e-5 left of terms of 3e-2).
 * losses and D(x) means: scalar reductions of the forward: 1e-5, relative to their own value.
   Note D(G(z)) after D's step can be ~1e-5 on full-size DCGAN (logit ~ -11): there its
   relative tolerance holds the logits to ~1e-5 absolute, stricter than the forward check;
