@@ -71,7 +71,10 @@ class MxnetBackend(Backend):
             net.initialize(mx.init.Zero(), ctx=device)
         by_name = {name: nets[net_of(name)].collect_params()[layout.module_key(name, layer_of(spec, name))]
                    for name in param_shapes(spec)}
-        unmatched = {k for net in nets.values() for k in net.collect_params()} - {p.name for p in by_name.values()}
+        # A fix_gamma BatchNorm's gamma is Gluon's, never read nor trained, and not canonical (models.py).
+        fixed = {k for net in nets.values() for bn in net.batch_norms() for k in bn.fixed_gamma}
+        unmatched = ({k for net in nets.values() for k in net.collect_params()} - {p.name for p in by_name.values()}
+                     - fixed)
         if unmatched:
             raise GanSuiteError(f"mxnet: Gluon parameters without a canonical name: {sorted(unmatched)}")
         trainable = {net: {k: by_name[k] for k in trainable_names(spec, net)} for net in ("G", "D")}
@@ -128,8 +131,10 @@ class MxnetBackend(Backend):
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "cpu_count": os.cpu_count(),
             "compile_s": state.compile_s,
-            "adam": "SpecAdam: the spec's (PyTorch's) eps placement, one CachedOp per net and step",
-            "trainer_step_batch_size": 1,
+            "adam": {net: f"SpecAdam, form {cfg.form!r}, one CachedOp per net and step"
+                     for net, cfg in (("G", state.spec.train.optim_G), ("D", state.spec.train.optim_D))},
+            # Trainer.step(B) (rescale_grad 1/B) for the per_example reduction, else step(1).
+            "trainer_step_batch_size": "B" if state.spec.loss.reduction == "per_example" else 1,
         }
 
     def sync(self, state: MxnetState) -> None:

@@ -13,10 +13,12 @@ from gansuite.common.spec import BatchNorm, Conv2d, ConvTranspose2d, Dense, Laye
 
 
 def _normalise(F: Any, xc: Any, var: Any, gamma: Any, beta: Any, eps: float, bshape: tuple[int, ...]) -> Any:
-    """``(x - mean) / sqrt(var + eps) * gamma + beta`` in the oracle's operation order."""
+    """``(x - mean) / sqrt(var + eps) * gamma + beta`` in the oracle's operation order; ``gamma=None``:
+    the fixed scale 1 (fix_gamma), no multiplication."""
     inv_std = 1.0 / F.sqrt(var + eps)
     xhat = F.broadcast_mul(xc, F.reshape(inv_std, bshape))
-    return F.broadcast_add(F.broadcast_mul(xhat, F.reshape(gamma, bshape)), F.reshape(beta, bshape))
+    scaled = xhat if gamma is None else F.broadcast_mul(xhat, F.reshape(gamma, bshape))
+    return F.broadcast_add(scaled, F.reshape(beta, bshape))
 
 
 class TorchBatchNorm(nn.BatchNorm):
@@ -36,13 +38,23 @@ class TorchBatchNorm(nn.BatchNorm):
     ``running_var``; see layout.module_key). ``momentum`` is passed to Gluon in
     Gluon's convention (weight on the OLD value: ``1 - spec.momentum``, 0.9 for the
     spec's 0.1) so ``repr`` shows the true setting; the EMA below uses the spec's.
+
+    The spec's options: ``fix_gamma`` (MXNet's ``BatchNorm(fix_gamma=True)``, seed 004) is
+    Gluon's ``scale=False``: Gluon still creates a ``gamma`` parameter (``grad_req='null'``,
+    never trained), which this block never reads (the scale is the constant 1, so the
+    multiplication is skipped: ``xhat * 1`` is ``xhat`` exactly) and which has no canonical
+    tensor (:attr:`fixed_gamma`). ``running_var="biased"`` keeps the biased batch variance in
+    ``running_var``, as MXNet's own CPU op does; "unbiased" is PyTorch's (the default).
     """
 
     def __init__(self, layer: BatchNorm, input_rank: int, prefix: str) -> None:
-        super().__init__(axis=1, momentum=1.0 - layer.momentum, epsilon=layer.eps, center=True, scale=True,
-                         use_global_stats=False, in_channels=layer.num_features, prefix=prefix)
+        super().__init__(axis=1, momentum=1.0 - layer.momentum, epsilon=layer.eps, center=True,
+                         scale=not layer.fix_gamma, use_global_stats=False, in_channels=layer.num_features,
+                         prefix=prefix)
         self.torch_momentum = layer.momentum  # weight on the NEW statistic (PyTorch, the spec)
         self.eps = layer.eps
+        self.fix_gamma = layer.fix_gamma
+        self.unbiased = layer.running_var == "unbiased"
         self.axes = (0,) if input_rank == 1 else (0, 2, 3)  # every axis but channels (axis 1)
         self.bshape = (1, -1) if input_rank == 1 else (1, -1, 1, 1)
         self.dtype = "float32"
@@ -57,23 +69,33 @@ class TorchBatchNorm(nn.BatchNorm):
         mean = F.mean(x, axis=self.axes)
         xc = F.broadcast_sub(x, F.reshape(mean, self.bshape))
         var = F.mean(F.square(xc), axis=self.axes)  # biased: what the output is normalised with
-        y = _normalise(F, xc, var, gamma, beta, self.eps, self.bshape)
+        y = _normalise(F, xc, var, None if self.fix_gamma else gamma, beta, self.eps, self.bshape)
         # Running statistics, PyTorch's EMA: running = (1 - m) running + m stat, with the
-        # UNBIASED variance var * n / (n - 1), n = elements per channel. No gradient flows
-        # through them (PyTorch updates them under no_grad).
-        shape = F.shape_array(x)
-        n = F.cast(F.prod(shape) / F.slice_axis(shape, axis=0, begin=1, end=2), self.dtype)
-        unbiased = F.broadcast_div(F.broadcast_mul(F.BlockGrad(var), n), F.maximum(n - 1, 1))
+        # UNBIASED variance var * n / (n - 1), n = elements per channel (or, running_var="biased",
+        # MXNet's own op's choice, the biased one). No gradient flows through them (PyTorch
+        # updates them under no_grad).
+        if self.unbiased:
+            shape = F.shape_array(x)
+            n = F.cast(F.prod(shape) / F.slice_axis(shape, axis=0, begin=1, end=2), self.dtype)
+            stat_var = F.broadcast_div(F.broadcast_mul(F.BlockGrad(var), n), F.maximum(n - 1, 1))
+        else:
+            stat_var = F.BlockGrad(var)
         m = self.torch_momentum
         new_mean = (1 - m) * running_mean + m * F.BlockGrad(mean)
-        new_var = (1 - m) * running_var + m * unbiased
+        new_var = (1 - m) * running_var + m * stat_var
         return y, new_mean, new_var
+
+    @property
+    def fixed_gamma(self) -> list[str]:
+        """Gluon parameter names this block holds without a canonical tensor: gamma under fix_gamma."""
+        return [self.gamma.name] if self.fix_gamma else []
 
     def forward_running(self, x: nd.NDArray) -> nd.NDArray:
         """Eval-mode output (running statistics), imperative, changes nothing."""
         mean, var = self.running_mean.data(x.context), self.running_var.data(x.context)
         xc = nd.broadcast_sub(x, nd.reshape(mean, self.bshape))
-        return _normalise(nd, xc, var, self.gamma.data(x.context), self.beta.data(x.context), self.eps, self.bshape)
+        gamma = None if self.fix_gamma else self.gamma.data(x.context)
+        return _normalise(nd, xc, var, gamma, self.beta.data(x.context), self.eps, self.bshape)
 
 
 class GANNet(nn.HybridSequential):
@@ -121,9 +143,11 @@ class GANNet(nn.HybridSequential):
 class ExactLeakyReLU(nn.LeakyReLU):
     """``nn.LeakyReLU`` computed as ``max(x, alpha x)`` (equal for 0 <= alpha < 1).
 
-    The ``LeakyReLU`` operator keeps its ``slope`` parameter as a C++ float: in a float64
-    net 0.2 becomes 0.200000003 (measured: D outputs 2e-8 off the oracle). Two elementwise
-    ops keep the slope a double (Python float scalars reach MXNet's scalar ops as doubles).
+    The ``LeakyReLU`` operator keeps its ``slope`` parameter as a C++ float and computes the
+    negative side as ``float(x) * float(slope)`` whatever the dtype (mshadow_op::xelu): in a
+    float64 net 0.2 becomes 0.200000003 and x is rounded to float32 (measured: D outputs 2e-8
+    off the oracle). Two elementwise ops keep everything double (Python float scalars reach
+    MXNet's scalar ops as doubles).
     """
 
     def hybrid_forward(self, F: Any, x: Any) -> Any:

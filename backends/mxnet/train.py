@@ -14,15 +14,20 @@ from gansuite.common.spec import AdamSpec
 from .models import GANNet
 
 
-def _adam_math(F: Any, w: Any, g: Any, m: Any, v: Any, c1: Any, c2: Any, cfg: AdamSpec) -> tuple[Any, Any, Any]:
+def _adam_math(F: Any, w: Any, g: Any, m: Any, v: Any, c1: Any, c2: Any, alpha: Any,
+               cfg: AdamSpec) -> tuple[Any, Any, Any]:
     """The spec's Adam for one tensor, in the oracle's operation order (common/oracle.adam_update).
 
-    ``c1 = 1 - beta1^t`` and ``c2 = 1 - beta2^t`` are (1,)-arrays (they change every step);
-    every other coefficient is a Python float, which MXNet's scalar operators apply as a
-    double (``1 - beta2`` is formed in float64 here, not from a float32 beta2).
+    ``c1 = 1 - beta1^t`` and ``c2 = 1 - beta2^t`` are (1,)-arrays (they change every step), and
+    so is ``alpha = lr * sqrt(c2) / c1``, the eps-hat form's step size, formed on the host in
+    float64 as the oracle (and MXNet's optimizer, in Python) forms it. Every other coefficient
+    is a Python float, which MXNet's scalar operators apply as a double (``1 - beta2`` is
+    formed in float64 here, not from a float32 beta2).
     """
     m_new = cfg.beta1 * m + (1 - cfg.beta1) * g
     v_new = cfg.beta2 * v + (1 - cfg.beta2) * g * g
+    if cfg.form == "eps_hat":  # Keras, MXNet: eps added to sqrt(v) BEFORE the bias correction
+        return w - F.broadcast_div(F.broadcast_mul(m_new, alpha), F.sqrt(v_new) + cfg.eps), m_new, v_new
     m_hat = F.broadcast_div(m_new, c1)
     v_hat = F.broadcast_div(v_new, c2)
     w_new = w - F.broadcast_div(cfg.lr * m_hat, F.sqrt(v_hat) + cfg.eps)
@@ -30,18 +35,18 @@ def _adam_math(F: Any, w: Any, g: Any, m: Any, v: Any, c1: Any, c2: Any, cfg: Ad
 
 
 class SpecAdam(mx.optimizer.Optimizer):
-    """Adam with the spec's (PyTorch's) update: ``p -= lr * m_hat / (sqrt(v_hat) + eps)``.
+    """Adam in the spec's form: PyTorch's ``p -= lr * m_hat / (sqrt(v_hat) + eps)`` (``form="torch"``)
+    or the eps-hat form ``p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)`` (``"eps_hat"``).
 
     MXNet's ``mx.optimizer.Adam`` (1.9.1, optimizer.py) is the "eps-hat" form, like Keras:
-    ``p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``: eps is added BEFORE the
-    bias correction (its docstring even prints the two coefficients the wrong way round).
-    Algebraically the spec's update is that form with a per-step epsilon
-    ``eps_t = eps * sqrt(1 - b2^t)``, but its fused kernel ``nd.adam_update`` cannot
-    deliver it at the spec's tolerances: the kernel keeps lr, betas and epsilon as
-    float32 parameters and forms ``1 - beta`` from them, in float64 as in float32
-    (0.999f: 1 - 0.999f = 0.000999987, so v is 1.3e-5 off; 1 - 0.9f: m 2.4e-7 off).
-    So the update is :func:`_adam_math`, written out in MXNet operators. These
-    differences are measured in tests/test_backend_mxnet.py.
+    eps is added BEFORE the bias correction (its docstring even prints the two coefficients
+    the wrong way round). Algebraically the torch form is that form with a per-step epsilon
+    ``eps_t = eps * sqrt(1 - b2^t)``, but its fused kernel ``nd.adam_update`` delivers
+    neither form at the spec's tolerances, not even its own: the kernel keeps lr, betas and
+    epsilon as float32 parameters and forms ``1 - beta`` from them, in float64 as in float32
+    (0.999f: 1 - 0.999f = 0.000999987, so v is 1.3e-5 off; 1 - 0.9f: m 2.4e-7 off). So both
+    forms are :func:`_adam_math`, written out in MXNet operators with double coefficients.
+    These differences are measured in tests/test_backend_mxnet.py.
 
     Speed: written as single NDArray calls the update is 12 operators per tensor (112
     of the Gaussian GAN's 167 per iteration). So the Updater hands all of a net's
@@ -88,9 +93,11 @@ class SpecAdam(mx.optimizer.Optimizer):
         t = self._index_update_count[indices[0]]
         op, names = self._compiled(len(indices))
         w0 = weights[0]
-        # rescale_grad is 1/batch_size from Trainer.step(batch_size); we call step(1), so it is 1.0
-        # and applying it (g * 1.0) is exact.
-        coef = np.array([1 - self.cfg.beta1**t, 1 - self.cfg.beta2**t, self.rescale_grad])
+        # rescale_grad is 1/batch_size from Trainer.step(batch_size): 1/B for the per_example
+        # reduction (MXNet's own convention), else step(1) and applying it (g * 1.0) is exact.
+        cfg = self.cfg
+        alpha = cfg.lr * np.sqrt(1 - cfg.beta2**t) / (1 - cfg.beta1**t)  # eps_hat's step, the oracle's expression
+        coef = np.array([1 - cfg.beta1**t, 1 - cfg.beta2**t, self.rescale_grad, alpha])
         arrays = {"coef": nd.array(coef, ctx=w0.context, dtype=w0.dtype)}  # one host->device copy per step
         for i, (w, g, (m, v)) in enumerate(zip(weights, grads, states)):
             arrays.update({f"w{i}": w, f"g{i}": g, f"m{i}": m, f"v{i}": v})
@@ -98,12 +105,12 @@ class SpecAdam(mx.optimizer.Optimizer):
 
     def _compiled(self, n: int) -> tuple[Any, list[str]]:
         if n not in self._ops:
-            coef = mx.sym.var("coef")  # (3,): 1 - beta1^t, 1 - beta2^t, rescale_grad
-            c1, c2, rescale = (mx.sym.slice_axis(coef, axis=0, begin=j, end=j + 1) for j in range(3))
+            coef = mx.sym.var("coef")  # (4,): 1 - beta1^t, 1 - beta2^t, rescale_grad, alpha
+            c1, c2, rescale, alpha = (mx.sym.slice_axis(coef, axis=0, begin=j, end=j + 1) for j in range(4))
             outputs = []
             for i in range(n):
                 w, g, m, v = (mx.sym.var(f"{k}{i}") for k in "wgmv")
-                outputs += _adam_math(mx.sym, w, mx.sym.broadcast_mul(g, rescale), m, v, c1, c2, self.cfg)
+                outputs += _adam_math(mx.sym, w, mx.sym.broadcast_mul(g, rescale), m, v, c1, c2, alpha, self.cfg)
             graph = mx.sym.Group(outputs)
             self._ops[n] = (nd.CachedOp(graph), graph.list_inputs())  # inputs in the graph's own order
         return self._ops[n]
@@ -129,7 +136,8 @@ def bce(logits: nd.NDArray, label: float, reduction: str) -> nd.NDArray:
     # Gluon's SigmoidBCELoss returns one value per example, the MEAN over every non-batch axis
     # (here one element: logits are (B,)); the batch reduction is the spec's and is explicit
     # ('sum' in d2l, 'mean' in the tutorial). d2l's MXNet tab instead keeps the per-example
-    # vector (backward of a vector = of its sum) and calls trainer.step(batch_size): a mean.
+    # vector (backward of a vector = of its sum) and calls trainer.step(batch_size): the spec's
+    # "per_example", back-propagated (and reported) as the sum, its 1/B applied by the Trainer.
     per_example = _BCE(logits, _constant(logits, label))
     return per_example.mean() if reduction == "mean" else per_example.sum()
 
@@ -154,36 +162,72 @@ def _forward(net: GANNet, x: nd.NDArray) -> nd.NDArray:
     return y
 
 
+def _step_batch(reduction: str, rows: int) -> int:
+    """Trainer.step's batch_size: B for the per_example reduction (rescale_grad = 1/B, as MXNet's
+    Trainer.step(batch_size) and Module apply it), else 1 (the loss carries the spec's reduction;
+    step(B) would give gradients 1/B of the spec's)."""
+    return rows if reduction == "per_example" else 1
+
+
+def _grads(params: dict[str, gluon.Parameter], batch: int) -> dict[str, nd.NDArray]:
+    """The gradients as Adam sees them: times rescale_grad = 1/batch (exact copies when batch is 1)."""
+    return {k: p.grad().copy() if batch == 1 else p.grad() * (1.0 / batch) for k, p in params.items()}
+
+
 def train_iteration(state: Any, real: nd.NDArray, z: nd.NDArray,
                     with_grads: bool) -> tuple[dict[str, float], dict[str, nd.NDArray] | None]:
-    """D step then G step, exactly the tutorial's sequence. Returns the host scalars and, if
-    asked, the gradients keyed by canonical name.
+    """D step then G step in the spec's sequence. Returns the host scalars and, if asked, the
+    gradients keyed by canonical name (rescaled as Adam sees them: per_example's 1/B included).
+
+    D's passes: D(real), G(z), D(fake) (``d_order="real_first"``, the tutorial) or G(z), D(fake),
+    D(real) (``"fake_first"``, seed 004); one backward of the summed loss (``d_backward="joint"``)
+    or one per pass, the first pass's gradients copied and added to the second's by hand
+    (``"separate"``: seed 004's ``gradr += gradf``, the tutorial's two backward calls). z may have
+    more rows than real (``noise_batch="batch_size"``): each BCE reduces over its own batch.
 
     The losses and the three logit vectors come back as ONE device vector ``[loss_D, loss_G,
     D(x) logits, D(G(z)) logits before and after D's step]``: one host copy (the iteration's only
     sync) for all, and the sigmoid means are taken on the host in float64.
     """
     G, D, trainer_G, trainer_D, loss = state.G, state.D, state.trainer_G, state.trainer_D, state.spec.loss
+    train = state.spec.train
     first = state.steps == 0 and state.options.mode == "fast"
     t0 = time.perf_counter()
     grads: dict[str, nd.NDArray] | None = {} if with_grads else None
+    separate = train.d_backward == "separate"
 
     # -- D step: maximise log D(x) + log(1 - D(G(z))) --
     # Inside autograd.record() Gluon is in train mode; our BatchNorm uses batch statistics anyway.
-    # grad_req='write': backward overwrites last step's gradients (PyTorch's zero_grad).
+    # grad_req='write': backward overwrites last step's gradients (PyTorch's zero_grad). The
+    # passes' graphs are recorded in separate record() scopes: MXNet keeps the graph on the
+    # arrays, so a later scope (the joint loss, the G step) can still back-propagate through them.
+    order = ("fake", "real") if train.d_order == "fake_first" else ("real", "fake")
+    outs, losses, fake, copied = {}, {}, None, None
+    for which in order:
+        with autograd.record():
+            if which == "real":
+                out = _forward(D, real).reshape(-1)
+            else:
+                fake = _forward(G, z)  # the only G forward of the iteration; reused below
+                out = _forward(D, fake.detach()).reshape(-1)
+            label = loss.real_label if which == "real" else loss.fake_label
+            outs[which], losses[which] = out, bce(out, label, loss.reduction)
+            scaled = loss.d_loss_scale * losses[which]
+        if separate:
+            scaled.backward()
+            if copied is None:  # copy, not reference: the next backward overwrites the gradients
+                copied = [p.grad().copy() for p in state.trainable["D"].values()]
+            else:
+                for p, g in zip(state.trainable["D"].values(), copied):
+                    p.grad()[:] += g
     with autograd.record():
-        out_real = _forward(D, real).reshape(-1)
-        fake = _forward(G, z)  # the only G forward of the iteration; reused below
-        out_fake = _forward(D, fake.detach()).reshape(-1)
-        loss_D = loss.d_loss_scale * (bce(out_real, loss.real_label, loss.reduction)
-                                      + bce(out_fake, loss.fake_label, loss.reduction))
-    loss_D.backward()
+        loss_D = loss.d_loss_scale * (losses["real"] + losses["fake"])
+    if not separate:
+        loss_D.backward()
+    d_batch = _step_batch(loss.reduction, real.shape[0])
     if grads is not None:
-        grads.update({k: p.grad().copy() for k, p in state.trainable["D"].items()})
-    # step(1): the loss already carries the spec's reduction. Trainer.step(batch_size) would
-    # multiply every gradient by 1/batch_size (rescale_grad), as d2l's MXNet tab does with a
-    # per-example loss; with the spec's sum that gives gradients 1/B of the spec's.
-    trainer_D.step(1)
+        grads.update(_grads(state.trainable["D"], d_batch))
+    trainer_D.step(d_batch)
 
     # -- G step: maximise log D(G(z)), through the updated D, same fake --
     # `fake` still holds G's recorded graph (loss_D's backward stopped at fake.detach()).
@@ -192,16 +236,18 @@ def train_iteration(state: Any, real: nd.NDArray, z: nd.NDArray,
         out_gen = _forward(D, fake).reshape(-1)
         loss_G = bce(out_gen, loss.real_label, loss.reduction)
     loss_G.backward()
+    g_batch = _step_batch(loss.reduction, z.shape[0])
     if grads is not None:
-        grads.update({k: p.grad().copy() for k, p in state.trainable["G"].items()})
-    trainer_G.step(1)
+        grads.update(_grads(state.trainable["G"], g_batch))
+    trainer_G.step(g_batch)
 
-    report = nd.concat(loss_D.reshape((1,)), loss_G.reshape((1,)), out_real, out_fake, out_gen, dim=0)
+    report = nd.concat(loss_D.reshape((1,)), loss_G.reshape((1,)), outs["real"], outs["fake"], out_gen, dim=0)
     values = report.asnumpy().astype(np.float64)  # the one host sync of the iteration
     if first:  # graph building and memory planning happen in this call: see MxnetState.compile_s
         state.compile_s = time.perf_counter() - t0
     state.steps += 1
-    logits = values[2:].reshape(3, -1)  # D(x), D(G(z)) before and after D's step
+    n_real, n_fake = real.shape[0], z.shape[0]  # D(x) rows, then D(G(z)) before and after D's step
+    logits = np.split(values[2:], [n_real, n_real + n_fake])
     D_x, D_G_z1, D_G_z2 = (float(_sigmoid(row).mean()) for row in logits)
     scalars = {"loss_D": float(values[0]), "loss_G": float(values[1]), "D_x": D_x, "D_G_z1": D_G_z1,
                "D_G_z2": D_G_z2}
