@@ -96,7 +96,7 @@ class TensorflowBackend(Backend):
             opt_D = make_adam(spec.train.optim_D, list(D_params.values()), options.mode)
             # Device-side noise (device_noise): TF's counter-based Philox generator, seeded here.
             rng = tf.random.Generator.from_seed(options.seed, alg="philox")
-        step_fn, jit, graph = _make_step(options, spec.loss, G, D, G_params, D_params, opt_G, opt_D)
+        step_fn, jit, graph = _make_step(options, spec, G, D, G_params, D_params, opt_G, opt_D)
         noise_fn = _make_noise(rng, channels_last_shape(spec.latent_shape), dtype, jit)
         return TensorflowState(spec, options, dtype, device, G, D, G_vars, D_vars, G_params, D_params, opt_G, opt_D,
                                step_fn, rng, noise_fn, jit, graph)

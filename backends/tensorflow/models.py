@@ -21,13 +21,18 @@ _UNUSED_INIT = "zeros"
 
 
 class SpecBatchNorm(keras.layers.BatchNormalization):
-    """Keras BatchNormalization with the spec's (PyTorch's) running-variance update.
+    """Keras BatchNormalization with the spec's running-variance update (``running_var``).
 
     Stock Keras (keras/src/layers/normalization/batch_normalization.py, 3.15) updates
     ``moving_variance`` with the BIASED batch variance; PyTorch stores the UNBIASED
-    one (``var * n / (n - 1)``). The normalisation itself is the same in both (biased
-    variance), so only the training branch's running-stat update is rewritten; the
+    one (``var * n / (n - 1)``, the spec's default ``running_var="unbiased"``). MXNet's CPU
+    BatchNorm keeps the biased one, as Keras does (``running_var="biased"``, seed 004); the
+    update below is then Keras's own formula. The normalisation itself is the same in all
+    (biased variance), so only the training branch's running-stat update is rewritten; the
     inference branch (``bn="running"``) is Keras's own.
+
+    ``scale=False`` (Keras: no ``gamma`` variable at all) is MXNet's ``fix_gamma=True``: the
+    scale is the constant 1, never trained, and not a canonical tensor (common/params.py).
 
     Deliberately NOT Keras's ``training and self.trainable`` test: in Keras,
     ``trainable=False`` on a BatchNormalization layer also forces INFERENCE mode
@@ -35,23 +40,43 @@ class SpecBatchNorm(keras.layers.BatchNormalization):
     never sets ``trainable=False``; it picks the variables to differentiate instead.
     """
 
+    def __init__(self, *, running_var: str = "unbiased", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.running_var = running_var
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "running_var": self.running_var}
+
     def call(self, inputs: tf.Tensor, training: bool | None = None, mask: tf.Tensor | None = None) -> tf.Tensor:
         if not training:
             return super().call(inputs, training=False, mask=mask)
         mean, variance = self._moments(inputs, mask)  # biased, over every axis but channels
-        # Bessel's factor n / (n - 1), one float64 constant from the static shape.
-        if inputs.shape.is_fully_defined():
-            count = inputs.shape.num_elements() // inputs.shape[self.axis]
-            bessel = tf.constant(count / max(count - 1, 1), inputs.dtype)
-        else:  # a function traced for any batch size
-            n = tf.cast(tf.size(inputs) // tf.shape(inputs)[self.axis], inputs.dtype)
-            bessel = n / tf.maximum(n - 1, 1)
-        unbiased = variance * bessel
+        stat = variance
+        if self.running_var == "unbiased":
+            # Bessel's factor n / (n - 1), one float64 constant from the static shape. The count is
+            # per call: D(real) and D(fake) may see different batch sizes (train.noise_batch).
+            if inputs.shape.is_fully_defined():
+                count = inputs.shape.num_elements() // inputs.shape[self.axis]
+                bessel = tf.constant(count / max(count - 1, 1), inputs.dtype)
+            else:  # a function traced for any batch size
+                n = tf.cast(tf.size(inputs) // tf.shape(inputs)[self.axis], inputs.dtype)
+                bessel = n / tf.maximum(n - 1, 1)
+            stat = variance * bessel
         # Keras's momentum is the weight on the OLD value (= 1 - spec.momentum, set in build_layer).
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-        self.moving_variance.assign(self.moving_variance * self.momentum + unbiased * (1.0 - self.momentum))
-        return keras.ops.batch_normalization(inputs, mean, variance, axis=self.axis, offset=self.beta,
-                                             scale=self.gamma, epsilon=self.epsilon)
+        self.moving_variance.assign(self.moving_variance * self.momentum + stat * (1.0 - self.momentum))
+        # The normalisation in the centred form, xhat = (x - mean) / sqrt(var + eps), y = xhat * gamma + beta
+        # (the oracle's, and PyTorch's native kernel's), not keras.ops.batch_normalization's
+        # tf.nn.batch_normalization, which folds the mean into the offset: x * inv + (beta - mean * inv).
+        # Differentiated by the tape, that fold forms the gradient of inv as sum(dy * x) - mean * sum(dy),
+        # an uncentred difference that cancels when |mean| >> std. Measured on dcgan-mnist-tiny, float32:
+        # D's input gradient 5e-7 off the oracle, which G's last bias gradient (a sum over 65,536 pixels,
+        # 900x smaller than the sum of their magnitudes) turns into 1.3e-5 relative, over the 1e-5
+        # tolerance. Same function, same running statistics; only the rounding differs.
+        inv_std = 1.0 / tf.sqrt(variance + tf.constant(self.epsilon, inputs.dtype))
+        xhat = (inputs - mean) * inv_std
+        # self.gamma does not exist with scale=False (fix_gamma): the scale is the constant 1.
+        return (xhat * self.gamma if self.scale else xhat) + self.beta
 
 
 class SpecLeakyReLU(keras.layers.LeakyReLU):
@@ -100,9 +125,12 @@ def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: tf
     if isinstance(layer, BatchNorm):
         # Keras defaults are momentum=0.99 on the OLD value and epsilon=1e-3; the spec's momentum
         # (PyTorch's, 0.1) is the weight on the NEW value => Keras momentum = 1 - spec.momentum.
-        # axis=-1 is the channel axis of NHWC and of (N, F).
-        return [SpecBatchNorm(axis=-1, momentum=1.0 - layer.momentum, epsilon=layer.eps, center=True, scale=True,
-                              name=name, dtype=dtype)]
+        # axis=-1 is the channel axis of NHWC and of (N, F). fix_gamma (MXNet) is Keras's scale=False:
+        # Keras then creates no gamma (MXNet keeps a gamma array held at 1; neither trains it).
+        # epsilon is added in the layer's dtype (SpecBatchNorm's training path, and the inference
+        # path's tf.nn.batch_normalization), so seed 004's 1e-5 + 1e-12 reaches a float64 net exactly.
+        return [SpecBatchNorm(axis=-1, momentum=1.0 - layer.momentum, epsilon=layer.eps, center=True,
+                              scale=not layer.fix_gamma, running_var=layer.running_var, name=name, dtype=dtype)]
     if isinstance(layer, ReLU):
         return [keras.layers.ReLU(max_value=None, negative_slope=0.0, threshold=0.0, name=name, dtype=dtype)]
     if isinstance(layer, LeakyReLU):

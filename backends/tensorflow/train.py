@@ -14,20 +14,24 @@ import keras
 import tensorflow as tf
 
 from gansuite.common.protocol import BuildOptions
-from gansuite.common.spec import AdamSpec, LossSpec
+from gansuite.common.spec import AdamSpec, GANSpec
 
 
 class SpecAdam(keras.optimizers.Adam):
-    """``keras.optimizers.Adam`` with the spec's update: PyTorch's form, eps AFTER bias correction.
+    """``keras.optimizers.Adam`` with the spec's update, in the spec's form (``AdamSpec.form``):
+    PyTorch's (``"torch"``: eps AFTER bias correction) or the eps-hat form (``"eps_hat"``).
 
     Keras 3.15 (keras/src/optimizers/adam.py) differs from the spec in four ways:
 
     * eps placement: ``w -= alpha * m / (sqrt(v) + eps)`` with ``alpha = lr * sqrt(1 - b2^t) / (1 - b1^t)``,
       the paper's "epsilon hat", i.e. PyTorch's ``eps * sqrt(1 - b2^t)`` on the other side
-      (31.6x larger than PyTorch's eps at t=1);
+      (31.6x larger than PyTorch's eps at t=1). That IS the spec's ``form="eps_hat"`` (Keras's and
+      MXNet's), which this class computes too, from exact constants (next point);
     * default ``epsilon=1e-7``, not 1e-8 (set from the spec below);
-    * ``ops.cast(self.beta_2, dtype)`` goes through float32, and ``learning_rate`` lives in a
-      float32 variable: in float64 both are rounded (see the test for the measured effect);
+    * ``ops.cast(self.beta_1, dtype)`` / ``ops.cast(self.beta_2, dtype)`` go through float32 (tf.cast
+      of a Python float makes a float32 tensor first), and ``learning_rate`` lives in a
+      float32 variable: in float64 both are rounded (see the test for the measured effect), so
+      stock Keras is not even the eps-hat form exactly in float64;
     * ``m += (g - m) * (1 - b1)``: equal in exact arithmetic, written as the oracle writes it here.
 
     Only ``update_step`` is replaced; the moments, the ONE step counter per optimiser
@@ -45,6 +49,7 @@ class SpecAdam(keras.optimizers.Adam):
         # dtype: in float64 that rounds 2e-4 to 2.0000000949949026e-4 (relative 4.7e-8), far above the
         # float64 tolerance once it multiplies the update. The update reads the exact Python float.
         self.exact_lr = float(cfg.lr)
+        self.form = cfg.form
 
     def moments(self, variable: keras.Variable) -> tuple[keras.Variable, keras.Variable]:
         """(m, v) of one model variable."""
@@ -62,14 +67,26 @@ class SpecAdam(keras.optimizers.Adam):
         # Bias corrections in float64 whatever the model dtype, as PyTorch computes them (Python floats):
         # 1 - float32(0.999)**1 is 1.3e-5 away from 1 - 0.999.
         t = tf.cast(self.iterations + 1, tf.float64)  # apply() increments iterations after all updates
-        correction1 = tf.cast(1.0 - tf.pow(tf.constant(self.beta_1, tf.float64), t), dtype)
-        correction2 = tf.cast(1.0 - tf.pow(tf.constant(self.beta_2, tf.float64), t), dtype)
         m, v = self.moments(variable)
         m_new = b1 * m + one_minus_b1 * g
         v_new = b2 * v + one_minus_b2 * g * g
         self.assign(m, m_new)
         self.assign(v, v_new)
-        lr, eps = tf.constant(self.exact_lr, dtype), tf.constant(self.epsilon, dtype)
+        eps = tf.constant(self.epsilon, dtype)
+        if self.form == "eps_hat":
+            # Keras's own (and MXNet's) form, with exact constants: the step size
+            # alpha = lr * sqrt(1 - b2^t) / (1 - b1^t) formed in float64 first, as MXNet's optimizer
+            # does in Python and the oracle does (common/oracle.adam_update), then one rounding to
+            # the model's dtype. Keras's stock update forms it from the float32 learning-rate
+            # variable and float32-rounded betas (see the class docstring).
+            lr64 = tf.constant(self.exact_lr, tf.float64)
+            alpha = tf.cast(lr64 * tf.sqrt(1.0 - tf.pow(tf.constant(self.beta_2, tf.float64), t))
+                            / (1.0 - tf.pow(tf.constant(self.beta_1, tf.float64), t)), dtype)
+            self.assign_sub(variable, alpha * m_new / (tf.sqrt(v_new) + eps))
+            return
+        correction1 = tf.cast(1.0 - tf.pow(tf.constant(self.beta_1, tf.float64), t), dtype)
+        correction2 = tf.cast(1.0 - tf.pow(tf.constant(self.beta_2, tf.float64), t), dtype)
+        lr = tf.constant(self.exact_lr, dtype)
         self.assign_sub(variable, lr * (m_new / correction1) / (tf.sqrt(v_new / correction2) + eps))
 
 
@@ -89,7 +106,8 @@ def bce(logits: tf.Tensor, label: float, reduction: str) -> tf.Tensor:
     # BCE-with-logits on the raw logit, reduced as the spec says. keras.losses.BinaryCrossentropy
     # defaults to from_logits=False (clips probabilities to [1e-7, 1 - 1e-7]) and to the
     # "sum_over_batch_size" reduction; neither is used. TF's formula is the oracle's:
-    # max(x, 0) - x*t + log(1 + exp(-|x|)).
+    # max(x, 0) - x*t + log(1 + exp(-|x|)). "per_example" is back-propagated as the batch sum and
+    # reported as it; its 1/B is applied to the parameter gradients afterwards (_rescale).
     target = tf.fill(tf.shape(logits), tf.cast(label, logits.dtype))
     per_example = tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=logits)
     return tf.reduce_mean(per_example) if reduction == "mean" else tf.reduce_sum(per_example)
@@ -122,7 +140,24 @@ def _to_host(result: tuple[dict[str, tf.Tensor], dict[str, tf.Tensor] | None]
     return {k: v.numpy() for k, v in scalars.items()}, grads
 
 
-def _make_step(options: BuildOptions, loss: LossSpec, G: keras.Model, D: keras.Model,
+def _rescale(grads: list[tf.Tensor], reduction: str, rows: tf.Tensor | int) -> list[tf.Tensor]:
+    """The per-example reduction's 1/B on the parameter gradients (B = ``rows``), before Adam, as
+    MXNet's ``Trainer.step(B)`` / Module's ``rescale_grad = 1/B`` apply it; other reductions unchanged.
+    Keras has no such knob (``model.fit`` losses are reduced before differentiation)."""
+    if reduction != "per_example":
+        return grads
+    if isinstance(rows, int):  # the static batch size: one constant 1/B, rounded once, as the oracle's
+        scales = {g.dtype: tf.constant(1.0 / rows, g.dtype) for g in grads}
+        return [g * scales[g.dtype] for g in grads]
+    return [g * tf.cast(1.0 / tf.cast(rows, tf.float64), g.dtype) for g in grads]
+
+
+def _rows(x: tf.Tensor) -> tf.Tensor | int:
+    """Rows of a batch: static when the traced shape knows them (a tf.function retraces per shape)."""
+    return x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
+
+
+def _make_step(options: BuildOptions, spec: GANSpec, G: keras.Model, D: keras.Model,
                G_params: dict[str, keras.Variable], D_params: dict[str, keras.Variable], opt_G: SpecAdam,
                opt_D: SpecAdam) -> tuple[Callable, bool, bool]:
     """The iteration as a function of ``(real, z, with_grads)``: ``(step_fn, jit_compile, graph)``, where
@@ -131,7 +166,15 @@ def _make_step(options: BuildOptions, loss: LossSpec, G: keras.Model, D: keras.M
     ``G_params`` / ``D_params``: canonical name -> trainable variable, canonical order.
     Every forward passes ``training=True``: BatchNorm uses batch statistics and updates its
     running ones in all four forwards, as PyTorch's train mode does.
+
+    The spec's options: ``train.d_order`` (D's real pass before or after G(z) and D(fake): only
+    the order of D's BN running-stat updates changes), ``train.d_backward`` (one gradient of the
+    summed loss, or one per pass summed by hand), ``loss.reduction == "per_example"`` (1/B on
+    the gradients: B the real rows for D, z's rows for G). ``real`` and ``z`` may have different
+    rows (``train.noise_batch``): every reduction runs over its own batch.
     """
+    loss, train = spec.loss, spec.train
+    real_first, separate = train.d_order == "real_first", train.d_backward == "separate"
 
     def step(real: tf.Tensor, z: tf.Tensor,
              with_grads: bool) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor] | None]:
@@ -144,15 +187,33 @@ def _make_step(options: BuildOptions, loss: LossSpec, G: keras.Model, D: keras.M
             tape_G.watch(g_vars)
 
             # -- D step: maximise log D(x) + log(1 - D(G(z))) --
-            with tf.GradientTape(watch_accessed_variables=False) as tape_D:
+            # persistent: the "separate" backward asks the tape for two gradients.
+            with tf.GradientTape(watch_accessed_variables=False, persistent=separate) as tape_D:
                 tape_D.watch(d_vars)
-                out_real = tf.reshape(D(real, training=True), [-1])
+                if real_first:  # the tutorial: D(real), G(z), D(fake)
+                    out_real = tf.reshape(D(real, training=True), [-1])
                 fake = G(z, training=True)  # the only G forward of the iteration; reused below
                 out_fake = tf.reshape(D(tf.stop_gradient(fake), training=True), [-1])
-                loss_D = loss.d_loss_scale * (bce(out_real, loss.real_label, loss.reduction)
-                                              + bce(out_fake, loss.fake_label, loss.reduction))
+                if not real_first:  # seed 004: G(z), D(fake), then D(real)
+                    out_real = tf.reshape(D(real, training=True), [-1])
+                l_real = bce(out_real, loss.real_label, loss.reduction)
+                l_fake = bce(out_fake, loss.fake_label, loss.reduction)
+                loss_D = loss.d_loss_scale * (l_real + l_fake)
+                if separate:
+                    scaled = {"real": loss.d_loss_scale * l_real, "fake": loss.d_loss_scale * l_fake}
             with tape_G.stop_recording():  # D's gradient and update are no part of G's graph
-                grads_D = tape_D.gradient(loss_D, d_vars)
+                if separate:
+                    # Two backward passes, in the order of the forwards, their gradients summed
+                    # (the tutorial's errD_real.backward(); errD_fake.backward(); seed 004's
+                    # copied-and-added gradients). a + b == b + a in IEEE: the order is not a number.
+                    first, second = ("real", "fake") if real_first else ("fake", "real")
+                    g_first = tape_D.gradient(scaled[first], d_vars)
+                    g_second = tape_D.gradient(scaled[second], d_vars)
+                    grads_D = [a + b for a, b in zip(g_first, g_second)]
+                    del tape_D
+                else:
+                    grads_D = tape_D.gradient(loss_D, d_vars)
+                grads_D = _rescale(grads_D, loss.reduction, _rows(real))
                 opt_D.apply(grads_D, list(D_params.values()))
 
             # -- G step: maximise log D(G(z)), through the updated D, same fake --
@@ -160,11 +221,11 @@ def _make_step(options: BuildOptions, loss: LossSpec, G: keras.Model, D: keras.M
             # inference mode. D's variables are simply not differentiated here.
             out_gen = tf.reshape(D(fake, training=True), [-1])
             loss_G = bce(out_gen, loss.real_label, loss.reduction)
-        grads_G = tape_G.gradient(loss_G, g_vars)
+        grads_G = _rescale(tape_G.gradient(loss_G, g_vars), loss.reduction, _rows(z))
         opt_G.apply(grads_G, list(G_params.values()))
 
         grads = None
-        if with_grads:
+        if with_grads:  # the gradients Adam saw (rescaled for per_example)
             grads = {**dict(zip(D_params, grads_D)), **dict(zip(G_params, grads_G))}
         scalars = {
             "loss_D": loss_D,
