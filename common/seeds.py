@@ -21,6 +21,9 @@ class SeedSystem:
     preset: str  # the preset that reproduces it
     framework: str  # the backend env its transcription runs in
     port: str  # module:Class of the transcription's port
+    # Where the seed's own code cannot meet SEED_CODE in float64, the measured cause (its module
+    # docstring and tests/test_backend_<framework>.py show it: modelled, the gap closes).
+    known_gap: str = ""
 
     @property
     def iterations(self) -> int:
@@ -34,13 +37,23 @@ SEED_SYSTEMS: tuple[SeedSystem, ...] = (
     SeedSystem("001-torch", "seed 001: d2l 20.1, PyTorch tab", "gaussian", "torch",
                "gansuite.benchmarks.peers.d2l_torch:SeedPort"),
     SeedSystem("001-mxnet", "seed 001: d2l 20.1, MXNet tab", "gaussian-mxnet", "mxnet",
-               "gansuite.benchmarks.peers.d2l_mxnet:SeedPort"),
+               "gansuite.benchmarks.peers.d2l_mxnet:SeedPort",
+               known_gap="MXNet's fused adam_update keeps lr, beta1, beta2 and eps as C floats even for float64 "
+                         "weights (1 - 0.999f = 0.000999987): params 6.7e-6 off after one iteration; an oracle "
+                         "with MXNet's float32 constants agrees to 6.3e-13"),
     SeedSystem("001-tensorflow", "seed 001: d2l 20.1, TensorFlow tab", "gaussian-tensorflow", "tensorflow",
-               "gansuite.benchmarks.peers.d2l_tensorflow:SeedPort"),
+               "gansuite.benchmarks.peers.d2l_tensorflow:SeedPort",
+               known_gap="Keras's Adam rounds beta_1 and beta_2 through float32 in its bias corrections even in "
+                         "float64 (0.9990000128746033): params 1.05e-5 off after one iteration; an oracle with "
+                         "those betas agrees to 7e-14"),
     SeedSystem("003-torch", "seed 003: DCGAN on FashionMNIST (PyTorch)", "dcgan-mnist", "torch",
                "gansuite.benchmarks.peers.seed003_torch:SeedPort"),
     SeedSystem("004-mxnet", "seed 004: MXNet's symbolic DCGAN (mx.sym + mx.mod.Module)", "dcgan-mxnet", "mxnet",
-               "gansuite.benchmarks.peers.seed004_mxnet:SeedPort"),
+               "gansuite.benchmarks.peers.seed004_mxnet:SeedPort",
+               known_gap="MXNet's symbolic operators keep float32 constants in float64 graphs: LeakyReLU computes "
+                         "float32(x) * 0.2f on its negative side, BatchNorm's momentum is 0.9f, adam_update's "
+                         "hyper-parameters are C floats: D(x) 3.1e-8 off; with those modelled the tiny preset "
+                         "agrees to 1e-12 after one iteration"),
 )
 
 
