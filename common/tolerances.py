@@ -45,7 +45,7 @@ error exceeds ``DIVERGENCE_THRESHOLD``.
 
 Seed code vs preset (``SEED_CODE``): a seed document's own code, transcribed, against every
 backend's run of its preset, float64, losses and parameters after every iteration of the
-comparison's trajectory (Gaussian GANs: the full 2500 iterations; DCGANs: 10 at batch 8).
+comparison's trajectory (Gaussian GANs: the full 2500 iterations; DCGANs: 3 at batch 8).
 Two float64 implementations of the same arithmetic in a different operation order differ by
 ~1e-16 per operation; Adam's steps ``lr * g / (|g| + eps)`` amplify that where gradients are
 near zero (above), so end-to-end parameters are held to 1e-10, not 1e-12.

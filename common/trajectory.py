@@ -19,7 +19,7 @@ from .trace import run_trace
 
 SUBSAMPLE_PER_TENSOR = 256  # trajectory parameter error is measured on these entries of every tensor
 GAUSSIAN_FULL_RUN = 2500  # d2l's 20 epochs of 125 batches
-DCGAN_ITERATIONS = 10  # the float64 oracle's cost bounds the DCGAN trajectories
+DCGAN_ITERATIONS = 3  # the float64 oracle's cost bounds the DCGAN trajectories (CI runs all six presets)
 
 
 def trajectory_iterations(model: str) -> int:
