@@ -23,7 +23,7 @@ DCGAN_ITERATIONS = 3  # the float64 oracle's cost bounds the DCGAN trajectories 
 
 
 def trajectory_iterations(model: str) -> int:
-    """Iterations of a model's comparison trajectory: the Gaussian GANs' full run; DCGANs 10."""
+    """Iterations of a model's comparison trajectory: the Gaussian GANs' full run; DCGANs 3."""
     return GAUSSIAN_FULL_RUN if model.startswith("gaussian") else DCGAN_ITERATIONS
 
 
