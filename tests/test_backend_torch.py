@@ -1,9 +1,86 @@
-"""PyTorch backend: the shared contract (tests/backend_contract.py) plus torch specifics."""
+"""PyTorch backend: the shared contract (tests/backend_contract.py) plus torch specifics: the torch
+seed systems' own code (benchmarks/peers, common/seeds.py) held to the float64 oracle."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from backend_contract import BackendContract
+
+from gansuite.common.oracle import OracleBackend
+from gansuite.common.params import init_params
+from gansuite.common.parity import parity_inputs, rel_err
+from gansuite.common.presets import preset
+from gansuite.common.protocol import BuildOptions
+from gansuite.common.seeds import systems_for
+from gansuite.common.tolerances import SEED_CODE, tolerance
+from gansuite.common.verify import PortBackend, load_port, verify
 
 
 class TestTorchBackend(BackendContract):
     backend_name = "torch"
+
+
+#: Each torch seed system's port on its preset at test size (same classes and loop, narrower nets).
+SEED_PORTS = [("gansuite.benchmarks.peers.tutorial_torch:SeedPort", "dcgan-tiny"),
+              ("gansuite.benchmarks.peers.d2l_torch:SeedPort", "gaussian"),
+              ("gansuite.benchmarks.peers.seed003_torch:SeedPort", "dcgan-mnist-tiny")]
+
+
+def test_seed_ports_cover_the_torch_seed_systems():
+    ports = {p for p, _ in SEED_PORTS}
+    assert {s.port for s in systems_for("torch")} == ports
+    assert {preset(m).name for _, m in SEED_PORTS} == {"dcgan-tiny", "gaussian", "dcgan-mnist-tiny"}
+
+
+@pytest.mark.parametrize("impl,model", SEED_PORTS)
+def test_seed_code_matches_oracle(impl, model):
+    """gansuite verify on the seed's own code, float64: forward and one iteration within the oracle
+    tolerances, 3 iterations of trajectory within the seed-code bound (common/tolerances.py)."""
+    checks = verify(PortBackend(load_port(impl)), preset(model), "float64", 3)
+    failed = [c for c in checks if not c.passed]
+    assert not failed, failed
+    assert {c.check for c in checks if c.tolerance is not None} == {"forward", "one iteration"}
+    for c in checks:
+        assert c.rel_err <= SEED_CODE, c
+
+
+def test_seed003_noise_rows_on_a_short_batch():
+    """Seed 003's torch.randn(BATCH_SIZE, ...) on a short last batch: 4 real rows, 16 noise rows;
+    each BCELoss averages its own batch. One iteration of the seed's loop vs the oracle."""
+    spec = preset("dcgan-mnist-tiny")
+    params, real, z = parity_inputs(spec, 0, 4)
+    assert (len(real), len(z)) == (4, 16)
+    port = PortBackend(load_port("gansuite.benchmarks.peers.seed003_torch:SeedPort"))
+    oracle = OracleBackend()
+    sp, so = port.build(spec, params, None, BuildOptions(dtype="float64")), oracle.build(spec, params, None, BuildOptions())
+    a, b = port.train_step(sp, real, z), oracle.train_step(so, real, z)
+    for k in ("loss_D", "loss_G"):
+        assert abs(getattr(a, k) - getattr(b, k)) <= tolerance("float64", "loss") * abs(getattr(b, k)), k
+    pa, pb = port.export_params(sp)[0], oracle.export_params(so)[0]
+    worst = max(rel_err(pa[k], pb[k])[1] for k in pb)
+    assert worst <= tolerance("float64", "params"), worst
+
+
+def test_seed003_peer_trains():
+    from gansuite.benchmarks.peers.seed003_torch import Peer
+
+    peer = Peer(preset("dcgan-mnist-tiny"), 4, "cpu", 0)
+    before = [p.detach().clone() for p in peer.gen.parameters()]
+    peer.train(2)
+    peer.sample(1)
+    assert len(peer.D_losses) == 2 and all(np.isfinite(peer.D_losses + peer.G_losses))
+    assert any(not bool((p == q).all()) for p, q in zip(peer.gen.parameters(), before))
+
+
+def test_fix_gamma_batch_norm_has_no_weight():
+    """MXNet's fix_gamma: no weight tensor in the module (so none in Adam), scale 1 in the forward."""
+    from gansuite.common.registry import get_backend
+
+    spec = preset("dcgan-mxnet-tiny")
+    backend = get_backend("torch")
+    st = backend.build(spec, init_params(spec, 0), None, BuildOptions(dtype="float64"))
+    bn = st.G[1]
+    assert bn.weight is None and "1.weight" not in st.G.state_dict()
+    assert all(n != "1.weight" for n, _ in st.G.named_parameters())

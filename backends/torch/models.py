@@ -6,6 +6,7 @@ import contextlib
 from typing import Any, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gansuite.common.spec import BatchNorm, Conv2d, ConvTranspose2d, Dense, Layer, LeakyReLU, NetSpec, ReLU, Tanh
@@ -25,10 +26,22 @@ def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: to
                                   layer.padding, output_padding=0, bias=layer.bias, dtype=dtype)
     if isinstance(layer, BatchNorm):
         # momentum: PyTorch's convention is the spec's (weight on the NEW statistic); eps as given.
-        # PyTorch normalises with the biased variance and stores the unbiased one: the spec's choice.
-        cls = nn.BatchNorm1d if len(input_shape) == 1 else nn.BatchNorm2d
-        return cls(layer.num_features, eps=layer.eps, momentum=layer.momentum, affine=True,
-                   track_running_stats=True, dtype=dtype)
+        # PyTorch normalises with the biased variance and stores the unbiased one: the spec's default
+        # (running_var="unbiased"). running_var="biased" (MXNet's CPU op) needs _BiasedRunningVar.
+        flat = len(input_shape) == 1
+        if layer.running_var == "biased":
+            cls = _BiasedBatchNorm1d if flat else _BiasedBatchNorm2d
+        else:
+            cls = nn.BatchNorm1d if flat else nn.BatchNorm2d
+        bn = cls(layer.num_features, eps=layer.eps, momentum=layer.momentum, affine=True,
+                 track_running_stats=True, dtype=dtype)
+        if layer.fix_gamma:
+            # MXNet's fix_gamma=True: the scale is the constant 1, not a parameter. PyTorch has no such
+            # switch (affine=False would drop beta too), so the weight is unregistered: F.batch_norm
+            # with weight=None skips the multiply (x * 1 is exact anyway), nothing trains it, and it
+            # is absent from state_dict / named_parameters, i.e. from the canonical tensors and Adam.
+            bn.register_parameter("weight", None)
+        return bn
     if isinstance(layer, ReLU):
         return nn.ReLU()
     if isinstance(layer, LeakyReLU):
@@ -37,6 +50,36 @@ def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: to
     if isinstance(layer, Tanh):
         return nn.Tanh()
     raise TypeError(f"unsupported layer {layer!r}")
+
+
+class _BiasedRunningVar:
+    """BatchNorm whose ``running_var`` tracks the BIASED batch variance (MXNet's CPU BatchNorm).
+
+    PyTorch's kernel always folds the unbiased variance (n / (n - 1) times the biased one) into
+    ``running_var``, with no option to change that, and undoing it afterwards would need the batch
+    variance again. So in train mode the batch is normalised by F.batch_norm WITHOUT running
+    buffers (batch statistics only, exactly PyTorch's normalisation), and the running statistics
+    are advanced here, ``running = (1 - m) running + m stat``, the spec's (and the oracle's) form.
+    Eval mode is plain PyTorch (running statistics)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)  # type: ignore[misc]
+        dims = [0, *range(2, x.dim())]
+        with torch.no_grad():
+            m = self.momentum
+            self.running_mean.mul_(1 - m).add_(x.mean(dims), alpha=m)
+            self.running_var.mul_(1 - m).add_(x.var(dims, unbiased=False), alpha=m)
+            self.num_batches_tracked.add_(1)
+        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+
+
+class _BiasedBatchNorm1d(_BiasedRunningVar, nn.BatchNorm1d):
+    pass
+
+
+class _BiasedBatchNorm2d(_BiasedRunningVar, nn.BatchNorm2d):
+    pass
 
 
 def build_net(net: NetSpec, name: str, dtype: torch.dtype, mode: str) -> nn.Sequential:

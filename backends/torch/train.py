@@ -1,7 +1,8 @@
-"""One training iteration in the tutorial's call order (see common/protocol.py)."""
+"""One training iteration in the tutorial's call order, with the spec's variants (see common/protocol.py)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
 
 import torch
@@ -10,12 +11,48 @@ import torch.nn.functional as F
 from gansuite.common.spec import AdamSpec
 
 
-def make_adam(cfg: AdamSpec, params: Iterable[torch.nn.Parameter], mode: str) -> torch.optim.Adam:
-    # torch.optim.Adam is the spec's form already: lr * m_hat / (sqrt(v_hat) + eps).
+class _EpsHatAdam(torch.optim.Optimizer):
+    """Adam in the "eps-hat" form of Keras and MXNet (AdamSpec.form="eps_hat"):
+    ``p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``.
+
+    torch.optim.Adam adds eps to sqrt(v_hat), after the bias correction, and has no switch for
+    this form (rescaling eps by sqrt(1 - b2^t) per step is the same maths but not the same
+    rounding). The step size is formed in float64 in Python, as MXNet's optimizer does, and the
+    moments are updated as the oracle writes them (``b1 m + (1 - b1) g``). State keys and the
+    per-parameter float ``step`` tensor are torch.optim.Adam's, so write_adam/read_adam serve both."""
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float],
+                 eps: float) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:
+        for group in self.param_groups:
+            (b1, b2), lr, eps = group["betas"], group["lr"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:  # created lazily at the first step, as torch.optim.Adam does
+                    st.update(step=torch.tensor(0.0, dtype=torch.float32), exp_avg=torch.zeros_like(p),
+                              exp_avg_sq=torch.zeros_like(p))
+                st["step"] += 1
+                t = int(st["step"].item())
+                m, v, g = st["exp_avg"], st["exp_avg_sq"], p.grad
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                alpha = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+                p.addcdiv_(m, v.sqrt().add_(eps), value=-alpha)
+
+
+def make_adam(cfg: AdamSpec, params: Iterable[torch.nn.Parameter], mode: str) -> torch.optim.Optimizer:
+    # form="torch": torch.optim.Adam is the spec's form already: lr * m_hat / (sqrt(v_hat) + eps).
     # weight_decay=0 and amsgrad=False are the defaults; set so nobody has to look them up.
     # Parity uses the single-tensor reference loop (foreach=False): same maths, fixed op order.
     # Fast mode uses the fused kernel for float32 (one kernel for every tensor of the net).
     params = list(params)
+    if cfg.form == "eps_hat":  # Keras / MXNet: no torch.optim equivalent (see _EpsHatAdam)
+        return _EpsHatAdam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
     fused = mode == "fast" and params[0].dtype == torch.float32
     return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
                             weight_decay=0.0, amsgrad=False, foreach=False if not fused else None,
@@ -24,25 +61,66 @@ def make_adam(cfg: AdamSpec, params: Iterable[torch.nn.Parameter], mode: str) ->
 
 def bce(logits: torch.Tensor, label: float, reduction: str) -> torch.Tensor:
     # BCE-with-logits on the raw logit (the tutorial: Sigmoid + BCELoss, identical unless |logit| > ~16).
+    # "per_example" (MXNet's per-example loss + Trainer.step(B)) is back-propagated as the SUM; its
+    # 1/B is applied to the parameter gradients afterwards (_rescale), as MXNet's rescale_grad.
     target = torch.full_like(logits, label)
-    return F.binary_cross_entropy_with_logits(logits, target, reduction=reduction)
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="sum" if reduction == "per_example"
+                                              else reduction)
+
+
+def _rescale(module: torch.nn.Module, reduction: str, batch: int) -> None:
+    """per_example: every parameter gradient times 1/B before Adam (PyTorch's losses have no such
+    mode; MXNet's Trainer.step(B) / Module do it in the optimizer)."""
+    if reduction == "per_example":
+        scale = 1.0 / batch
+        for p in module.parameters():
+            if p.grad is not None:
+                p.grad.mul_(scale)
+
+
+def _d_passes(state: Any, real: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """D's two passes and their backward(s), as train.d_order and train.d_backward say:
+    real first (the tutorial) or fake first (seed 004: G(z), D(fake), D(real); only the order in
+    which D's BN running statistics advance differs); one backward of the summed loss ("joint") or
+    one backward per pass ("separate": the tutorial's errD_real.backward(); errD_fake.backward()),
+    the two gradients summed by autograd's accumulation into .grad. G runs once. z may have more
+    rows than real (train.noise_batch="batch_size"): each BCE reduces over its own batch."""
+    G, D, loss, train = state.G_run, state.D_run, state.spec.loss, state.spec.train
+    separate = train.d_backward == "separate"
+    out: dict[str, torch.Tensor] = {}
+
+    def real_pass() -> None:
+        out["real"] = D(real).reshape(-1)
+        out["bce_real"] = bce(out["real"], loss.real_label, loss.reduction)
+        if separate:
+            (loss.d_loss_scale * out["bce_real"]).backward()
+
+    def fake_pass() -> None:
+        out["fake_img"] = G(z)  # the only G forward of the iteration; reused by the G step
+        out["fake"] = D(out["fake_img"].detach()).reshape(-1)
+        out["bce_fake"] = bce(out["fake"], loss.fake_label, loss.reduction)
+        if separate:
+            (loss.d_loss_scale * out["bce_fake"]).backward()
+
+    for run in ((real_pass, fake_pass) if train.d_order == "real_first" else (fake_pass, real_pass)):
+        run()
+    loss_D = loss.d_loss_scale * (out["bce_real"] + out["bce_fake"])
+    if not separate:
+        loss_D.backward()
+    return out["real"], out["fake"], out["fake_img"], loss_D
 
 
 def train_iteration(state: Any, real: torch.Tensor, z: torch.Tensor,
                     with_grads: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
     """D step then G step, exactly the tutorial's sequence. Returns device scalars (no sync) and,
-    if asked, the gradients keyed by canonical name."""
-    G, D, opt_G, opt_D, loss = state.G_run, state.D_run, state.opt_G, state.opt_D, state.spec.loss
+    if asked, the gradients keyed by canonical name (after the per_example rescale: what Adam sees)."""
+    D, opt_G, opt_D, loss = state.D_run, state.opt_G, state.opt_D, state.spec.loss
     grads: dict[str, torch.Tensor] | None = {} if with_grads else None
 
     # -- D step: maximise log D(x) + log(1 - D(G(z))) --
     state.D.zero_grad(set_to_none=True)
-    out_real = D(real).reshape(-1)
-    fake = G(z)  # the only G forward of the iteration; reused below
-    out_fake = D(fake.detach()).reshape(-1)
-    loss_D = loss.d_loss_scale * (bce(out_real, loss.real_label, loss.reduction)
-                                  + bce(out_fake, loss.fake_label, loss.reduction))
-    loss_D.backward()
+    out_real, out_fake, fake, loss_D = _d_passes(state, real, z)
+    _rescale(state.D, loss.reduction, real.shape[0])  # B = the real batch for D's step
     if grads is not None:
         grads.update({f"D.{k}": p.grad.detach().clone() for k, p in state.D.named_parameters()})
     opt_D.step()
@@ -52,6 +130,7 @@ def train_iteration(state: Any, real: torch.Tensor, z: torch.Tensor,
     out_gen = D(fake).reshape(-1)
     loss_G = bce(out_gen, loss.real_label, loss.reduction)
     loss_G.backward()
+    _rescale(state.G, loss.reduction, z.shape[0])  # B = z's rows for G's step
     if grads is not None:
         grads.update({f"G.{k}": p.grad.detach().clone() for k, p in state.G.named_parameters()})
     opt_G.step()
