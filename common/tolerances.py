@@ -29,8 +29,11 @@ float32 (unit roundoff u = 2^-24 ~ 6e-8):
 * BN running statistics: forward quantities (means, variances): 1e-5.
 
 float64 (u ~ 1.1e-16): the same reasoning scaled by 2^-29; measured 2e-16..3e-14
-for PyTorch; 1e-12 everywhere (also end-to-end parameters, where the Adam
-amplification stays far below it).
+for PyTorch; 1e-12 for every per-step quantity. End-to-end parameters are NOT held to it:
+Adam's sensitivity to its gradient, lr * eps / (|g| + eps)^2, is 8e3 for the 5.8e-9 gradient
+of one G.12.weight element of full-size dcgan-mnist, so a 3e-17 gradient difference becomes
+3.7e-12 of that tensor's scale after one iteration (measured: the torch backend 3.7e-12, the
+seed-003 transcription 4.0e-12); they are held to ``SEED_CODE`` (below).
 
 Kinks (common/kinks.py): an activation input within ``kink_margin(dtype)`` of 0 -- the
 forward tolerance times the largest magnitude of that layer's input -- is closer to the
@@ -67,7 +70,6 @@ TOLERANCES: dict[str, dict[str, float]] = {
         "grad": 1e-12,
         "adam": 1e-12,
         "running_stats": 1e-12,
-        "params": 1e-12,
     },
 }
 
