@@ -7,6 +7,7 @@ the oracle's number (asserted within the float64 tolerance). Small arrays, eager
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,8 @@ from backend_contract import BackendContract
 from gansuite.common import oracle_layers as L
 from gansuite.common.oracle import adam_update
 from gansuite.common.params import init_params, param_shapes
-from gansuite.common.parity import rel_err
+from gansuite.common.oracle import OracleBackend
+from gansuite.common.parity import check_one_step, failures, parity_inputs, rel_err
 from gansuite.common.presets import preset
 from gansuite.common.protocol import BuildOptions
 from gansuite.common.spec import AdamSpec, BatchNorm, Conv2d, ConvTranspose2d
@@ -118,7 +120,7 @@ class TestJaxBackend(BackendContract):
         from gansuite.backends.jax.models import build_net
         from gansuite.common.layout import channels_last_shape
 
-        for model in ("gaussian", "dcgan-tiny"):
+        for model in ("gaussian", "dcgan-tiny", "dcgan-mxnet-tiny"):  # the last: fix_gamma, no `scale`
             spec = preset(model)
             params = init_params(spec, 0)
             st = backend.build(spec, params, None, BuildOptions(dtype="float64"))
@@ -168,6 +170,33 @@ class TestJaxBackend(BackendContract):
         assert rel_err(y, y_ref)[1] <= FP64
         assert rel_err(ours["mean"], run_ref["running_mean"])[1] <= FP64
         assert rel_err(ours["var"], run_ref["running_var"])[1] <= FP64
+
+    def test_batchnorm_fix_gamma_and_biased_running_var(self, backend):
+        """Seed 004's BatchNorm (MXNet fix_gamma=True, biased running variance, eps 1e-5 + 1e-12):
+        use_scale=False creates no `scale` and gives the oracle's output with gamma = 1; the running
+        variance is the biased one, which the spec's default (unbiased) misses by n / (n - 1)."""
+        jax, jnp, _, _ = _frameworks()
+        from gansuite.backends.jax.models import build_layer
+
+        layer = BatchNorm(3, eps=1e-5 + 1e-12, momentum=0.1, fix_gamma=True, running_var="biased")
+        rng = np.random.default_rng(6)
+        x = 2.0 + 3.0 * rng.standard_normal((4, 3))  # n = 4
+        p = {"bias": 0.1 * rng.standard_normal(3), "running_mean": rng.standard_normal(3),
+             "running_var": 1 + rng.random(3)}
+        y_ref, cache = L.batch_norm_forward(layer, p, x)
+        run_ref = L.batch_norm_running_update(layer, p, cache)
+        variables = {"params": {"bias": jnp.asarray(p["bias"])},
+                     "batch_stats": {"mean": jnp.asarray(p["running_mean"]), "var": jnp.asarray(p["running_var"])}}
+        ours = build_layer(layer, (3,), "0", jnp.float64, "parity")
+        created = jax.eval_shape(lambda: ours.init(jax.random.key(0), jnp.asarray(x), use_running_average=False))
+        assert set(created["params"]) == {"bias"}  # no scale: nothing to train, no canonical weight
+        y, upd = ours.apply(variables, jnp.asarray(x), use_running_average=False, mutable=["batch_stats"])
+        assert rel_err(np.asarray(y), y_ref)[1] <= FP64
+        assert rel_err(np.asarray(upd["batch_stats"]["mean"]), run_ref["running_mean"])[1] <= FP64
+        assert rel_err(np.asarray(upd["batch_stats"]["var"]), run_ref["running_var"])[1] <= FP64
+        unbiased = build_layer(dataclasses.replace(layer, running_var="unbiased"), (3,), "0", jnp.float64, "parity")
+        _, upd = unbiased.apply(variables, jnp.asarray(x), use_running_average=False, mutable=["batch_stats"])
+        assert rel_err(np.asarray(upd["batch_stats"]["var"]), run_ref["running_var"])[1] > WRONG
 
     def test_batchnorm_fast_variance_cancels_in_float32(self, backend):
         """Flax's default use_fast_variance=True computes E[x^2] - E[x]^2: in float32, for activations
@@ -236,6 +265,48 @@ class TestJaxBackend(BackendContract):
         assert rel_err(run(optax.adamw(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps)), ref)[1] > 1e-6
         assert rel_err(run(optax.adam(cfg.lr, cfg.beta1, cfg.beta2, eps=0.0, eps_root=cfg.eps)), ref)[1] > 1e-3
 
+    def test_eps_hat_adam_matches_oracle_and_optax_adam_does_not(self, backend):
+        """AdamSpec.form="eps_hat" (Keras, MXNet; seeds 001 MXNet/TF tabs, 004): make_adam's own
+        transformation is the oracle's update to roundoff, with gradients near eps (where the eps
+        placement matters); optax.adam (PyTorch's form) is not. Its state has optax.adam's layout
+        (ScaleByAdamState count/mu/nu, EmptyState), which backend.write_adam / read_adam rely on."""
+        jax, jnp, _, optax = _frameworks()
+        from gansuite.backends.jax.train import make_adam
+
+        cfg = AdamSpec(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8, form="eps_hat")
+        rng = np.random.default_rng(7)
+        p0 = rng.standard_normal(6)
+        grads = [1e-8 * rng.standard_normal(6) for _ in range(3)]
+
+        def run(tx: Any) -> np.ndarray:
+            p, state = jnp.asarray(p0), tx.init(jnp.asarray(p0))
+            for g in grads:
+                upd, state = jax.jit(tx.update)(jnp.asarray(g), state, p)
+                p = optax.apply_updates(p, upd)
+            return np.asarray(p)
+
+        ref, m, v = p0, np.zeros(6), np.zeros(6)
+        for t, g in enumerate(grads, 1):
+            ref, m, v = adam_update(ref, g, m, v, t, cfg)
+        ours = make_adam(cfg, jnp.asarray(p0), "parity")
+        assert rel_err(run(ours), ref)[1] <= FP64
+        assert rel_err(run(optax.adam(cfg.lr, cfg.beta1, cfg.beta2, eps=cfg.eps)), ref)[1] > 1e-6
+        theirs = optax.adam(cfg.lr).init(jnp.asarray(p0))
+        mine = ours.init(jnp.asarray(p0))
+        assert jax.tree.structure(mine) == jax.tree.structure(theirs)
+        assert mine[0].count.dtype == theirs[0].count.dtype
+
+    def test_spec_variants_in_combination_match_oracle(self, backend):
+        """The options no preset combines: fake-first D passes with ONE joint backward, the
+        per-example reduction (1/B on the gradients) and eps-hat Adam on the tutorial's nets."""
+        base = preset("dcgan-tiny")
+        spec = dataclasses.replace(
+            base, loss=dataclasses.replace(base.loss, reduction="per_example"),
+            train=dataclasses.replace(base.train, d_order="fake_first", d_backward="joint",
+                                      optim_D=dataclasses.replace(base.train.optim_D, form="eps_hat")))
+        msg = failures(check_one_step(backend, spec, "float64", batch_size=4))
+        assert not msg, "\n" + msg
+
     # -- dtypes, compilation, fast mode -------------------------------------------------------------
 
     @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -288,3 +359,36 @@ class TestJaxBackend(BackendContract):
         other = [backend.train_step(again, r, None).loss_D for r in reals]
         assert again.compile_s == 0.0  # same signature as `stepped`: executable reused, nothing compiled
         assert not np.allclose(other, steps)  # another seed, other noise
+
+    def test_fast_mode_noise_rows_differ_from_real_rows(self, backend):
+        """Seed 003's short last batch (dcgan-mnist-tiny: 4 real rows, 16 noise rows): the compiled
+        step with host noise matches the oracle; device noise has train.noise_rows rows; each
+        (real, z) shape pair is its own compile-cache entry (a full batch compiles again, a second
+        short one does not); train_epoch's scan draws the same 16-row noise as train_step."""
+        from gansuite.backends.jax import models
+
+        spec = preset("dcgan-mnist-tiny")
+        params, real, z = parity_inputs(spec, 0, 4)
+        assert real.shape[0] == 4 and z.shape[0] == 16
+        opts = BuildOptions(dtype="float64", mode="fast", seed=3)
+        st = backend.build(spec, params, None, opts)
+        out = backend.train_step(st, real, z)
+        ref = OracleBackend()
+        ref_out = ref.train_step(ref.build(spec, params, None, BuildOptions()), real, z)
+        for k in ("loss_D", "loss_G", "D_x", "D_G_z1", "D_G_z2"):
+            assert abs(getattr(out, k) - getattr(ref_out, k)) <= FP64 * max(1.0, abs(getattr(ref_out, k))), k
+        keys = set(models._COMPILED)
+        streams = Streams(spec, 0)
+        full = streams.real(0)
+        backend.train_step(st, full, streams.noise(0, 16))  # (16, 16): another signature
+        assert len(set(models._COMPILED) - keys) == 1
+        keys = set(models._COMPILED)
+        backend.train_step(st, real, z)  # (4, 16) again: cached
+        assert set(models._COMPILED) == keys
+
+        reals = np.stack([streams.real(i)[:4] for i in range(3)])
+        stepped = backend.build(spec, params, None, opts)
+        assert backend.device_noise(backend.build(spec, params, None, opts), 16).shape[0] == 16
+        steps = [backend.train_step(stepped, r, None).loss_D for r in reals]
+        scanned = backend.build(spec, params, None, opts)
+        np.testing.assert_allclose(backend.train_epoch(scanned, reals)["loss_D"], steps, rtol=FP64, atol=0)

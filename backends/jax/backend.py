@@ -82,7 +82,8 @@ class JaxBackend(Backend):
 
     def write_adam(self, state: JaxState, net: str, step: int, m: dict[str, jax.Array],
                    v: dict[str, jax.Array]) -> None:
-        # optax.adam = chain(scale_by_adam, scale_by_learning_rate): state (ScaleByAdamState, EmptyState).
+        # optax.adam = chain(scale_by_adam, scale_by_learning_rate): state (ScaleByAdamState, EmptyState);
+        # the eps-hat form (train._eps_hat_adam) keeps that layout, so both forms are read/written alike.
         # Its one `count` per optimizer is the canonical per-net step (PyTorch keeps one per parameter).
         adam, *rest = state.train[f"opt_{net}"]
         mu: dict[str, dict[str, jax.Array]] = {}
@@ -122,6 +123,8 @@ class JaxBackend(Backend):
             "jax_platforms": os.environ.get("JAX_PLATFORMS"),
             "cpu_count": os.cpu_count(),
             "compile_s": state.compile_s,
+            # optax.adam (PyTorch's form) or train._eps_hat_adam (Keras/MXNet's), per net.
+            "adam_form": {"G": state.spec.train.optim_G.form, "D": state.spec.train.optim_D.form},
         }
 
     def sync(self, state: JaxState) -> None:

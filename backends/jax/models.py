@@ -48,7 +48,14 @@ class TorchBatchNorm(nn.BatchNorm):
     batch variance (recomputed here two-pass, as ``use_fast_variance=False`` computes it: one
     more reduction per channel). The mean update is Flax's own: with ``momentum = 1 - spec.momentum``
     it is PyTorch's formula.
+
+    ``running_var_stat="biased"`` (the spec's ``BatchNorm.running_var``, MXNet's CPU op, seed 004):
+    the running variance tracks the biased batch variance instead. That is what Flax itself stores,
+    but it is written here the same way as the unbiased one (same two-pass variance, same EMA
+    expression), so the two options differ only by the ``n / (n - 1)`` factor.
     """
+
+    running_var_stat: str = "unbiased"  # the spec's BatchNorm.running_var: "unbiased" | "biased"
 
     @nn.compact
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:  # no `mask`
@@ -61,9 +68,12 @@ class TorchBatchNorm(nn.BatchNorm):
         n = x.size // x.shape[-1]
         mean = jnp.mean(x, axis=axes)
         biased = jnp.mean(jnp.square(x - mean), axis=axes)
-        unbiased = biased * n / max(n - 1, 1)  # PyTorch (and the oracle): var * n / (n - 1)
+        if self.running_var_stat == "unbiased":
+            stat = biased * n / max(n - 1, 1)  # PyTorch (and the oracle): var * n / (n - 1)
+        else:
+            stat = biased  # MXNet's CPU BatchNorm (running_var="biased")
         # Same EMA form as Flax's update (weight `momentum` on the OLD value).
-        self.put_variable("batch_stats", "var", self.momentum * old_var + (1 - self.momentum) * unbiased)
+        self.put_variable("batch_stats", "var", self.momentum * old_var + (1 - self.momentum) * stat)
         return y
 
 
@@ -113,7 +123,11 @@ def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: An
             # averages in float32; off, everything stays in the state's dtype (no-op for fp32/fp64
             # activations, but float64 running stats would otherwise be created as float32).
             force_float32_reductions=False,
-            use_bias=True, use_scale=True, dtype=dtype, param_dtype=dtype, name=name,
+            # fix_gamma (MXNet's BatchNorm(fix_gamma=True), seed 004): the scale is the constant 1.
+            # Flax's use_scale=False creates no `scale` variable and skips the multiply (x * 1 is
+            # exact anyway): nothing to train, no canonical `weight` tensor (common/params.py).
+            use_bias=True, use_scale=not layer.fix_gamma, dtype=dtype, param_dtype=dtype, name=name,
+            running_var_stat=layer.running_var,
         )
     if isinstance(layer, ReLU):
         return nn.relu

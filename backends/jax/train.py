@@ -1,4 +1,4 @@
-"""One training iteration in the tutorial's call order (see common/protocol.py).
+"""One training iteration in the tutorial's call order, with the spec's variants (see common/protocol.py).
 
 JAX has no autograd tape and no optimizer objects holding state: the iteration is
 a pure function ``(state, real, z) -> (new state, scalars, grads)``. Each forward
@@ -7,6 +7,13 @@ PyTorch's autograd step by step: D's two forwards each get their own backward
 and the gradients are summed (as ``.grad`` accumulates), and G's ONE forward is
 pulled back once, in the G step, with the gradient that flows through the
 updated D into the same ``fake``.
+
+The spec's variants (the seeds'): D's passes real first or fake first (``d_order``: only the
+order in which D's BN running statistics are threaded differs), one backward of the summed loss
+or one per pass (``d_backward``: here one cotangent per pass either way, see ``_d_step``), the
+per-example reduction (sum, then every gradient times 1/B before Adam), Adam in the eps-hat form
+(``_eps_hat_adam``), and z with more rows than the real batch (each BCE reduces over its own
+rows; jit compiles one executable per shape pair, and models._compiled keys on the shapes).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from jax import lax
 
 from gansuite.common.layout import channels_last_shape, layer_of
 from gansuite.common.params import trainable_names
-from gansuite.common.spec import AdamSpec, LossSpec
+from gansuite.common.spec import AdamSpec, GANSpec
 
 from .layout import DTYPES, activations_to_framework, module_key
 from .models import Net, StepConfig, _compiled
@@ -32,27 +39,73 @@ class TrainState(TypedDict):
 
     G: dict[str, Any]  # Flax variables {"params": ..., "batch_stats": ...}
     D: dict[str, Any]
-    opt_G: Any  # optax.adam's state: (ScaleByAdamState, EmptyState)
+    opt_G: Any  # optax.adam's state: (ScaleByAdamState, EmptyState); _eps_hat_adam keeps the same layout
     opt_D: Any
     key: jax.Array  # threefry key for fast mode's noise, seeded at build
 
 
+def _eps_hat_adam(cfg: AdamSpec) -> optax.GradientTransformation:
+    """Adam in the "eps-hat" form of Keras and MXNet (AdamSpec.form="eps_hat"):
+    ``p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``.
+
+    optax has no such switch: optax.adam adds eps to sqrt(v_hat), after the bias correction
+    (rescaling eps by sqrt(1 - b2^t) per step is the same maths, not the same rounding). The
+    moments are updated as the oracle writes them (``b1 m + (1 - b1) g``, ``b2 v + (1 - b2) g g``)
+    and the step size is formed in float64 (x64 is on) from the step count, as MXNet's optimizer
+    forms it in Python, then cast to the moments' dtype. The state is optax.adam's own layout,
+    ``(ScaleByAdamState(count, mu, nu), EmptyState())`` with an int32 count, so backend.write_adam /
+    read_adam (and so checkpoints) serve both forms unchanged.
+    """
+    b1, b2, lr, eps = cfg.beta1, cfg.beta2, cfg.lr, cfg.eps
+
+    def init(params: Any) -> tuple[optax.ScaleByAdamState, optax.EmptyState]:
+        return (optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=jax.tree.map(jnp.zeros_like, params),
+                                       nu=jax.tree.map(jnp.zeros_like, params)), optax.EmptyState())
+
+    def update(grads: Any, state: tuple[optax.ScaleByAdamState, optax.EmptyState],
+               params: Any = None) -> tuple[Any, tuple[optax.ScaleByAdamState, optax.EmptyState]]:
+        adam, rest = state
+        count = optax.safe_increment(adam.count)
+        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, adam.mu, grads)
+        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, adam.nu, grads)
+        t = count.astype(jnp.float64)
+        alpha = lr * jnp.sqrt(1 - b2**t) / (1 - b1**t)  # the oracle's expression, float64
+        # -(alpha m / (sqrt(v) + eps)): optax.apply_updates adds it, p + (-u) == p - u exactly.
+        updates = jax.tree.map(lambda m, v: -(alpha.astype(m.dtype) * m / (jnp.sqrt(v) + eps)), mu, nu)
+        return updates, (adam._replace(count=count, mu=mu, nu=nu), rest)
+
+    return optax.GradientTransformation(init, update)
+
+
 def make_adam(cfg: AdamSpec, params: Any, mode: str) -> optax.GradientTransformation:
-    # optax.adam is the spec's (PyTorch's) form: lr * m_hat / (sqrt(v_hat + eps_root) + eps), with
-    # eps_root=0 (its default; set so nobody has to look it up). Keras/MXNet put eps before the
-    # bias correction instead. No weight decay (that is optax.adamw), no Nesterov, moments in the
-    # params' dtype (mu_dtype=None).
+    # form="torch": optax.adam is the spec's (PyTorch's) form: lr * m_hat / (sqrt(v_hat + eps_root) + eps),
+    # with eps_root=0 (its default; set so nobody has to look it up). form="eps_hat" (Keras/MXNet put
+    # eps before the bias correction): no optax equivalent, see _eps_hat_adam. No weight decay (that
+    # is optax.adamw), no Nesterov, moments in the params' dtype (mu_dtype=None).
     # ``params`` and ``mode`` are unused: an optax transformation is not bound to parameters (its
     # state is, via tx.init), and both modes use the same Adam (XLA compiles it either way).
+    if cfg.form == "eps_hat":
+        return _eps_hat_adam(cfg)
     return optax.adam(learning_rate=cfg.lr, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps, eps_root=0.0,
                       mu_dtype=None, nesterov=False)
 
 
 def bce(logits: jax.Array, label: float, reduction: str) -> jax.Array:
     # BCE-with-logits on the raw logit. optax returns it per element (no reduction): apply the
-    # spec's reduction over the batch ('sum' in d2l, 'mean' in the tutorial) here.
+    # spec's reduction over the batch ('sum' in d2l, 'mean' in the tutorial) here. "per_example"
+    # (MXNet's per-example loss + Trainer.step(B)) is differentiated as the SUM; its 1/B is applied
+    # to the parameter gradients afterwards (_rescale), as MXNet's rescale_grad.
     per_example = optax.sigmoid_binary_cross_entropy(logits, jnp.full_like(logits, label))
     return per_example.mean() if reduction == "mean" else per_example.sum()
+
+
+def _rescale(grads: Any, reduction: str, batch: int) -> Any:
+    """per_example: every parameter gradient times 1/B before Adam (optax's losses are per element
+    and its optimizers have no rescale_grad; MXNet's Trainer.step(B) / Module do this)."""
+    if reduction != "per_example":
+        return grads
+    scale = 1.0 / batch  # a Python float, formed in float64 (the oracle's common.oracle_layers.rescale)
+    return jax.tree.map(lambda g: g * scale, grads)
 
 
 def _train_forward(net: Net, stats: Any, x: jax.Array, flat: bool) -> Callable[[Any], tuple[jax.Array, Any]]:
@@ -64,29 +117,78 @@ def _train_forward(net: Net, stats: Any, x: jax.Array, flat: bool) -> Callable[[
     return f
 
 
-def _iteration(G: Net, D: Net, tx_G: optax.GradientTransformation, tx_D: optax.GradientTransformation,
-               state: TrainState, real: jax.Array, z: jax.Array, loss: LossSpec,
-               with_grads: bool = False) -> tuple[TrainState, dict[str, jax.Array], dict[str, Any] | None]:
-    """D step then G step, exactly the tutorial's sequence, as a pure function (traced by _step).
-    Returns device values (no sync)."""
+def _d_step(G: Net, D: Net, state: TrainState, real: jax.Array, z: jax.Array,
+            spec: GANSpec) -> dict[str, Any]:
+    """D's two passes and their pullbacks, as ``train.d_order`` and ``train.d_backward`` say.
+
+    Order: D(real), G(z), D(fake.detach()) (the tutorial, "real_first") or G(z), D(fake), D(real)
+    (seed 004, "fake_first"): D's running statistics are threaded through the forwards in that
+    order, which is all the order changes. G runs once; its pullback is kept for the G step.
+    Backward: "joint" differentiates the summed loss (one value_and_grad w.r.t. both passes' logits),
+    "separate" each pass's own loss (the tutorial's errD_real.backward(); errD_fake.backward()). Each
+    pass has its own pullback either way (jax.vjp), and the two gradients are summed as PyTorch
+    accumulates .grad: the same numbers, as in the oracle. z may have more rows than real
+    (train.noise_batch="batch_size"): each BCE reduces over its own rows.
+    """
+    loss, train = spec.loss, spec.train
     g_params, g_stats = state["G"]["params"], state["G"]["batch_stats"]
     d_params, d_stats = state["D"]["params"], state["D"]["batch_stats"]
+    out: dict[str, Any] = {}
+
+    def real_pass(stats: Any) -> Any:
+        out["real"], out["pull_real"], stats = jax.vjp(_train_forward(D, stats, real, True), d_params, has_aux=True)
+        return stats
+
+    def fake_pass(stats: Any) -> Any:
+        out["fake_img"], out["pull_G"], out["g_stats"] = jax.vjp(_train_forward(G, g_stats, z, False), g_params,
+                                                                 has_aux=True)  # G's only forward
+        # stop_gradient is `fake.detach()`; the vjp is w.r.t. D's params only, so it is documentation.
+        out["fake"], out["pull_fake"], stats = jax.vjp(
+            _train_forward(D, stats, lax.stop_gradient(out["fake_img"]), True), d_params, has_aux=True)
+        return stats
+
+    for run in ((real_pass, fake_pass) if train.d_order == "real_first" else (fake_pass, real_pass)):
+        d_stats = run(d_stats)
+
+    def bce_real(o: jax.Array) -> jax.Array:
+        return bce(o, loss.real_label, loss.reduction)
+
+    def bce_fake(o: jax.Array) -> jax.Array:
+        return bce(o, loss.fake_label, loss.reduction)
+
+    if train.d_backward == "joint":
+        def loss_D_of(o_real: jax.Array, o_fake: jax.Array) -> jax.Array:
+            return loss.d_loss_scale * (bce_real(o_real) + bce_fake(o_fake))
+
+        loss_D, (dl_real, dl_fake) = jax.value_and_grad(loss_D_of, argnums=(0, 1))(out["real"], out["fake"])
+    else:  # "separate": one backward per pass, of d_loss_scale * that pass's BCE
+        def scaled(f: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
+            def pass_loss(o: jax.Array) -> tuple[jax.Array, jax.Array]:
+                unscaled = f(o)
+                return loss.d_loss_scale * unscaled, unscaled  # (what is differentiated, the BCE itself)
+            return pass_loss
+
+        (_, l_real), dl_real = jax.value_and_grad(scaled(bce_real), has_aux=True)(out["real"])
+        (_, l_fake), dl_fake = jax.value_and_grad(scaled(bce_fake), has_aux=True)(out["fake"])
+        loss_D = loss.d_loss_scale * (l_real + l_fake)  # reported as the tutorial's errD_real + errD_fake
+    (grads_real,), (grads_fake,) = out["pull_real"](dl_real), out["pull_fake"](dl_fake)
+    grads_D = jax.tree.map(jnp.add, grads_real, grads_fake)  # PyTorch accumulates .grad over both paths
+    out.update(loss_D=loss_D, d_stats=d_stats, grads_D=_rescale(grads_D, loss.reduction, real.shape[0]))
+    return out
+
+
+def _iteration(G: Net, D: Net, tx_G: optax.GradientTransformation, tx_D: optax.GradientTransformation,
+               state: TrainState, real: jax.Array, z: jax.Array, spec: GANSpec,
+               with_grads: bool = False) -> tuple[TrainState, dict[str, jax.Array], dict[str, Any] | None]:
+    """D step then G step, exactly the tutorial's sequence (with the spec's variants), as a pure
+    function (traced by _step). Returns device values (no sync)."""
+    loss = spec.loss
 
     # -- D step: maximise log D(x) + log(1 - D(G(z))) --
-    # Running statistics are threaded through each forward in call order: D(real), G(z), D(fake).
-    out_real, pull_real, d_stats = jax.vjp(_train_forward(D, d_stats, real, True), d_params, has_aux=True)
-    fake, pull_G, g_stats = jax.vjp(_train_forward(G, g_stats, z, False), g_params, has_aux=True)  # G's only forward
-    # stop_gradient is `fake.detach()`; the vjp is w.r.t. D's params only, so it is documentation.
-    out_fake, pull_fake, d_stats = jax.vjp(_train_forward(D, d_stats, lax.stop_gradient(fake), True), d_params,
-                                           has_aux=True)
-
-    def loss_D_of(o_real: jax.Array, o_fake: jax.Array) -> jax.Array:
-        return loss.d_loss_scale * (bce(o_real, loss.real_label, loss.reduction)
-                                    + bce(o_fake, loss.fake_label, loss.reduction))
-
-    loss_D, (dl_real, dl_fake) = jax.value_and_grad(loss_D_of, argnums=(0, 1))(out_real, out_fake)
-    (grads_real,), (grads_fake,) = pull_real(dl_real), pull_fake(dl_fake)
-    grads_D = jax.tree.map(jnp.add, grads_real, grads_fake)  # PyTorch accumulates .grad over both paths
+    d = _d_step(G, D, state, real, z, spec)
+    g_params, d_params = state["G"]["params"], state["D"]["params"]
+    d_stats, g_stats, fake = d["d_stats"], d["g_stats"], d["fake_img"]
+    grads_D = d["grads_D"]  # B = the real batch for D's step (per_example); what Adam sees
     updates, opt_D = tx_D.update(grads_D, state["opt_D"], d_params)
     d_params = optax.apply_updates(d_params, updates)
 
@@ -97,7 +199,8 @@ def _iteration(G: Net, D: Net, tx_G: optax.GradientTransformation, tx_D: optax.G
     out_gen, pull_gen, d_stats = jax.vjp(D_on, fake, has_aux=True)  # gradient w.r.t. fake only: D unchanged
     loss_G, dl_gen = jax.value_and_grad(lambda o: bce(o, loss.real_label, loss.reduction))(out_gen)
     (d_fake,) = pull_gen(dl_gen)
-    (grads_G,) = pull_G(d_fake)  # back through G's one forward (its saved batch statistics)
+    (grads_G,) = d["pull_G"](d_fake)  # back through G's one forward (its saved batch statistics)
+    grads_G = _rescale(grads_G, loss.reduction, z.shape[0])  # B = z's rows for G's step (per_example)
     updates, opt_G = tx_G.update(grads_G, state["opt_G"], g_params)
     g_params = optax.apply_updates(g_params, updates)
 
@@ -107,10 +210,10 @@ def _iteration(G: Net, D: Net, tx_G: optax.GradientTransformation, tx_D: optax.G
         "opt_G": opt_G, "opt_D": opt_D, "key": state["key"],
     }
     scalars = {
-        "loss_D": loss_D,
+        "loss_D": d["loss_D"],
         "loss_G": loss_G,
-        "D_x": jax.nn.sigmoid(out_real).mean(),
-        "D_G_z1": jax.nn.sigmoid(out_fake).mean(),
+        "D_x": jax.nn.sigmoid(d["real"]).mean(),  # over the real rows
+        "D_G_z1": jax.nn.sigmoid(d["fake"]).mean(),  # over z's rows
         "D_G_z2": jax.nn.sigmoid(out_gen).mean(),
     }
     grads = {"G": grads_G, "D": grads_D} if with_grads else None
@@ -136,12 +239,12 @@ def _step(train: TrainState, real: jax.Array, z: jax.Array | None, cfg: StepConf
           with_grads: bool) -> tuple[TrainState, dict[str, jax.Array], dict[str, Any] | None]:
     """One whole iteration (D step + G step) as one function: jitted. ``z`` None (the epoch scan
     only): noise from the state's key, drawn inside the compiled function (no host round trip)."""
-    if z is None:
-        train, z = _draw_noise(train, (real.shape[0], *channels_last_shape(cfg.spec.latent_shape)),
-                               DTYPES[cfg.dtype])
+    if z is None:  # z's rows: train.noise_rows (seed 003's fixed-size noise may exceed the real batch)
+        rows = cfg.spec.train.noise_rows(real.shape[0])
+        train, z = _draw_noise(train, (rows, *channels_last_shape(cfg.spec.latent_shape)), DTYPES[cfg.dtype])
     G, D = cfg.nets()
     tx_G, tx_D = _optimizers(cfg)
-    return _iteration(G, D, tx_G, tx_D, train, real, z, cfg.spec.loss, with_grads)
+    return _iteration(G, D, tx_G, tx_D, train, real, z, cfg.spec, with_grads)
 
 
 def _epoch(train: TrainState, reals: jax.Array, zs: jax.Array | None,
