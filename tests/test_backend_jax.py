@@ -85,7 +85,7 @@ class TestJaxBackend(BackendContract):
         assert no_flip.shape == ref.shape and rel_err(no_flip, ref)[1] > WRONG
         # The two correct conversions: flip by hand, or the backend's transpose_kernel=True.
         assert rel_err(flax(np.flip(w, (2, 3)).transpose(2, 3, 0, 1), padding=pads), ref)[1] <= FP64
-        ours = build_layer(layer, jnp.float64, jax.lax.Precision.HIGHEST, "0")
+        ours = build_layer(layer, (3, size, size), "0", jnp.float64, "parity")
         kernel = param_to_framework("G.0.weight", w, layer, np.float64, jax.devices("cpu")[0])
         assert rel_err(_nchw(ours.apply({"params": {"kernel": kernel}}, _nhwc(x))), ref)[1] <= FP64
 
@@ -115,16 +115,16 @@ class TestJaxBackend(BackendContract):
         """layout.py + models.py: converted canonical params form the tree (names, shapes) that
         Flax's own init creates -- nothing missing, nothing extra -- and convert back bit-exactly."""
         jax, jnp, _, _ = _frameworks()
-        from gansuite.backends.jax.layout import latent_shape_to_framework
         from gansuite.backends.jax.models import build_net
+        from gansuite.common.layout import channels_last_shape
 
         for model in ("gaussian", "dcgan-tiny"):
             spec = preset(model)
             params = init_params(spec, 0)
             st = backend.build(spec, params, None, BuildOptions(dtype="float64"))
             for net, ns in (("G", spec.generator), ("D", spec.discriminator)):
-                module = build_net(ns, jnp.float64, None)
-                x = jnp.zeros((2, *latent_shape_to_framework(ns.input_shape)), jnp.float64)
+                module = build_net(ns, net, jnp.float64, "fast")
+                x = jnp.zeros((2, *channels_last_shape(ns.input_shape)), jnp.float64)
                 abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), x, use_running_average=False))
                 want = {c: v for c, v in abstract.items() if v}
                 have = {c: v for c, v in st.train[net].items() if v}
@@ -164,7 +164,7 @@ class TestJaxBackend(BackendContract):
                                         param_dtype=jnp.float64, force_float32_reductions=False))
         assert rel_err(converted["mean"], run_ref["running_mean"])[1] <= FP64  # 1 - momentum: mean right
         assert rel_err(converted["var"], run_ref["running_var"])[1] > WRONG  # var: biased, short by 1/(n-1)
-        y, ours = run(build_layer(layer, jnp.float64, None, "0"))  # models.TorchBatchNorm
+        y, ours = run(build_layer(layer, (3,), "0", jnp.float64, "fast"))  # models.TorchBatchNorm
         assert rel_err(y, y_ref)[1] <= FP64
         assert rel_err(ours["mean"], run_ref["running_mean"])[1] <= FP64
         assert rel_err(ours["var"], run_ref["running_var"])[1] <= FP64
@@ -232,7 +232,7 @@ class TestJaxBackend(BackendContract):
         ref, m, v = p0, np.zeros(6), np.zeros(6)
         for t, g in enumerate(grads, 1):
             ref, m, v = adam_update(ref, g, m, v, t, cfg)
-        assert rel_err(run(make_adam(cfg)), ref)[1] <= FP64
+        assert rel_err(run(make_adam(cfg, jnp.asarray(p0), "parity")), ref)[1] <= FP64
         assert rel_err(run(optax.adamw(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps)), ref)[1] > 1e-6
         assert rel_err(run(optax.adam(cfg.lr, cfg.beta1, cfg.beta2, eps=0.0, eps_root=cfg.eps)), ref)[1] > 1e-3
 

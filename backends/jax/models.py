@@ -1,15 +1,20 @@
-"""Build G and D as Flax linen modules from the spec, every default set explicitly.
+"""Build G and D as Flax linen modules from the spec, every default set explicitly; the pure forward.
 
 Parameters are never initialised here: ``Net.init`` is never called. The
-variables come from common/ through layout.py and are passed to ``apply``.
+variables are written by the backend through layout.py and are passed to ``apply``.
 (Flax still evaluates each initializer abstractly, with ``jax.eval_shape``, to
 check the shape of the array it is given; no default initializer's values are
 ever used.)
+
+Also here, because train.py imports this module (not the reverse): the process-wide cache of
+compiled executables, used by :func:`forward` and by train.py's iteration and epoch.
 """
 
 from __future__ import annotations
 
 import functools
+import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -17,7 +22,21 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gansuite.common.spec import BatchNorm, Conv2d, ConvTranspose2d, Dense, LeakyReLU, NetSpec, ReLU, Tanh
+from gansuite.common.layout import conv_transpose_input_padding
+from gansuite.common.spec import (BatchNorm, Conv2d, ConvTranspose2d, Dense, GANSpec, Layer, LeakyReLU, NetSpec, ReLU,
+                                  Tanh)
+
+from .layout import DTYPES
+
+
+def _precision(mode: str) -> lax.Precision | None:
+    # On GPU (Ampere+) the DEFAULT precision of dot and conv is TF32 (and bf16 passes on TPU);
+    # parity needs true float32, so every Dense/Conv/ConvTranspose gets precision=HIGHEST, and the
+    # parity functions are traced under jax.default_matmul_precision("highest") as well (any other
+    # dot: _compiled). Fast mode keeps the default; the choice is recorded in settings(). XLA:CPU
+    # computes float32 dots and convs in float32 at any precision setting (measured, jaxlib 0.10.2:
+    # parity and fast dcgan-tiny forwards are bit-identical on CPU).
+    return lax.Precision.HIGHEST if mode == "parity" else None
 
 
 class TorchBatchNorm(nn.BatchNorm):
@@ -48,7 +67,12 @@ class TorchBatchNorm(nn.BatchNorm):
         return y
 
 
-def build_layer(layer, dtype: Any, precision: lax.Precision | None, name: str) -> Callable[..., jax.Array]:
+def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: Any,
+                mode: str) -> Callable[..., jax.Array]:
+    """One spec layer. ``name`` is the Flax submodule's name, ``str(i)`` for layer i (the middle of
+    layout.module_key). ``input_shape`` is unused: Flax infers input sizes at the first call, and
+    BatchNorm's ``axis=-1`` fits (N, F) and NHWC alike. ``mode`` sets the dot/conv precision."""
+    precision = _precision(mode)
     if isinstance(layer, Dense):
         # Flax Dense kernel is (in, out): layout.py transposes.
         return nn.Dense(layer.out_features, use_bias=layer.bias, dtype=dtype, param_dtype=dtype,
@@ -70,7 +94,7 @@ def build_layer(layer, dtype: Any, precision: lax.Precision | None, name: str) -
         # * kernel: Flax's default (transpose_kernel=False) neither flips the kernel nor swaps its
         #   channel axes. transpose_kernel=True does both, so PyTorch's weight only needs the
         #   transpose in layout.py (the flip happens in the graph, a free index reversal).
-        pad = layer.kernel - 1 - layer.padding
+        pad = conv_transpose_input_padding(layer)
         return nn.ConvTranspose(layer.out_channels, (layer.kernel, layer.kernel),
                                 strides=(layer.stride, layer.stride), padding=((pad, pad), (pad, pad)),
                                 kernel_dilation=(1, 1), use_bias=layer.bias, transpose_kernel=True,
@@ -110,15 +134,87 @@ class Net(nn.Module):
 
     net: NetSpec
     dtype: Any
-    precision: lax.Precision | None
+    mode: str
 
     @nn.compact
     def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
+        shapes = [self.net.input_shape, *self.net.shapes()]
         for i, layer in enumerate(self.net.layers):
-            f = build_layer(layer, self.dtype, self.precision, str(i))
+            f = self.layer(layer, shapes[i], str(i))
             x = f(x, use_running_average) if isinstance(layer, BatchNorm) else f(x)
         return x
 
+    def layer(self, layer: Layer, input_shape: tuple[int, ...], name: str) -> Callable[..., jax.Array]:
+        """Spec layer -> Flax layer; traps.py's subclass swaps some for a framework default."""
+        return build_layer(layer, input_shape, name, self.dtype, self.mode)
 
-def build_net(net: NetSpec, dtype: Any, precision: lax.Precision | None) -> Net:
-    return Net(net, dtype, precision)
+
+def build_net(net: NetSpec, name: str, dtype: Any, mode: str) -> Net:
+    """``name`` ("G" / "D") is unused: a top-level Flax module's variables carry no prefix (the
+    backend keeps G's and D's variables apart, in ``state.train["G"]`` / ``["D"]``)."""
+    return Net(net, dtype, mode)
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    """Everything static about a compiled function (hashable: a jit static argument and cache key)."""
+
+    spec: GANSpec
+    dtype: str
+    mode: str  # per-layer dot/conv precision (_precision): HIGHEST (parity), DEFAULT (fast)
+
+    def nets(self) -> tuple[Net, Net]:
+        dt = DTYPES[self.dtype]
+        return (build_net(self.spec.generator, "G", dt, self.mode),
+                build_net(self.spec.discriminator, "D", dt, self.mode))
+
+
+def _forward(train: Any, x: jax.Array, cfg: StepConfig, net: str, bn: str) -> jax.Array:
+    """Pure forward of G or D: BN with batch ("batch", updates discarded) or running statistics."""
+    G, D = cfg.nets()
+    module = G if net == "G" else D
+    variables = {"params": train[net]["params"], "batch_stats": train[net]["batch_stats"]}
+    if bn == "batch":
+        y, _ = module.apply(variables, x, use_running_average=False, mutable=["batch_stats"])  # discarded
+    else:
+        y = module.apply(variables, x, use_running_average=True)
+    return y
+
+
+_FORWARD = jax.jit(_forward, static_argnames=("cfg", "net", "bn"))
+
+
+def forward(state: Any, net: str, x: jax.Array, bn: str) -> jax.Array:
+    """Net ``net`` on ``x``: BatchNorm on batch ("batch") or running ("running") statistics; no state
+    change (JAX is functional: the updated running statistics are dropped in :func:`_forward`)."""
+    run = _compiled(state, "forward", _FORWARD, (state.train, x), {"cfg": state.cfg, "net": net, "bn": bn})
+    return run(state.train, x)
+
+
+# One executable per (function, static config, argument signature, device), shared by every state
+# in the process: a second build of the same model compiles nothing (its compile_s stays 0).
+_COMPILED: dict[Any, Any] = {}
+
+
+def _signature(args: Any) -> tuple:
+    leaves, treedef = jax.tree.flatten(args)
+    return (treedef, tuple((leaf.shape, leaf.dtype) for leaf in leaves))
+
+
+def _compiled(state: Any, kind: str, jitted: Any, args: tuple, static: dict[str, Any]) -> Callable:
+    """Ahead-of-time compile once per signature, timing the compile apart from the run
+    (``state.compile_s`` / ``state.compile_log``, read by the benchmarks)."""
+    key = (kind, id(jitted), tuple(sorted(static.items())), _signature(args), state.device)
+    exe = _COMPILED.get(key)
+    if exe is None:
+        t0 = time.perf_counter()
+        if state.options.mode == "parity":
+            with jax.default_matmul_precision("highest"):
+                exe = jitted.lower(*args, **static).compile()
+        else:
+            exe = jitted.lower(*args, **static).compile()
+        dt = time.perf_counter() - t0
+        state.compile_s += dt
+        state.compile_log[kind] = state.compile_log.get(kind, 0.0) + dt
+        _COMPILED[key] = exe
+    return exe

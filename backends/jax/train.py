@@ -11,27 +11,39 @@ updated D into the same ``fake``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
-from gansuite.common.spec import AdamSpec, GANSpec, LossSpec
+from gansuite.common.layout import channels_last_shape, layer_of
+from gansuite.common.params import trainable_names
+from gansuite.common.spec import AdamSpec, LossSpec
 
-from .layout import JAX_DTYPES, latent_shape_to_framework
-from .models import Net, build_net
-
-TrainState = dict[str, Any]  # {"G": {"params", "batch_stats"}, "D": {...}, "opt_G", "opt_D", "key"}
+from .layout import DTYPES, activations_to_framework, module_key
+from .models import Net, StepConfig, _compiled
 
 
-def make_adam(cfg: AdamSpec) -> optax.GradientTransformation:
+class TrainState(TypedDict):
+    """The whole mutable state as one pytree (replaced, never mutated, by each compiled step)."""
+
+    G: dict[str, Any]  # Flax variables {"params": ..., "batch_stats": ...}
+    D: dict[str, Any]
+    opt_G: Any  # optax.adam's state: (ScaleByAdamState, EmptyState)
+    opt_D: Any
+    key: jax.Array  # threefry key for fast mode's noise, seeded at build
+
+
+def make_adam(cfg: AdamSpec, params: Any, mode: str) -> optax.GradientTransformation:
     # optax.adam is the spec's (PyTorch's) form: lr * m_hat / (sqrt(v_hat + eps_root) + eps), with
     # eps_root=0 (its default; set so nobody has to look it up). Keras/MXNet put eps before the
     # bias correction instead. No weight decay (that is optax.adamw), no Nesterov, moments in the
     # params' dtype (mu_dtype=None).
+    # ``params`` and ``mode`` are unused: an optax transformation is not bound to parameters (its
+    # state is, via tx.init), and both modes use the same Adam (XLA compiles it either way).
     return optax.adam(learning_rate=cfg.lr, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps, eps_root=0.0,
                       mu_dtype=None, nesterov=False)
 
@@ -43,7 +55,7 @@ def bce(logits: jax.Array, label: float, reduction: str) -> jax.Array:
     return per_example.mean() if reduction == "mean" else per_example.sum()
 
 
-def train_forward(net: Net, stats: Any, x: jax.Array, flat: bool) -> Callable[[Any], tuple[jax.Array, Any]]:
+def _train_forward(net: Net, stats: Any, x: jax.Array, flat: bool) -> Callable[[Any], tuple[jax.Array, Any]]:
     """``params -> (net(x), updated running stats)`` in train mode (BN: batch statistics)."""
     def f(params: Any) -> tuple[jax.Array, Any]:
         y, updated = net.apply({"params": params, "batch_stats": stats}, x, use_running_average=False,
@@ -52,19 +64,20 @@ def train_forward(net: Net, stats: Any, x: jax.Array, flat: bool) -> Callable[[A
     return f
 
 
-def train_iteration(G: Net, D: Net, tx_G: optax.GradientTransformation, tx_D: optax.GradientTransformation,
-                    state: TrainState, real: jax.Array, z: jax.Array, loss: LossSpec,
-                    with_grads: bool = False) -> tuple[TrainState, dict[str, jax.Array], dict[str, Any] | None]:
-    """D step then G step, exactly the tutorial's sequence. Returns device values (no sync)."""
+def _iteration(G: Net, D: Net, tx_G: optax.GradientTransformation, tx_D: optax.GradientTransformation,
+               state: TrainState, real: jax.Array, z: jax.Array, loss: LossSpec,
+               with_grads: bool = False) -> tuple[TrainState, dict[str, jax.Array], dict[str, Any] | None]:
+    """D step then G step, exactly the tutorial's sequence, as a pure function (traced by _step).
+    Returns device values (no sync)."""
     g_params, g_stats = state["G"]["params"], state["G"]["batch_stats"]
     d_params, d_stats = state["D"]["params"], state["D"]["batch_stats"]
 
     # -- D step: maximise log D(x) + log(1 - D(G(z))) --
     # Running statistics are threaded through each forward in call order: D(real), G(z), D(fake).
-    out_real, pull_real, d_stats = jax.vjp(train_forward(D, d_stats, real, True), d_params, has_aux=True)
-    fake, pull_G, g_stats = jax.vjp(train_forward(G, g_stats, z, False), g_params, has_aux=True)  # G's only forward
+    out_real, pull_real, d_stats = jax.vjp(_train_forward(D, d_stats, real, True), d_params, has_aux=True)
+    fake, pull_G, g_stats = jax.vjp(_train_forward(G, g_stats, z, False), g_params, has_aux=True)  # G's only forward
     # stop_gradient is `fake.detach()`; the vjp is w.r.t. D's params only, so it is documentation.
-    out_fake, pull_fake, d_stats = jax.vjp(train_forward(D, d_stats, lax.stop_gradient(fake), True), d_params,
+    out_fake, pull_fake, d_stats = jax.vjp(_train_forward(D, d_stats, lax.stop_gradient(fake), True), d_params,
                                            has_aux=True)
 
     def loss_D_of(o_real: jax.Array, o_fake: jax.Array) -> jax.Array:
@@ -79,7 +92,7 @@ def train_iteration(G: Net, D: Net, tx_G: optax.GradientTransformation, tx_D: op
 
     # -- G step: maximise log D(G(z)), through the updated D, same fake --
     def D_on(x: jax.Array) -> tuple[jax.Array, Any]:
-        return train_forward(D, d_stats, x, True)(d_params)
+        return _train_forward(D, d_stats, x, True)(d_params)
 
     out_gen, pull_gen, d_stats = jax.vjp(D_on, fake, has_aux=True)  # gradient w.r.t. fake only: D unchanged
     loss_G, dl_gen = jax.value_and_grad(lambda o: bce(o, loss.real_label, loss.reduction))(out_gen)
@@ -107,73 +120,83 @@ def train_iteration(G: Net, D: Net, tx_G: optax.GradientTransformation, tx_D: op
 # -- compiled entry points ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StepConfig:
-    """Everything static about a compiled step (hashable: a jit static argument and cache key)."""
-
-    spec: GANSpec
-    dtype: str
-    precision: lax.Precision | None  # per-layer dot/conv precision: HIGHEST (parity), None = DEFAULT (fast)
-
-    def nets(self) -> tuple[Net, Net]:
-        dt = JAX_DTYPES[self.dtype]
-        return (build_net(self.spec.generator, dt, self.precision),
-                build_net(self.spec.discriminator, dt, self.precision))
-
-    def optimizers(self) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
-        return make_adam(self.spec.train.optim_G), make_adam(self.spec.train.optim_D)
+def _optimizers(cfg: StepConfig) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+    return (make_adam(cfg.spec.train.optim_G, None, cfg.mode), make_adam(cfg.spec.train.optim_D, None, cfg.mode))
 
 
-def draw_noise(cfg: StepConfig, state: TrainState, batch_size: int) -> tuple[TrainState, jax.Array]:
-    """Latent noise from the state's key (fast mode: no host round trip), drawn in Flax's layout."""
-    key, sub = jax.random.split(state["key"])
-    shape = (batch_size, *latent_shape_to_framework(cfg.spec.latent_shape))
+def _draw_noise(train: TrainState, shape: tuple[int, ...], dtype: Any) -> tuple[TrainState, jax.Array]:
+    """Latent noise from the state's key, in Flax's layout: backend.device_noise (eager, before each
+    fast step) and the epoch scan (traced) draw it the same way."""
+    key, sub = jax.random.split(train["key"])
     # dtype explicit: with jax_enable_x64 on, jax.random.normal would default to float64.
-    z = jax.random.normal(sub, shape, dtype=JAX_DTYPES[cfg.dtype])
-    return {**state, "key": key}, z
+    return {**train, "key": key}, jax.random.normal(sub, shape, dtype=dtype)
 
 
-def iteration(state: TrainState, real: jax.Array, z: jax.Array | None, cfg: StepConfig,
-              with_grads: bool) -> tuple[TrainState, dict[str, jax.Array], dict[str, Any] | None]:
-    """One whole iteration (D step + G step) as one function: jitted by the backend."""
+def _step(train: TrainState, real: jax.Array, z: jax.Array | None, cfg: StepConfig,
+          with_grads: bool) -> tuple[TrainState, dict[str, jax.Array], dict[str, Any] | None]:
+    """One whole iteration (D step + G step) as one function: jitted. ``z`` None (the epoch scan
+    only): noise from the state's key, drawn inside the compiled function (no host round trip)."""
     if z is None:
-        state, z = draw_noise(cfg, state, real.shape[0])
+        train, z = _draw_noise(train, (real.shape[0], *channels_last_shape(cfg.spec.latent_shape)),
+                               DTYPES[cfg.dtype])
     G, D = cfg.nets()
-    tx_G, tx_D = cfg.optimizers()
-    return train_iteration(G, D, tx_G, tx_D, state, real, z, cfg.spec.loss, with_grads)
+    tx_G, tx_D = _optimizers(cfg)
+    return _iteration(G, D, tx_G, tx_D, train, real, z, cfg.spec.loss, with_grads)
 
 
-def epoch(state: TrainState, reals: jax.Array, zs: jax.Array | None,
-          cfg: StepConfig) -> tuple[TrainState, dict[str, jax.Array]]:
-    """``lax.scan`` of :func:`iteration` over a stack of equal-size batches ``(n, B, ...)``."""
+def _epoch(train: TrainState, reals: jax.Array, zs: jax.Array | None,
+           cfg: StepConfig) -> tuple[TrainState, dict[str, jax.Array]]:
+    """``lax.scan`` of :func:`_step` over a stack of equal-size batches ``(n, B, ...)``."""
     def body(carry: TrainState, xs: tuple[jax.Array, jax.Array | None]):
         real, z = xs
-        carry, scalars, _ = iteration(carry, real, z, cfg, False)
+        carry, scalars, _ = _step(carry, real, z, cfg, False)
         return carry, scalars
 
-    return lax.scan(body, state, (reals, zs))
-
-
-def forward(state: TrainState, x: jax.Array, cfg: StepConfig, net: str, bn: str) -> jax.Array:
-    """Pure forward of G or D: BN with batch ("batch", updates discarded) or running statistics."""
-    G, D = cfg.nets()
-    module = G if net == "G" else D
-    variables = {"params": state[net]["params"], "batch_stats": state[net]["batch_stats"]}
-    if bn == "batch":
-        y, _ = module.apply(variables, x, use_running_average=False, mutable=["batch_stats"])  # discarded
-    else:
-        y = module.apply(variables, x, use_running_average=True)
-    return y
+    return lax.scan(body, train, (reals, zs))
 
 
 # Parity: no donation (the caller may still hold the inputs); fast: the state's buffers are donated
 # to the step, which writes the new state into them (no second copy of params and Adam moments).
-ITERATION = {
-    "parity": jax.jit(iteration, static_argnames=("cfg", "with_grads")),
-    "fast": jax.jit(iteration, static_argnames=("cfg", "with_grads"), donate_argnames=("state",)),
+_ITERATION = {
+    "parity": jax.jit(_step, static_argnames=("cfg", "with_grads")),
+    "fast": jax.jit(_step, static_argnames=("cfg", "with_grads"), donate_argnames=("train",)),
 }
-EPOCH = {
-    "parity": jax.jit(epoch, static_argnames=("cfg",)),
-    "fast": jax.jit(epoch, static_argnames=("cfg",), donate_argnames=("state",)),
+_EPOCH = {
+    "parity": jax.jit(_epoch, static_argnames=("cfg",)),
+    "fast": jax.jit(_epoch, static_argnames=("cfg",), donate_argnames=("train",)),
 }
-FORWARD = jax.jit(forward, static_argnames=("cfg", "net", "bn"))
+
+
+def train_iteration(state: Any, real: jax.Array, z: jax.Array,
+                    with_grads: bool) -> tuple[dict[str, Any], dict[str, jax.Array] | None]:
+    """D step then G step (one compiled call), replacing ``state.train``. Returns the scalars on the
+    host (one transfer for all five) and, if asked, the gradients keyed by canonical name."""
+    # Parity always returns the gradients (they are computed for Adam anyway): one executable
+    # serves both with_grads values. Fast mode compiles them out unless asked for.
+    compiled_grads = with_grads or state.options.mode == "parity"
+    run = _compiled(state, "iteration", _ITERATION[state.options.mode], (state.train, real, z),
+                    {"cfg": state.cfg, "with_grads": compiled_grads})
+    state.train, scalars, grads = run(state.train, real, z)
+    if not with_grads:
+        return jax.device_get(scalars), None
+    out = {}
+    for net in ("G", "D"):  # D's from the D step, G's from the G step (_iteration)
+        for name in trainable_names(state.spec, net):
+            _, mod, var = module_key(name, layer_of(state.spec, name))  # gradients mirror "params"
+            out[name] = grads[net][mod][var]
+    return jax.device_get(scalars), out
+
+
+def _train_epoch(state: Any, reals: np.ndarray, zs: np.ndarray | None) -> dict[str, np.ndarray]:
+    """backend.train_epoch: ``len(reals)`` iterations as ONE compiled ``lax.scan``, replacing ``state.train``."""
+    reals_j, zs_j = _stack(state, reals), None if zs is None else _stack(state, zs)
+    run = _compiled(state, "epoch", _EPOCH[state.options.mode], (state.train, reals_j, zs_j), {"cfg": state.cfg})
+    state.train, scalars = run(state.train, reals_j, zs_j)
+    return {k: np.asarray(v, dtype=np.float64) for k, v in jax.device_get(scalars).items()}
+
+
+def _stack(state: Any, stack: np.ndarray) -> jax.Array:
+    """``(n, B, ...)`` canonical -> ``(n, B, ...)`` in Flax's layout, one transfer."""
+    stack = np.asarray(stack)
+    flat = activations_to_framework(stack.reshape(-1, *stack.shape[2:]), state.dtype, state.device)
+    return flat.reshape(stack.shape[0], stack.shape[1], *flat.shape[1:])

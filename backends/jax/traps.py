@@ -1,8 +1,8 @@
 """JAX / Flax / Optax defaults that break parity, each measured with the default left in place vs corrected.
 
-Every row runs one small experiment twice: once with ONE setting put back to the framework's
-default (everything else as the backend has it), once as the backend actually does it. Errors
-are max relative errors vs the float64 oracle (common.parity.rel_err).
+Every trap is one function ``(default: bool) -> float`` (common/traps.py), run twice: once with ONE
+setting put back to the framework's default (everything else as the backend has it), once as the
+backend actually does it. Errors are max relative errors vs the float64 oracle (common.parity.rel_err).
 
 Differences deliberately not measured here (no same-shaped error to report):
 
@@ -12,7 +12,7 @@ Differences deliberately not measured here (no same-shaped error to report):
   The same holds for Flax ConvTranspose's default 'SAME' (right for k4 s2 p1, a 1x1 instead of a
   4x4 output for G's first layer), so the ConvTranspose row keeps the pads and changes the kernel.
 * ``lax.Precision.DEFAULT`` (TF32 on Ampere+ GPUs): XLA:CPU computes float32 dots and convs in
-  float32 at any precision, so on CPU default and HIGHEST are bit-identical (backend.py).
+  float32 at any precision, so on CPU default and HIGHEST are bit-identical (models._precision).
 """
 
 from __future__ import annotations
@@ -25,69 +25,55 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 
 from gansuite.common import oracle_layers as L
-from gansuite.common.oracle import OracleBackend, adam_update, net_forward
+from gansuite.common.layout import conv_transpose_input_padding, layer_of
+from gansuite.common.oracle import net_forward
 from gansuite.common.parity import parity_inputs, rel_err
 from gansuite.common.presets import preset
-from gansuite.common.protocol import BuildOptions
-from gansuite.common.spec import AdamSpec, BatchNorm, ConvTranspose2d, LeakyReLU, NetSpec
+from gansuite.common.spec import BatchNorm, ConvTranspose2d, Layer, LeakyReLU
+from gansuite.common.traps import DCGAN_ADAM, Trap, adam_reference, case, measure_all
 
 from .backend import JaxBackend
 from .layout import activations_from_framework, activations_to_framework, module_key, param_to_framework
-from .models import TorchBatchNorm, build_layer, build_net
-from .train import make_adam, train_forward
+from .models import Net, TorchBatchNorm, build_layer, build_net
+from .train import _train_forward, make_adam
 
-# Parity mode's per-layer precision (backend._precision): no effect on CPU, kept for the same graph.
-_PRECISION = lax.Precision.HIGHEST
 # A swap returns the Flax layer to use for spec layer ``layer`` (named ``name``), or None for the backend's.
-Swap = Callable[[Any, Any, str], Any]
+_Swap = Callable[[Any, Any, str], Any]
 
 
-class _Net(nn.Module):
-    """models.Net with some layers swapped for a framework-default variant (same variable tree)."""
+class _Net(Net):
+    """models.Net with some layers swapped for a framework-default variant (same variable tree).
+    The other layers are the backend's, built with ``mode`` "parity" (per-layer precision HIGHEST:
+    no effect on CPU, the same graph)."""
 
-    net: NetSpec
-    dtype: Any
-    swap: Swap
+    swap: _Swap
 
-    @nn.compact
-    def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
-        for i, layer in enumerate(self.net.layers):
-            f = self.swap(layer, self.dtype, str(i)) or build_layer(layer, self.dtype, _PRECISION, str(i))
-            x = f(x, use_running_average) if isinstance(layer, BatchNorm) else f(x)
-        return x
+    def layer(self, layer: Layer, input_shape: tuple[int, ...], name: str) -> Callable[..., jax.Array]:
+        return self.swap(layer, self.dtype, name) or super().layer(layer, input_shape, name)
 
 
-def _tiny(dtype: str = "float64") -> tuple[Any, Any, dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """dcgan-tiny (batch 16): spec, the backend's parity state, canonical params, real batch, noise."""
-    spec = preset("dcgan-tiny")
-    params, real, z = parity_inputs(spec, 0)
-    st = JaxBackend().build(spec, params, None, BuildOptions(dtype=dtype))
-    return spec, st, params, real, z
-
-
-def _running_stats_error(bn_swap: Swap | None) -> float:
+def _running_stats_error(bn_swap: _Swap | None) -> float:
     """Worst BN running statistic of G after ONE train-mode forward (dcgan-tiny, float64) vs the oracle."""
-    spec, st, params, _, z = _tiny()
-    variables = st.train["G"]
+    c = case(JaxBackend())
+    variables = c.state.train["G"]
     if bn_swap is None:  # the backend's own G
-        module: nn.Module = build_net(spec.generator, jnp.float64, _PRECISION)
+        module: nn.Module = build_net(c.spec.generator, "G", jnp.float64, "parity")
     else:
-        module = _Net(spec.generator, jnp.float64,
+        module = _Net(c.spec.generator, jnp.float64, "parity",
                       lambda layer, dt, name: bn_swap(layer, dt, name) if isinstance(layer, BatchNorm) else None)
-    z_j = activations_to_framework(z, jnp.float64, st.device)
-    _, stats = train_forward(module, variables["batch_stats"], z_j, False)(variables["params"])
-    ref = net_forward(spec.generator, params, "G", np.asarray(z, np.float64))[1].running
+    z_j = activations_to_framework(c.z, jnp.float64, c.state.device)
+    _, stats = _train_forward(module, variables["batch_stats"], z_j, False)(variables["params"])
+    ref = net_forward(c.spec.generator, c.params, "G", np.asarray(c.z, np.float64))[1].running
     errs = []
     for name, want in ref.items():
-        _, mod, var = module_key(name, spec.generator.layers[int(name.split(".")[1])])
+        _, mod, var = module_key(name, layer_of(c.spec, name))
         errs.append(rel_err(np.asarray(stats[mod][var]), want)[1])
     return max(errs)
 
 
-def _bn_momentum_error(default: bool) -> float:
+def _bn_momentum(default: bool) -> float:
     # Flax's momentum is the weight on the OLD value (default 0.99); the spec's 0.1 is on the NEW one.
     # Only the momentum differs: the layer is the backend's (unbiased running var, two-pass variance).
     def swap(layer: BatchNorm, dtype: Any, name: str) -> Any:
@@ -96,7 +82,7 @@ def _bn_momentum_error(default: bool) -> float:
     return _running_stats_error(swap if default else None)
 
 
-def _bn_biased_var_error(default: bool) -> float:
+def _bn_biased_var(default: bool) -> float:
     # Stock nn.BatchNorm, momentum converted: its running var averages the BIASED batch variance.
     def swap(layer: BatchNorm, dtype: Any, name: str) -> Any:
         return nn.BatchNorm(axis=-1, momentum=1.0 - layer.momentum, epsilon=layer.eps, use_fast_variance=False,
@@ -104,75 +90,77 @@ def _bn_biased_var_error(default: bool) -> float:
     return _running_stats_error(swap if default else None)
 
 
-def _conv_transpose_kernel_error(default: bool) -> float:
+def _conv_transpose_kernel(default: bool) -> float:
     """G(z) of dcgan-tiny, float64, with Flax ConvTranspose's default transpose_kernel=False and
     PyTorch's (in, out, kh, kw) weight moved to the (kh, kw, in, out) that layout asks for, unflipped.
     The pads stay k - 1 - p (see the module docstring: Flax's 'SAME' is a shape error on layer 0)."""
-    spec, st, params, _, z = _tiny()
-    ref = OracleBackend().generate(OracleBackend().build(spec, params, None, BuildOptions()), z)
+    backend = JaxBackend()
+    c = case(backend)
     if not default:
-        return rel_err(JaxBackend().generate(st, z), ref)[1]
+        return rel_err(backend.generate(c.state, c.z), c.oracle_G())[1]
 
     def swap(layer: Any, dtype: Any, name: str) -> Any:
         if not isinstance(layer, ConvTranspose2d):
             return None
-        pad = layer.kernel - 1 - layer.padding
+        pad = conv_transpose_input_padding(layer)
         return nn.ConvTranspose(layer.out_channels, (layer.kernel, layer.kernel), strides=(layer.stride,) * 2,
                                 padding=((pad, pad), (pad, pad)), use_bias=layer.bias, dtype=dtype,
-                                param_dtype=dtype, precision=_PRECISION, name=name)  # transpose_kernel=False
+                                param_dtype=dtype, precision=jax.lax.Precision.HIGHEST,
+                                name=name)  # transpose_kernel=False
 
-    variables = jax.tree.map(lambda a: a, st.train["G"])  # a new tree: the state's is left alone
-    for i, layer in enumerate(spec.generator.layers):
+    variables = jax.tree.map(lambda a: a, c.state.train["G"])  # a new tree: the state's is left alone
+    for i, layer in enumerate(c.spec.generator.layers):
         if isinstance(layer, ConvTranspose2d):
-            w = params[f"G.{i}.weight"].transpose(2, 3, 0, 1)  # (in, out, kh, kw) -> (kh, kw, in, out), no flip
+            # (in, out, kh, kw) -> (kh, kw, in, out), no flip (common.layout has only the flipped form)
+            w = c.params[f"G.{i}.weight"].transpose(2, 3, 0, 1)
             variables["params"][str(i)]["kernel"] = jnp.asarray(w, jnp.float64)
-    z_j = activations_to_framework(z, jnp.float64, st.device)
-    y, _ = _Net(spec.generator, jnp.float64, swap).apply(variables, z_j, use_running_average=False,
-                                                         mutable=["batch_stats"])
-    return rel_err(activations_from_framework(y), ref)[1]
+    z_j = activations_to_framework(c.z, jnp.float64, c.state.device)
+    y, _ = _Net(c.spec.generator, jnp.float64, "parity", swap).apply(variables, z_j, use_running_average=False,
+                                                                     mutable=["batch_stats"])
+    return rel_err(activations_from_framework(y), c.oracle_G())[1]
 
 
-def _leaky_relu_error(default: bool) -> float:
+def _leaky_relu_slope(default: bool) -> float:
     """D(x) of dcgan-tiny, float64, with jax.nn.leaky_relu's default slope (0.01) instead of 0.2."""
-    spec, st, params, real, _ = _tiny()
-    ref = OracleBackend().discriminate(OracleBackend().build(spec, params, None, BuildOptions()), real)
+    backend = JaxBackend()
+    c = case(backend)
     if not default:
-        return rel_err(JaxBackend().discriminate(st, real), ref)[1]
+        return rel_err(backend.discriminate(c.state, c.real), c.oracle_D())[1]
 
     def swap(layer: Any, dtype: Any, name: str) -> Any:
         return nn.leaky_relu if isinstance(layer, LeakyReLU) else None  # negative_slope=0.01
 
-    x = activations_to_framework(real, jnp.float64, st.device)
-    y, _ = _Net(spec.discriminator, jnp.float64, swap).apply(st.train["D"], x, use_running_average=False,
-                                                             mutable=["batch_stats"])
-    return rel_err(activations_from_framework(y).reshape(-1), ref)[1]
+    x = activations_to_framework(c.real, jnp.float64, c.state.device)
+    net = _Net(c.spec.discriminator, jnp.float64, "parity", swap)
+    y, _ = net.apply(c.state.train["D"], x, use_running_average=False, mutable=["batch_stats"])
+    return rel_err(activations_from_framework(y).reshape(-1), c.oracle_D())[1]
 
 
-def _x64_error(default: bool) -> float:
+def _x64(default: bool) -> float:
     """D(x) of dcgan-tiny asked for in float64. jax_enable_x64 is off by default: every float64
     array is then silently created as float32 (a warning, no error). backends/jax/__init__.py turns
     it on at import; here it is switched off for this one forward (a scoped config context)."""
-    spec, st, params, real, _ = _tiny()
-    ref = OracleBackend().discriminate(OracleBackend().build(spec, params, None, BuildOptions()), real)
+    backend = JaxBackend()
+    c = case(backend)
     if not default:
-        return rel_err(JaxBackend().discriminate(st, real), ref)[1]
+        return rel_err(backend.discriminate(c.state, c.real), c.oracle_D())[1]
     with jax.enable_x64(False), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "float64 ... will be truncated to dtype float32"
         variables: dict[str, Any] = {"params": {}, "batch_stats": {}}
-        for name, value in params.items():
+        for name, value in c.params.items():
             if name.startswith("D."):
-                layer = spec.discriminator.layers[int(name.split(".")[1])]
+                layer = layer_of(c.spec, name)
                 coll, mod, var = module_key(name, layer)
                 variables[coll].setdefault(mod, {})[var] = param_to_framework(name, value, layer, jnp.float64,
-                                                                               st.device)
-        x = activations_to_framework(real, jnp.float64, st.device)  # the trap itself: a float32 array
-        y, _ = build_net(spec.discriminator, jnp.float64, _PRECISION).apply(
+                                                                               c.state.device)
+        x = activations_to_framework(c.real, jnp.float64, c.state.device)  # the trap itself: a float32 array
+        y, _ = build_net(c.spec.discriminator, "D", jnp.float64, "parity").apply(
             variables, x, use_running_average=False, mutable=["batch_stats"])
         out = activations_from_framework(y).reshape(-1)
-    return rel_err(out, ref)[1]
+    return rel_err(out, c.oracle_D())[1]
 
 
-def _fast_variance_error(default: bool) -> float:
+def _fast_variance(default: bool) -> float:
     """One BatchNorm layer's train-mode output, float32, on activations whose mean (300) is large
     against their spread (1): Flax's default use_fast_variance=True computes E[x^2] - E[x]^2 and
     cancels; the backend's two-pass E[(x - E[x])^2] does not."""
@@ -185,29 +173,28 @@ def _fast_variance_error(default: bool) -> float:
         layer = nn.BatchNorm(axis=-1, momentum=0.9, epsilon=spec_layer.eps, force_float32_reductions=False,
                              dtype=jnp.float32, param_dtype=jnp.float32)
     else:
-        layer = build_layer(spec_layer, jnp.float32, _PRECISION, "0")
+        layer = build_layer(spec_layer, (4,), "0", jnp.float32, "parity")
     variables = {"params": {"scale": jnp.ones(4, jnp.float32), "bias": jnp.zeros(4, jnp.float32)},
                  "batch_stats": {"mean": jnp.zeros(4, jnp.float32), "var": jnp.ones(4, jnp.float32)}}
     y, _ = layer.apply(variables, jnp.asarray(x), use_running_average=False, mutable=["batch_stats"])
     return rel_err(np.asarray(y), ref)[1]
 
 
-def _adamw_error(default: bool) -> float:
+def _adamw(default: bool) -> float:
     """Parameter change after 3 steps of DCGAN's Adam (lr 2e-4, betas 0.5/0.999), float64, on
     dcgan-tiny's initial D.0.weight with gradients spread over 1e-6..1: optax.adamw (default
     weight_decay=1e-4, decoupled) vs the backend's optax.adam. Error in units of the largest
     reference change (about 3 lr)."""
-    cfg = AdamSpec(lr=2e-4, beta1=0.5, beta2=0.999, eps=1e-8)
-    spec = preset("dcgan-tiny")
-    p0 = parity_inputs(spec, 0)[0]["D.0.weight"].reshape(-1)
+    # Its own inputs (default_rng(4), normal gradients scaled by 1e-6..1), not common.traps.adam_inputs
+    # (default_rng(5), random signs, 1e-9..1): the row's numbers were measured on these.
+    p0 = parity_inputs(preset("dcgan-tiny"), 0)[0]["D.0.weight"].reshape(-1)
     rng = np.random.default_rng(4)
     scale = 10.0 ** rng.uniform(-6, 0, p0.size)
     grads = [scale * rng.standard_normal(p0.size) for _ in range(3)]
-    ref, m, v = p0, np.zeros_like(p0), np.zeros_like(p0)
-    for t, g in enumerate(grads, 1):
-        ref, m, v = adam_update(ref, g, m, v, t, cfg)
-    tx = optax.adamw(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps) if default else make_adam(cfg)
+    ref = adam_reference(p0, grads)
+    cfg = DCGAN_ADAM
     p = jnp.asarray(p0, jnp.float64)
+    tx = optax.adamw(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps) if default else make_adam(cfg, p, "parity")
     state = tx.init(p)
     for g in grads:
         upd, state = tx.update(jnp.asarray(g, jnp.float64), state, p)
@@ -215,33 +202,25 @@ def _adamw_error(default: bool) -> float:
     return rel_err(np.asarray(p) - p0, ref - p0)[1]
 
 
+TRAPS = [
+    Trap("Flax ConvTranspose default transpose_kernel=False (no flip, no in/out swap) with "
+         "PyTorch's weight copied as (kh, kw, in, out); backend: transpose_kernel=True",
+         "G(z), dcgan-tiny, batch 16, float64 (pads k-1-p in both)", _conv_transpose_kernel),
+    Trap("Flax BatchNorm default momentum 0.99 (weight on the OLD value); spec 0.1 on the new = Flax 0.9",
+         "G's BN running mean/var after one train-mode forward, dcgan-tiny, batch 16, float64", _bn_momentum),
+    Trap("Flax BatchNorm running var averages the BIASED batch variance; spec (PyTorch) the unbiased n/(n-1) one",
+         "G's BN running mean/var after one train-mode forward, dcgan-tiny, batch 16, float64", _bn_biased_var),
+    Trap("Flax BatchNorm default use_fast_variance=True (E[x^2]-E[x]^2); spec two-pass E[(x-E[x])^2]",
+         "BN train-mode output, one layer, 64x4 activations of mean 300 and std 1, float32", _fast_variance),
+    Trap("jax_enable_x64 default False: float64 arrays silently become float32; backend turns it on",
+         "D(x), dcgan-tiny, batch 16, float64 asked for", _x64),
+    Trap("jax.nn.leaky_relu default negative_slope 0.01; spec 0.2",
+         "D(x), dcgan-tiny, batch 16, float64", _leaky_relu_slope),
+    Trap("optax.adamw default weight_decay=1e-4 (decoupled); spec Adam has none (optax.adam)",
+         "parameter change after 3 Adam steps (lr 2e-4, betas 0.5/0.999), dcgan-tiny D.0.weight, "
+         "gradients 1e-6..1, float64; in units of the largest reference change", _adamw),
+]
+
+
 def run_traps() -> list[dict[str, Any]]:
-    return [
-        {"difference": "Flax ConvTranspose default transpose_kernel=False (no flip, no in/out swap) with "
-                       "PyTorch's weight copied as (kh, kw, in, out); backend: transpose_kernel=True",
-         "err_default": _conv_transpose_kernel_error(True), "err_corrected": _conv_transpose_kernel_error(False),
-         "measured_on": "G(z), dcgan-tiny, batch 16, float64 (pads k-1-p in both)"},
-        {"difference": "Flax BatchNorm default momentum 0.99 (weight on the OLD value); spec 0.1 on the new "
-                       "= Flax 0.9",
-         "err_default": _bn_momentum_error(True), "err_corrected": _bn_momentum_error(False),
-         "measured_on": "G's BN running mean/var after one train-mode forward, dcgan-tiny, batch 16, float64"},
-        {"difference": "Flax BatchNorm running var averages the BIASED batch variance; spec (PyTorch) the "
-                       "unbiased n/(n-1) one",
-         "err_default": _bn_biased_var_error(True), "err_corrected": _bn_biased_var_error(False),
-         "measured_on": "G's BN running mean/var after one train-mode forward, dcgan-tiny, batch 16, float64"},
-        {"difference": "Flax BatchNorm default use_fast_variance=True (E[x^2]-E[x]^2); spec two-pass "
-                       "E[(x-E[x])^2]",
-         "err_default": _fast_variance_error(True), "err_corrected": _fast_variance_error(False),
-         "measured_on": "BN train-mode output, one layer, 64x4 activations of mean 300 and std 1, float32"},
-        {"difference": "jax_enable_x64 default False: float64 arrays silently become float32; backend "
-                       "turns it on",
-         "err_default": _x64_error(True), "err_corrected": _x64_error(False),
-         "measured_on": "D(x), dcgan-tiny, batch 16, float64 asked for"},
-        {"difference": "jax.nn.leaky_relu default negative_slope 0.01; spec 0.2",
-         "err_default": _leaky_relu_error(True), "err_corrected": _leaky_relu_error(False),
-         "measured_on": "D(x), dcgan-tiny, batch 16, float64"},
-        {"difference": "optax.adamw default weight_decay=1e-4 (decoupled); spec Adam has none (optax.adam)",
-         "err_default": _adamw_error(True), "err_corrected": _adamw_error(False),
-         "measured_on": "parameter change after 3 Adam steps (lr 2e-4, betas 0.5/0.999), dcgan-tiny "
-                        "D.0.weight, gradients 1e-6..1, float64; in units of the largest reference change"},
-    ]
+    return measure_all(TRAPS, JaxBackend.name)
