@@ -8,19 +8,19 @@ parameter checks, device parsing, ``bn`` validation, layout conversion at the
 boundary, gradient and Adam-state export in the canonical layout) on top of a
 short list of framework primitives.
 
-The primitives, in the order every ``backends/<fw>/backend.py`` defines them:
+The primitives: three module-level functions the template binds from the backend's own
+``layout.py``, ``models.py`` and ``train.py`` (so every backend package has those files), then
+what every ``backends/<fw>/backend.py`` defines, in this order:
 
 =====================================  ======================================================
-``layout``                             the backend's ``layout.py`` module: tensors in/out
-                                       (``param_to_framework``, ``param_from_framework``,
-                                       ``activations_to_framework``,
+``layout.py``                          tensors in/out (``param_to_framework``,
+                                       ``param_from_framework``, ``activations_to_framework``,
                                        ``activations_from_framework``, ``module_key``,
-                                       ``DTYPES``), the one place layouts are converted
-``forward``                            ``models.forward(state, net, x, bn)``: one pure forward
-``iteration``                          ``train.train_iteration(state, real, z, with_grads)``:
-                                       one iteration, framework tensors in, (scalars,
-                                       canonical-name -> framework gradient) out
-``versions()``                         package versions that affect numbers
+                                       ``DTYPES``): the one place layouts are converted
+``models.forward(state, net, x, bn)``  one pure forward
+``train.train_iteration(state, real,   one iteration, framework tensors in, (scalars,
+z, with_grads)``                       canonical-name -> framework gradient) out
+``packages``                           the packages whose versions affect the numbers
 ``framework_device(kind)``             "cpu" / "cuda" -> the framework's device object
 ``configure(device, options)``         process-wide numerics flags (re-asserted before every
                                        call, so a parity state keeps its settings when a
@@ -65,6 +65,7 @@ Modes:
 from __future__ import annotations
 
 import abc
+import importlib
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Callable
@@ -140,6 +141,13 @@ def device_unavailable(framework: str, kind: str, have: list[str]) -> GanSuiteEr
                          f"allowed here: {', '.join(have)}")
 
 
+def _version(package: str) -> str:
+    """The package's own ``__version__``, else its distribution's (jaxlib, flax)."""
+    from importlib.metadata import version
+
+    return str(getattr(importlib.import_module(package), "__version__", None) or version(package))
+
+
 class GANProtocol(abc.ABC):
     """The interface every caller uses; the oracle implements it directly."""
 
@@ -190,11 +198,22 @@ class BackendState:
 class Backend(GANProtocol):
     """The protocol implemented once, on the framework primitives listed in the module docstring."""
 
-    # Set by each backend as class attributes: its layout module, and
-    # ``staticmethod(models.forward)`` / ``staticmethod(train.train_iteration)``.
+    #: Packages whose ``__version__`` goes into every record (``versions``).
+    packages: tuple[str, ...] = ()
+    # Bound from the backend's own package when the subclass is defined (__init_subclass__).
     layout: ModuleType
     forward: Callable[..., Any]
     iteration: Callable[..., tuple[dict[str, Any], dict[str, Any] | None]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        package = cls.__module__.rsplit(".", 1)[0]  # gansuite.backends.<fw>
+        cls.layout = importlib.import_module(f"{package}.layout")
+        cls.forward = staticmethod(importlib.import_module(f"{package}.models").forward)
+        cls.iteration = staticmethod(importlib.import_module(f"{package}.train").train_iteration)
+
+    def versions(self) -> dict[str, str]:
+        return {name: _version(name) for name in self.packages}
 
     # -- the protocol, written once ---------------------------------------------------------
 

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from gansuite.common.errors import GanSuiteError
 from gansuite.common.layout import channels_last_shape, layer_of, net_of
@@ -23,8 +21,8 @@ from gansuite.common.protocol import Backend, BackendState, BuildOptions, device
 from gansuite.common.spec import GANSpec
 
 from . import layout
-from .models import StepConfig, forward
-from .train import TrainState, _draw_noise, _train_epoch, make_adam, train_iteration
+from .models import StepConfig
+from .train import TrainState, _draw_noise, _train_epoch, make_adam
 
 
 @dataclass
@@ -37,13 +35,7 @@ class JaxState(BackendState):
 
 class JaxBackend(Backend):
     name = "jax"
-    layout = layout
-    forward = staticmethod(forward)
-    iteration = staticmethod(train_iteration)
-
-    def versions(self) -> dict[str, str]:
-        return {"jax": jax.__version__, "jaxlib": version("jaxlib"), "flax": version("flax"),
-                "optax": optax.__version__, "numpy": np.__version__}
+    packages = ("jax", "jaxlib", "flax", "optax", "numpy")
 
     def framework_device(self, kind: str) -> jax.Device:
         try:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import mxnet as mx
-import numpy as np
 from mxnet import gluon, nd
 
 from gansuite.common.errors import GanSuiteError
@@ -17,8 +16,8 @@ from gansuite.common.protocol import Backend, BackendState, BuildOptions, device
 from gansuite.common.spec import GANSpec
 
 from . import ENV_FLAGS, layout, onednn_enabled
-from .models import GANNet, build_net, forward
-from .train import SpecAdam, make_adam, train_iteration
+from .models import GANNet, build_net
+from .train import SpecAdam, make_adam
 
 
 @dataclass
@@ -37,13 +36,8 @@ class MxnetState(BackendState):
 
 class MxnetBackend(Backend):
     name = "mxnet"
-    layout = layout
-    forward = staticmethod(forward)
-    iteration = staticmethod(train_iteration)
-
-    def versions(self) -> dict[str, str]:
-        # numpy too: MXNet 1.9.1 imports only under numpy < 1.24, so this env's numpy differs from the others'.
-        return {"mxnet": mx.__version__, "numpy": np.__version__}
+    # numpy too: MXNet 1.9.1 imports only under numpy < 1.24, so this env's numpy differs from the others'.
+    packages = ("mxnet", "numpy")
 
     def framework_device(self, kind: str) -> mx.Context:
         # The pip wheel "mxnet" is CPU-only (GPU builds are separate wheels: mxnet-cu112).

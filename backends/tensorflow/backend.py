@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from gansuite.common.errors import GanSuiteError
@@ -16,9 +15,9 @@ from gansuite.common.params import is_buffer
 from gansuite.common.protocol import Backend, BackendState, BuildOptions, device_unavailable
 from gansuite.common.spec import GANSpec
 
-from . import device_name, grappler_rewrites_on, layout, onednn_enabled, op_determinism_enabled
-from .models import _canonical_variables, build_net, forward
-from .train import SpecAdam, _make_noise, _make_step, make_adam, train_iteration
+from . import device_name, grappler_rewrites_on, onednn_enabled, op_determinism_enabled
+from .models import _canonical_variables, build_net
+from .train import SpecAdam, _make_noise, _make_step, make_adam
 
 
 @dataclass
@@ -43,12 +42,7 @@ class TensorflowState(BackendState):
 
 class TensorflowBackend(Backend):
     name = "tensorflow"
-    layout = layout
-    forward = staticmethod(forward)
-    iteration = staticmethod(train_iteration)
-
-    def versions(self) -> dict[str, str]:
-        return {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__}
+    packages = ("tensorflow", "keras", "numpy")
 
     def framework_device(self, kind: str) -> str:
         """A TF device string, "/CPU:0" or "/GPU:0"."""

@@ -6,7 +6,6 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -15,8 +14,8 @@ from gansuite.common.protocol import Backend, BackendState, BuildOptions, device
 from gansuite.common.spec import GANSpec
 
 from . import layout
-from .models import build_net, forward
-from .train import make_adam, train_iteration
+from .models import build_net
+from .train import make_adam
 
 
 @dataclass
@@ -32,12 +31,7 @@ class TorchState(BackendState):
 
 class TorchBackend(Backend):
     name = "torch"
-    layout = layout
-    forward = staticmethod(forward)
-    iteration = staticmethod(train_iteration)
-
-    def versions(self) -> dict[str, str]:
-        return {"torch": torch.__version__, "numpy": np.__version__}
+    packages = ("torch", "numpy")
 
     def framework_device(self, kind: str) -> torch.device:
         if kind == "cuda" and not torch.cuda.is_available():
