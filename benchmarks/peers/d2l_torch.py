@@ -37,9 +37,8 @@ from torch.utils import data
 from gansuite.common.spec import GANSpec
 
 from ..frameworks import is_gpu
-from . import Peer as BasePeer
 from . import gaussian_examples, restore_torch_defaults, torch_settings
-from .tutorial_torch import TorchPort
+from .tutorial_torch import TorchPeer, TorchPort
 
 
 lr_D, lr_G = 0.05, 0.005  # the book: lr_D, lr_G, latent_dim, num_epochs = 0.05, 0.005, 2, 20
@@ -83,7 +82,7 @@ def update_G(Z, net_D, net_G, loss, trainer_G):
     return loss_G
 
 
-class Peer(BasePeer):
+class Peer(TorchPeer):
     mode = "peer-d2l"
     framework = "torch"
     seed_document = "seed 001: d2l 20.1 Generative Adversarial Networks, PyTorch tab"
@@ -140,13 +139,6 @@ class Peer(BasePeer):
         for _ in range(n):  # the per-epoch visualisation's forward, at the benchmark's batch size
             Z = torch.normal(0, 1, size=(self.batch_size, self.latent_dim), device=self.device)
             self.net_G(Z).detach().cpu().numpy()
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def versions(self) -> dict[str, str]:
-        return {"torch": torch.__version__}
 
     def settings(self) -> dict[str, Any]:
         return {"seed_document": self.seed_document, "device": str(self.device),

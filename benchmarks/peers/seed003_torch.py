@@ -49,9 +49,8 @@ from gansuite.common.params import Params
 from gansuite.common.spec import GANSpec
 
 from ..frameworks import is_gpu
-from . import Peer as BasePeer
 from . import dataset_size, restore_torch_defaults, torch_settings
-from .tutorial_torch import TorchPort
+from .tutorial_torch import TorchPeer, TorchPort
 
 # 超参数 (the seed's hyperparameters)
 LEARNING_RATE = 2e-4
@@ -200,7 +199,7 @@ class SeedPort(TorchPort):
         return {"loss_D": loss_disc.item(), "loss_G": loss_gen.item()}  # D_losses.append(loss_disc.item())
 
 
-class Peer(BasePeer):
+class Peer(TorchPeer):
     mode = "peer-seed003"
     framework = "torch"
     seed_document = "seed 003: DCGAN on FashionMNIST (PyTorch)"
@@ -252,13 +251,6 @@ class Peer(BasePeer):
         for _ in range(n):  # the per-epoch grid: gen(fixed_noise) to the host
             with torch.no_grad():
                 self.gen(self.fixed_noise).detach().cpu()
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def versions(self) -> dict[str, str]:
-        return {"torch": torch.__version__}
 
     def settings(self) -> dict[str, Any]:
         return {"seed_document": self.seed_document, "device": str(self.device),

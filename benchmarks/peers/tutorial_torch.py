@@ -166,7 +166,20 @@ def training_iteration(netD, netG, criterion, optimizerD, optimizerG, data, devi
     return errD, errG, D_x, D_G_z1, D_G_z2
 
 
-class Peer(BasePeer):
+class TorchPeer(BasePeer):
+    """What every PyTorch seed loop's benchmark peer shares: its device barrier and versions."""
+
+    device: torch.device
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def versions(self) -> dict[str, str]:
+        return {"torch": torch.__version__}
+
+
+class Peer(TorchPeer):
     mode = "peer-tutorial"
     framework = "torch"
     seed_document = "seed 000: PyTorch DCGAN tutorial (CelebA 64x64)"
@@ -218,13 +231,6 @@ class Peer(BasePeer):
         for _ in range(n):  # the tutorial's progress grid: G(fixed_noise) to the host
             with torch.no_grad():
                 self.netG(self.fixed_noise).detach().cpu()
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def versions(self) -> dict[str, str]:
-        return {"torch": torch.__version__}
 
     def settings(self) -> dict[str, Any]:
         return {"seed_document": self.seed_document, "device": str(self.device),
