@@ -68,7 +68,9 @@ def train(
     device: str = typer.Option("cpu", help="cpu | cuda"),
     checkpoint_every: int = typer.Option(200, help="iterations between checkpoints"),
     resume: bool = typer.Option(False, help="continue from OUT/checkpoint.safetensors"),
-    progress: bool = typer.Option(True, help="show a progress bar"),
+    progress: bool = typer.Option(True, help="a progress bar on a terminal (else a log line every --log-every)"),
+    log_every: int = typer.Option(50, help="iterations between log lines when there is no progress bar"),
+    tensorboard: Optional[Path] = typer.Option(None, help="write TensorBoard scalars (losses, D(x), quality) here"),
 ) -> None:
     """Train one model on one backend."""
     from .registry import get_backend
@@ -81,11 +83,14 @@ def train(
         raise GanSuiteError(f"iterations: must be a positive integer, got {iterations}")
     if checkpoint_every <= 0:
         raise GanSuiteError(f"checkpoint-every: must be a positive integer, got {checkpoint_every}")
+    if log_every <= 0:
+        raise GanSuiteError(f"log-every: must be a positive integer, got {log_every}")
     spec = resolve_spec(model, spec_file, data, epochs, set_)
     be = get_backend(backend)
     summary = run_training(RunConfig(spec=spec, backend=be, out_dir=out, seed=seed, dtype=dtype, mode=mode,
                                      device=device, iterations=iterations, checkpoint_every=checkpoint_every,
-                                     resume=resume, progress=progress))
+                                     resume=resume, progress=progress, log_every=log_every,
+                                     tensorboard=tensorboard))
     brief = {k: summary[k] for k in ("model", "backend", "iterations", "examples_per_s", "final")}
     if "gaussian" in summary:
         brief["frechet_distance"] = summary["gaussian"]["frechet_distance"]

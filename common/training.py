@@ -11,6 +11,7 @@ Output folder layout::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -27,6 +28,7 @@ from .errors import GanSuiteError
 from .metrics import gaussian_report, swd_images
 from .params import init_params
 from .protocol import SCALARS, GANProtocol, BuildOptions
+from .reporting import TrainingReporter
 from .spec import GANSpec
 from .streams import Streams
 
@@ -46,7 +48,9 @@ class RunConfig:
     checkpoint_every: int = 200
     sample_every: int = 0  # 0: about 10 frames over the run
     resume: bool = False
-    progress: bool = True
+    progress: bool = True  # a progress bar on a terminal; log lines otherwise (common/reporting.py)
+    log_every: int = 50  # iterations between log lines when there is no progress bar
+    tensorboard: Path | None = None  # TensorBoard event files of every scalar, if given
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -58,13 +62,6 @@ def ensure_writable(out_dir: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise GanSuiteError(f"out: cannot write to {str(out_dir)!r} ({err.strerror or err})") from None
-
-
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), disable=not enabled)
 
 
 def train(cfg: RunConfig) -> dict[str, Any]:
@@ -102,9 +99,10 @@ def train(cfg: RunConfig) -> dict[str, Any]:
     last_good = start
     t0, examples = time.perf_counter(), 0
     it = start
+    reporter = TrainingReporter(f"{spec.name} on {backend.name}", total, start, cfg.progress, cfg.log_every,
+                                cfg.tensorboard)
     try:
-        with _progress(cfg.progress) as bar:
-            task = bar.add_task(f"{spec.name} on {backend.name}", total=total, completed=start, stats="")
+        with contextlib.closing(reporter):
             for batch in streams.iterate(start, total):
                 it = batch.iteration
                 out = backend.train_step(state, batch.real, batch.z if cfg.mode == "parity" else None)
@@ -123,12 +121,10 @@ def train(cfg: RunConfig) -> dict[str, Any]:
                 if spec.data.kind == "gaussian" and done % streams.iterations_per_epoch == 0:
                     fd = gaussian_report(spec, backend.export_params(state)[0])["frechet_distance"]
                     epoch_quality.append({"epoch": done // streams.iterations_per_epoch, "frechet_distance": fd})
+                    reporter.metric("quality/frechet_distance", fd, done)
                 if is_images and (done % sample_every == 0 or done == total):
                     frames.append(plots.image_grid(backend.generate(state, fixed_z)))
-                rate = examples / max(time.perf_counter() - t0, 1e-9)
-                bar.update(task, completed=done, stats=(
-                    f"loss_D {out.loss_D:.3f} loss_G {out.loss_G:.3f} D(x) {out.D_x:.3f} "
-                    f"D(G(z)) {out.D_G_z1:.3f}/{out.D_G_z2:.3f} {rate:.0f} ex/s"))
+                reporter.step(done, out, examples)
     except KeyboardInterrupt:
         done = len(history["loss_D"])
         checkpoint(done)  # the state is consistent: the interrupted step either finished or never began

@@ -186,3 +186,37 @@ def test_verify_rejects_a_bad_impl_in_one_line(impl, message, capsys):
     assert run_cli("verify", "--impl", impl, "--model", "gaussian") == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(message) and "\n" not in err, err
+
+
+def test_no_progress_prints_a_log_line_every_n_iterations(tmp_path, capsys):
+    assert run_cli("train", "--backend", BACKEND, "--model", "gaussian", "--out", str(tmp_path / "run"),
+                   "--iterations", "120", "--no-progress", "--log-every", "50") == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if " iteration " in l and "loss_D" in l]
+    assert [l.split(" iteration ")[1].split()[0] for l in lines] == ["50/120", "100/120", "120/120"], lines
+    for line in lines:
+        for field in ("loss_D", "loss_G", "D(x)", "D(G(z))", "ex/s", "ETA"):
+            assert field in line, line
+
+
+def test_tensorboard_event_files_read_back(tmp_path):
+    """--tensorboard writes every scalar per iteration (tensorboardX); TensorBoard's own reader gets them back."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, logs = tmp_path / "run", tmp_path / "tb"
+    assert run_cli("train", "--backend", BACKEND, "--model", "gaussian", "--out", str(out), "--iterations", "250",
+                   "--no-progress", "--tensorboard", str(logs)) == 0
+    acc = EventAccumulator(str(logs))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"loss/D", "loss/G", "D/real", "D/fake_before_D_step", "D/fake_after_D_step",
+            "quality/frechet_distance"} <= tags
+    loss_d = acc.Scalars("loss/D")
+    assert [e.step for e in loss_d] == list(range(1, 251))
+    history = load_checkpoint(out / "checkpoint.safetensors").history["loss_D"]
+    np.testing.assert_allclose([e.value for e in loss_d], history, rtol=1e-6)  # TensorBoard keeps float32
+    assert [e.step for e in acc.Scalars("quality/frechet_distance")] == [125, 250]  # one per epoch
+
+
+def test_log_every_must_be_positive(capsys):
+    assert run_cli("train", "--model", "gaussian", "--out", "/tmp/x", "--log-every", "0") == 2
+    assert capsys.readouterr().err.strip() == "error: log-every: must be a positive integer, got 0"
