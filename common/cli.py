@@ -30,7 +30,7 @@ def _choice(field: str, value: str, allowed) -> str:
 
 
 def resolve_spec(model: str, spec_file: Optional[Path], data: Optional[Path], epochs: Optional[int],
-                 sets: List[str]) -> GANSpec:
+                 sets: List[str], split: Optional[str] = None) -> GANSpec:
     """Preset (or spec file) + --data + --epochs + --set overrides, validated as a whole."""
     if spec_file is not None:
         if not spec_file.is_file():
@@ -47,6 +47,8 @@ def resolve_spec(model: str, spec_file: Optional[Path], data: Optional[Path], ep
             raise GanSuiteError("data: the gaussian model draws its own data; --data is for image models")
         is_idx = (data.is_file() and "idx" in data.name) or (data.is_dir() and any(data.glob("*-idx3-ubyte*")))
         extra += [f"data.kind={'idx' if is_idx else 'image_folder'}", f"data.path={json.dumps(str(data))}"]
+    if split is not None:
+        extra.append(f"data.split={split}")
     if epochs is not None:
         extra.append(f"train.epochs={epochs}")
     return apply_overrides(spec, extra + list(sets))
@@ -58,6 +60,7 @@ def train(
     model: str = typer.Option("gaussian", help=f"one of: {', '.join(PRESETS)}"),
     out: Path = typer.Option(..., help="output folder (checkpoint, summary.json, PNGs)"),
     data: Optional[Path] = typer.Option(None, help="image folder, or MNIST/FashionMNIST IDX file/folder"),
+    split: Optional[str] = typer.Option(None, help="IDX folders: train (train-*, the default) | test (t10k-*)"),
     epochs: Optional[int] = typer.Option(None, help="override train.epochs"),
     iterations: Optional[int] = typer.Option(None, help="stop after this many iterations"),
     set_: List[str] = typer.Option([], "--set", help="override a spec field, e.g. train.batch_size=32"),
@@ -85,7 +88,7 @@ def train(
         raise GanSuiteError(f"checkpoint-every: must be a positive integer, got {checkpoint_every}")
     if log_every <= 0:
         raise GanSuiteError(f"log-every: must be a positive integer, got {log_every}")
-    spec = resolve_spec(model, spec_file, data, epochs, set_)
+    spec = resolve_spec(model, spec_file, data, epochs, set_, split)
     be = get_backend(backend)
     summary = run_training(RunConfig(spec=spec, backend=be, out_dir=out, seed=seed, dtype=dtype, mode=mode,
                                      device=device, iterations=iterations, checkpoint_every=checkpoint_every,

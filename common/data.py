@@ -2,7 +2,7 @@
 
 * ``gaussian``: d2l's ``N(0,1)^(n x 2) @ A + b``, drawn from the run seed.
 * ``shapes``: procedurally drawn discs, squares and triangles (offline default).
-* ``idx``: MNIST / FashionMNIST IDX image files, ``.gz`` or raw.
+* ``idx``: MNIST / FashionMNIST IDX image files, ``.gz`` or raw, with their labels.
 * ``image_folder``: jpg/png files, resized and centre-cropped like the tutorial.
 
 Images are kept as uint8 ``(N, C, H, W)`` and mapped to float64 in [-1, 1] per
@@ -31,6 +31,7 @@ class Dataset:
 
     values: np.ndarray  # float64 (gaussian) or uint8 NCHW (images)
     description: str
+    labels: np.ndarray | None = None  # int64 class per example, where the data has them (IDX)
 
     @property
     def n(self) -> int:
@@ -124,42 +125,78 @@ def _check_dir(path: Path, what: str) -> None:
         raise GanSuiteError(f"data.path: {str(path)!r} does not exist ({what})")
 
 
-def read_idx_images(path: Path) -> np.ndarray:
-    """An IDX3 ubyte image file (magic 0x00000803) as uint8 ``(N, H, W)``."""
+def _read_idx(path: Path, rank: int) -> np.ndarray:
+    """An IDX ubyte file of ``rank`` dimensions (magic 0x0000080<rank>) as uint8."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as err:
         raise GanSuiteError(f"data.path: cannot read IDX file {str(path)!r} ({err})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] != 3:
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] != rank:
         magic = raw[:4].hex() if len(raw) >= 4 else raw.hex()
-        raise GanSuiteError(
-            f"data.path: {str(path)!r} is not an IDX3 ubyte image file (magic {magic}, expected 00000803)"
-        )
-    dims = np.frombuffer(raw[4:16], dtype=">u4").astype(int)
-    expected = 16 + int(np.prod(dims))
-    if len(dims) != 3 or len(raw) < expected:
+        what = "image" if rank == 3 else "label"
+        raise GanSuiteError(f"data.path: {str(path)!r} is not an IDX{rank} ubyte {what} file "
+                            f"(magic {magic}, expected 0000080{rank})")
+    dims = np.frombuffer(raw[4:4 + 4 * rank], dtype=">u4").astype(int)
+    expected = 4 + 4 * rank + int(np.prod(dims))
+    if len(raw) < expected:
         raise GanSuiteError(f"data.path: IDX file {str(path)!r} is truncated ({len(raw)} of {expected} bytes)")
-    return np.frombuffer(raw, dtype=np.uint8, count=int(np.prod(dims)), offset=16).reshape(dims)
+    return np.frombuffer(raw, dtype=np.uint8, count=int(np.prod(dims)), offset=4 + 4 * rank).reshape(dims)
+
+
+def read_idx_images(path: Path) -> np.ndarray:
+    """An IDX3 ubyte image file (magic 0x00000803) as uint8 ``(N, H, W)``."""
+    return _read_idx(path, 3)
+
+
+def read_idx_labels(path: Path) -> np.ndarray:
+    """An IDX1 ubyte label file (magic 0x00000801) as int64 ``(N,)``."""
+    return _read_idx(path, 1).astype(np.int64)
+
+
+#: File-name prefix of each split (MNIST's and FashionMNIST's, as torchvision's raw/ keeps them).
+_SPLIT_PREFIX = {"train": "train", "test": "t10k"}
+
+
+def _idx_file(folder: Path, prefix: str, kind: str) -> Path | None:
+    """``<prefix>-<kind>-idx?-ubyte``, raw preferred over ``.gz`` when both are there (same data)."""
+    found = sorted(folder.glob(f"{prefix}-{kind}-idx?-ubyte*"), key=lambda p: (p.suffix == ".gz", p.name))
+    return found[0] if found else None
+
+
+def idx_files(path: Path, split: str) -> tuple[Path, Path | None]:
+    """(images, labels or None) for ``split``: a file is used as given (labels beside it if named alike)."""
+    _check_dir(path, "expected an IDX image file or a folder holding *images-idx3-ubyte[.gz]")
+    if path.is_file():
+        stem = path.name.split("-images-")[0] if "-images-" in path.name else None
+        return path, (_idx_file(path.parent, stem, "labels") if stem else None)
+    images = _idx_file(path, _SPLIT_PREFIX[split], "images")
+    if images is None:
+        have = [s for s, p in _SPLIT_PREFIX.items() if _idx_file(path, p, "images")]
+        if not have:
+            raise GanSuiteError(f"data.path: no '*images-idx3-ubyte[.gz]' file in {str(path)!r}")
+        raise GanSuiteError(f"data.split: {str(path)!r} has no {split!r} split ({_SPLIT_PREFIX[split]}-images-*); "
+                            f"it holds: {', '.join(have)}")
+    return images, _idx_file(path, _SPLIT_PREFIX[split], "labels")
 
 
 def idx_data(data: DataSpec) -> Dataset:
     from PIL import Image
 
-    path = Path(data.path)
-    _check_dir(path, "expected an IDX image file or a folder holding *images-idx3-ubyte[.gz]")
-    files = [path] if path.is_file() else sorted(path.glob("*images-idx3-ubyte*"))
-    if not files:
-        raise GanSuiteError(f"data.path: no '*images-idx3-ubyte[.gz]' file in {str(path)!r}")
-    raw = np.concatenate([read_idx_images(f) for f in files])
+    images_file, labels_file = idx_files(Path(data.path), data.split)
+    raw = read_idx_images(images_file)
+    labels = read_idx_labels(labels_file) if labels_file is not None else None
+    if labels is not None and len(labels) != len(raw):
+        raise GanSuiteError(f"data.path: {labels_file.name} has {len(labels)} labels for {len(raw)} images")
     s = data.image_size
     out = np.empty((raw.shape[0], 1, s, s), dtype=np.uint8)
     for i, img in enumerate(raw):
         out[i, 0] = np.asarray(_resize_center_crop(Image.fromarray(img, mode="L"), s))
     if data.channels == 3:
         out = np.repeat(out, 3, axis=1)
-    return Dataset(out, f"IDX images from {path} ({raw.shape[1]}x{raw.shape[2]} -> {s}x{s}), n={len(out)}")
+    return Dataset(out, f"IDX images {images_file} ({raw.shape[1]}x{raw.shape[2]} -> {s}x{s}), n={len(out)}"
+                        f"{', labels ' + labels_file.name if labels_file is not None else ''}", labels)
 
 
 def image_folder_data(data: DataSpec) -> Dataset:

@@ -402,6 +402,7 @@ class TrainSpec:
 
 
 DATA_KINDS = ("gaussian", "shapes", "idx", "image_folder")
+IDX_SPLITS = ("train", "test")
 
 
 @dataclass(frozen=True)
@@ -410,7 +411,9 @@ class DataSpec:
 
     * ``gaussian``: ``N(0,1)^(n x 2) @ A + b`` (d2l 20.1).
     * ``shapes``: procedurally drawn shapes (offline default for DCGAN).
-    * ``idx``: MNIST/FashionMNIST IDX images (.gz or raw) in ``path``.
+    * ``idx``: MNIST/FashionMNIST IDX images (.gz or raw) in ``path``: a file, or a folder such as
+      torchvision's ``raw/`` (train and t10k, raw and ``.gz``): ``split`` picks one, loaded once,
+      with its labels where the ``*-labels-idx1-ubyte`` file is there.
     * ``image_folder``: jpg/png files under ``path`` (CelebA-style).
     Images are resized (shorter side) and centre-cropped to ``image_size`` and
     scaled to [-1, 1], as the tutorial's transforms do.
@@ -421,6 +424,7 @@ class DataSpec:
     path: str = ""
     image_size: int = 64
     channels: int = 3
+    split: str = "train"  # idx folders: "train" (train-*) or "test" (t10k-*)
     gaussian_A: tuple[tuple[float, float], ...] = ((1.0, 2.0), (-0.1, 0.5))
     gaussian_b: tuple[float, ...] = (1.0, 2.0)
 
@@ -429,6 +433,7 @@ class DataSpec:
         _positive_int("n_examples", self.n_examples)
         _positive_int("image_size", self.image_size)
         _choice("channels", self.channels, (1, 3))
+        _choice("split", self.split, IDX_SPLITS)
         object.__setattr__(self, "gaussian_A", tuple(tuple(float(v) for v in row) for row in self.gaussian_A))
         object.__setattr__(self, "gaussian_b", tuple(float(v) for v in self.gaussian_b))
         if len(self.gaussian_A) != 2 or any(len(r) != 2 for r in self.gaussian_A):

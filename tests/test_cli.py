@@ -220,3 +220,20 @@ def test_tensorboard_event_files_read_back(tmp_path):
 def test_log_every_must_be_positive(capsys):
     assert run_cli("train", "--model", "gaussian", "--out", "/tmp/x", "--log-every", "0") == 2
     assert capsys.readouterr().err.strip() == "error: log-every: must be a positive integer, got 0"
+
+
+def test_train_on_the_shared_mnist_test_split(tmp_path, capsys):
+    """`--data ../shared/data/mnist` holds only t10k: without --split the error names the split
+    it has; with --split test it trains (seed 003's nets at test size, 2 iterations)."""
+    mnist = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+    if not os.path.exists(os.path.join(mnist, "t10k-images-idx3-ubyte.gz")):
+        if os.environ.get("CI"):
+            pytest.fail(f"{mnist} is missing: CI runs with ../shared beside the clone")
+        pytest.skip(f"{mnist} is not here (it is beside the repository in CI)")
+    args = ["train", "--backend", BACKEND, "--model", "dcgan-mnist-tiny", "--data", mnist, "--iterations", "2",
+            "--no-progress"]
+    assert run_cli(*args, "--out", str(tmp_path / "a")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: data.split: ") and err.endswith("has no 'train' split (train-images-*); it holds: test"), err
+    assert run_cli(*args, "--split", "test", "--out", str(tmp_path / "b")) == 0
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["iterations"] == 2

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import os
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,6 +71,58 @@ def test_idx_loader_errors(tmp_path):
     bad.write_bytes(gzip.compress(raw))
     with pytest.raises(GanSuiteError, match="truncated"):
         load_dataset(DataSpec(kind="idx", path=str(tmp_path), channels=1), 0)
+
+
+def _write_labels(path, labels: np.ndarray, gz: bool = True) -> None:
+    raw = struct.pack(">II", 0x00000801, len(labels)) + labels.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+
+
+def test_idx_loader_reads_torchvisions_raw_folder_once_per_split_with_labels(tmp_path):
+    """torchvision's MNIST/raw holds train and t10k, each raw AND .gz: one split, loaded once."""
+    rng = np.random.default_rng(0)
+    train, test = rng.integers(0, 256, (7, 28, 28)), rng.integers(0, 256, (3, 28, 28))
+    train_y, test_y = rng.integers(0, 10, 7), rng.integers(0, 10, 3)
+    for gz in (False, True):
+        ext = ".gz" if gz else ""
+        _write_idx(tmp_path / f"train-images-idx3-ubyte{ext}", train, gz=gz)
+        _write_idx(tmp_path / f"t10k-images-idx3-ubyte{ext}", test, gz=gz)
+        _write_labels(tmp_path / f"train-labels-idx1-ubyte{ext}", train_y, gz=gz)
+        _write_labels(tmp_path / f"t10k-labels-idx1-ubyte{ext}", test_y, gz=gz)
+    ds = load_dataset(DataSpec(kind="idx", path=str(tmp_path), channels=1, image_size=28), 0)
+    assert ds.n == 7 and ds.values.shape == (7, 1, 28, 28)  # the training split, no duplicates
+    np.testing.assert_array_equal(ds.values[:, 0], train)
+    np.testing.assert_array_equal(ds.labels, train_y)
+    ds = load_dataset(DataSpec(kind="idx", path=str(tmp_path), channels=1, image_size=28, split="test"), 0)
+    assert ds.n == 3
+    np.testing.assert_array_equal(ds.labels, test_y)
+
+
+def test_idx_loader_names_the_missing_split(tmp_path):
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((2, 28, 28), np.uint8))
+    with pytest.raises(GanSuiteError, match=r"^data.split: .* has no 'train' split \(train-images-\*\); it holds: test$"):
+        load_dataset(DataSpec(kind="idx", path=str(tmp_path), channels=1), 0)
+    _write_labels(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(3, np.uint8))
+    with pytest.raises(GanSuiteError, match="3 labels for 2 images"):
+        load_dataset(DataSpec(kind="idx", path=str(tmp_path), channels=1, split="test"), 0)
+
+
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+
+
+def test_the_shared_mnist_test_set_loads_with_its_labels():
+    """../shared/data/mnist: the 10,000 MNIST test digits (md5 sums in its README). CI has it
+    beside the clone: there a missing copy fails; elsewhere the test says why it skipped."""
+    if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{SHARED_MNIST} is missing: CI runs with ../shared beside the clone")
+        pytest.skip(f"{SHARED_MNIST} is not here (it is beside the repository in CI)")
+    md5 = {f.name: hashlib.md5(f.read_bytes()).hexdigest() for f in SHARED_MNIST.glob("*.gz")}
+    assert md5 == {"t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+                   "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}
+    ds = load_dataset(DataSpec(kind="idx", path=str(SHARED_MNIST), channels=1, image_size=28, split="test"), 0)
+    assert ds.n == 10000 and ds.values.shape == (10000, 1, 28, 28)
+    assert np.bincount(ds.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
 def test_image_folder_resize_center_crop(tmp_path):
