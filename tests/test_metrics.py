@@ -1,10 +1,15 @@
-"""Image quality metric: sliced Wasserstein distance over Laplacian-pyramid patches."""
+"""Image quality metrics: sliced Wasserstein distance over Laplacian-pyramid patches, and the
+Frechet distance in the features of the suite's own digit classifier."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import pytest
 
 from gansuite.common.data import load_dataset
+from gansuite.common.digits import frechet_digits, train_classifier
 from gansuite.common.metrics import laplacian_pyramid, sliced_wasserstein, swd_images
 from gansuite.common.spec import DataSpec
 
@@ -33,3 +38,33 @@ def test_swd_ranks_real_halves_above_noise_and_blur():
     uniform = swd_images(x[:128], np.random.default_rng(0).uniform(-1, 1, x[:128].shape))["mean"]
     assert same < noisy < uniform
     assert same * 5 < noisy
+
+
+MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+
+
+@pytest.fixture(scope="module")
+def mnist_64():
+    if not os.path.exists(os.path.join(MNIST, "t10k-images-idx3-ubyte.gz")):
+        if os.environ.get("CI"):
+            pytest.fail(f"{MNIST} is missing: CI runs with ../shared beside the clone")
+        pytest.skip(f"{MNIST} is not here (it is beside the repository in CI)")
+    ds = load_dataset(DataSpec(kind="idx", path=MNIST, channels=1, image_size=64, split="test"), 0)
+    return ds.get(np.arange(ds.n)), ds.labels
+
+
+def test_digit_frechet_distance_separates_real_collapsed_and_noise(mnist_64):
+    """The suite's own classifier (numpy, deterministic) scores real vs real small, and real vs a
+    collapsed G (every sample the data mean) and vs noise large. Measured (2000 vs 2000 digits):
+    held-out accuracy 0.927; real/real 0.73, real/collapsed 243, real/noise 477."""
+    images, labels = mnist_64
+    clf = train_classifier(images, labels, seed=0)
+    assert clf.holdout_accuracy >= 0.9, clf.holdout_accuracy
+    again = train_classifier(images, labels, seed=0)
+    np.testing.assert_array_equal(again.weights[0], clf.weights[0])  # deterministic
+    a, b = images[:2000], images[2000:4000]
+    collapsed = np.repeat(images.mean(axis=0, keepdims=True), 2000, axis=0)
+    noise = np.random.default_rng(1).uniform(-1, 1, a.shape)
+    real_real = frechet_digits(a, b, clf)
+    real_collapsed, real_noise = frechet_digits(a, collapsed, clf), frechet_digits(a, noise, clf)
+    assert real_real < real_collapsed / 20 and real_real < real_noise / 20, (real_real, real_collapsed, real_noise)
