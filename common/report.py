@@ -18,7 +18,7 @@ from .protocol import DTYPES
 from .trajectory import divergence_iteration, trajectory_error
 from .parity import rel_err
 from .seeds import SEED_SYSTEMS
-from .tolerances import DIVERGENCE_THRESHOLD, SEED_CODE, tolerance
+from .tolerances import DIVERGENCE_THRESHOLD, ILL_CONDITIONED, SEED_CODE, tolerance
 
 ONE_STEP_CHECKS = ("loss", "grad", "adam", "running_stats")
 CONVERSION_TOL = {"samples": 2 * tolerance("float64", "forward"), "continued": 1e-10}
@@ -51,6 +51,7 @@ def build_report(out: Path, availability: dict[str, dict[str, Any]]) -> dict[str
             sel = [r for r in group if r["check"] in ONE_STEP_CHECKS]
             if sel:
                 row = _parity_row(model, dtype, "one_step", b, "oracle", sel)
+                row["ill_conditioned_bound"] = ILL_CONDITIONED.get((model, dtype))
                 k = kinks.get((model, dtype), {})
                 row["near_kinks"], row["kink_flips"] = k.get("near_kinks", {}), k.get("flips", [])
                 report["parity"].append(row)
@@ -243,7 +244,9 @@ def _summary(report: dict[str, Any]) -> list[str]:
             elif r["check"] == "trajectory":
                 cells.append(f"{r['final_rel_err']:.1e} (div. {_fmt(r['divergence_iteration'])})")
             else:
-                verdict = "pass" if r["passed"] else "**FAIL**"
+                bound = r.get("ill_conditioned_bound")
+                verdict = "pass" if r["passed"] else (
+                    f"ill-conditioned (<= {bound:g})" if bound and r["max_rel_err"] <= bound else "**FAIL**")
                 flips = f", {len(r['kink_flips'])} kink flip" + ("s" if len(r["kink_flips"]) != 1 else "") \
                     if r.get("kink_flips") else ""
                 cells.append(f"{verdict} {r['max_rel_err']:.1e}{flips}")

@@ -76,6 +76,19 @@ TOLERANCES: dict[str, dict[str, float]] = {
 DIVERGENCE_THRESHOLD = 1e-3
 SEED_CODE = 1e-10
 
+#: (model, dtype) whose one-iteration check is ill-conditioned at that precision, with the
+#: measured cause. Seed 003 initialises BatchNorm gamma ~ N(0, 0.02) (mean 0, not 1): many of G's
+#: channels have |gamma| ~ 1e-4, so G's ReLU inputs gamma * xhat sit within float32 roundoff of 0
+#: by the thousand (10,405 near-kink inputs in one G step at batch 8), and one roundoff moves
+#: which branch each takes. Measured on the float64 oracle itself (tests/test_oracle.py):
+#: perturbing G's BatchNorm outputs by float32 roundoff (6e-8 of their scale) moves its G
+#: gradients by 4.6e-2 and 7.6e-2 (two draws), against 1.8e-6..3.0e-6 for the tutorial's DCGAN.
+#: No float32 implementation can be held to 1e-5 there; such rows are held to this bound, the
+#: order of the oracle's own float32 sensitivity, and marked in the report. float64 is exact.
+ILL_CONDITIONED = {
+    ("dcgan-mnist", "float32"): 1e-1,
+}
+
 
 def tolerance(dtype: str, quantity: str) -> float:
     return TOLERANCES[dtype][quantity]
