@@ -110,16 +110,8 @@ def gaussian_mxnet() -> GANSpec:
     ``trainer.step(batch_size)`` rescales the gradients by 1/B: the ``per_example`` reduction.
     ``gluon.Trainer(..., 'adam', {'learning_rate': lr})``: MXNet's Adam (eps-hat, eps 1e-8).
     """
-    base = gaussian()
-    init = NetInit(weight=_NORMAL_002, bias=Init("zeros"))
-    return GANSpec(
-        name="gaussian-mxnet", source="seed 001: Dive into Deep Learning 20.1 (MXNet tab)",
-        generator=base.generator, discriminator=base.discriminator,
-        loss=LossSpec(reduction="per_example", d_loss_scale=0.5),
-        train=TrainSpec(batch_size=8, epochs=20,
-                        optim_G=AdamSpec(lr=0.005, beta1=0.9, beta2=0.999, eps=1e-8, form="eps_hat"),
-                        optim_D=AdamSpec(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8, form="eps_hat")),
-        init=InitSpec(G=init, D=init), data=base.data)
+    mxnet_init = NetInit(weight=_NORMAL_002, bias=Init("zeros"))
+    return _d2l_tab("gaussian-mxnet", "MXNet", "per_example", 1e-8, InitSpec(G=mxnet_init, D=mxnet_init))
 
 
 def gaussian_tensorflow() -> GANSpec:
@@ -133,16 +125,22 @@ def gaussian_tensorflow() -> GANSpec:
     into the PyTorch tab's sum. ``tf.keras.optimizers.Adam(learning_rate=lr)``: Keras's Adam
     (eps-hat, eps 1e-7).
     """
+    glorot_G = NetInit(weight=Init("glorot_uniform"), bias=Init("zeros"))
+    return _d2l_tab("gaussian-tensorflow", "TensorFlow", "sum", 1e-7, InitSpec(G=glorot_G, D=_ALL_NORMAL))
+
+
+def _d2l_tab(name: str, tab: str, reduction: str, eps: float, init: InitSpec) -> GANSpec:
+    """Another tab of d2l 20.1: the PyTorch tab's nets, data, batch, epochs and learning rates,
+    with that tab's reduction, its framework's eps-hat Adam (and default eps) and its init."""
     base = gaussian()
     return GANSpec(
-        name="gaussian-tensorflow", source="seed 001: Dive into Deep Learning 20.1 (TensorFlow tab)",
+        name=name, source=f"seed 001: Dive into Deep Learning 20.1 ({tab} tab)",
         generator=base.generator, discriminator=base.discriminator,
-        loss=LossSpec(reduction="sum", d_loss_scale=0.5),
+        loss=LossSpec(reduction=reduction, d_loss_scale=0.5),
         train=TrainSpec(batch_size=8, epochs=20,
-                        optim_G=AdamSpec(lr=0.005, beta1=0.9, beta2=0.999, eps=1e-7, form="eps_hat"),
-                        optim_D=AdamSpec(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-7, form="eps_hat")),
-        init=InitSpec(G=NetInit(weight=Init("glorot_uniform"), bias=Init("zeros")), D=_ALL_NORMAL),
-        data=base.data)
+                        optim_G=AdamSpec(lr=0.005, beta1=0.9, beta2=0.999, eps=eps, form="eps_hat"),
+                        optim_D=AdamSpec(lr=0.05, beta1=0.9, beta2=0.999, eps=eps, form="eps_hat")),
+        init=init, data=base.data)
 
 
 def dcgan_mnist(nz: int = 100, fg: int = 64, fd: int = 64, *, name: str = "dcgan-mnist", batch_size: int = 128,
