@@ -53,6 +53,27 @@ def _tf():
     return backend, layout, models, train
 
 
+def _three_adam_steps(cfg: AdamSpec):
+    """Three float64 steps of ``cfg``'s Adam from one start on gradients a decade apart (1e-9..1):
+    ``(run, ref)``, where ``run(opt)`` is the per-element distance of a Keras optimiser's result from
+    the oracle's ``adam_update`` (``ref``), in units of one nominal step (lr)."""
+    p0 = np.random.default_rng(0).normal(0.0, 0.02, 9)
+    scale = np.array([1e-9, -1e-8, 1e-7, -1e-6, 1e-5, -1e-4, 1e-3, -1e-2, 1.0])
+    grads = [scale * (1 + 0.1 * t) for t in range(3)]
+    ref, m, v = p0.copy(), np.zeros(9), np.zeros(9)
+    for t, g in enumerate(grads, 1):
+        ref, m, v = adam_update(ref, g, m, v, t, cfg)
+
+    def run(opt) -> np.ndarray:
+        var = keras.Variable(p0, dtype="float64")
+        opt.build([var])
+        for g in grads:
+            opt.apply([tf.constant(g)], [var])
+        return np.abs(var.numpy() - ref) / cfg.lr
+
+    return run, ref
+
+
 def _bn_case():
     rng = np.random.default_rng(1)
     # n = 4 examples (Bessel's factor 4/3), 3 channels, one with a tiny variance (eps matters).
@@ -104,20 +125,7 @@ class TestTensorflowSpecifics:
         learning rate / betas pass through float32. Three steps, gradients 1e-9..1, lr and betas of DCGAN."""
         _, _, _, train = _tf()
         cfg = AdamSpec(lr=2e-4, beta1=0.5, beta2=0.999, eps=1e-8)
-        p0 = np.random.default_rng(0).normal(0.0, 0.02, 9)
-        scale = np.array([1e-9, -1e-8, 1e-7, -1e-6, 1e-5, -1e-4, 1e-3, -1e-2, 1.0])
-        grads = [scale * (1 + 0.1 * t) for t in range(3)]
-        ref, m, v = p0.copy(), np.zeros(9), np.zeros(9)
-        for t, g in enumerate(grads, 1):
-            ref, m, v = adam_update(ref, g, m, v, t, cfg)
-
-        def run(opt) -> np.ndarray:
-            var = keras.Variable(p0, dtype="float64")
-            opt.build([var])
-            for g in grads:
-                opt.apply([tf.constant(g)], [var])
-            return np.abs(var.numpy() - ref) / cfg.lr  # error in units of one nominal step
-
+        run, ref = _three_adam_steps(cfg)
         keras_default = run(keras.optimizers.Adam(learning_rate=cfg.lr, beta_1=cfg.beta1))  # epsilon=1e-7
         keras_eps = run(keras.optimizers.Adam(learning_rate=cfg.lr, beta_1=cfg.beta1, beta_2=cfg.beta2, epsilon=cfg.eps))
         spec = run(train.SpecAdam(cfg, "spec"))
@@ -254,22 +262,10 @@ class TestTensorflowSpecifics:
         (floatx float32) a float32 learning rate. d2l's D optimiser, three steps."""
         _, _, _, train = _tf()
         cfg = AdamSpec(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-7, form="eps_hat")
-        p0 = np.random.default_rng(0).normal(0.0, 0.02, 9)
-        scale = np.array([1e-9, -1e-8, 1e-7, -1e-6, 1e-5, -1e-4, 1e-3, -1e-2, 1.0])
-        grads = [scale * (1 + 0.1 * t) for t in range(3)]
-        ref, m, v = p0.copy(), np.zeros(9), np.zeros(9)
-        for t, g in enumerate(grads, 1):
-            ref, m, v = adam_update(ref, g, m, v, t, cfg)
-
-        def run(opt) -> float:
-            var = keras.Variable(p0, dtype="float64")
-            opt.build([var])
-            for g in grads:
-                opt.apply([tf.constant(g)], [var])
-            return float(np.abs(var.numpy() - ref).max() / cfg.lr)  # in units of one nominal step
-
-        assert run(train.SpecAdam(cfg, "spec")) <= 1e-14
-        stock = run(keras.optimizers.Adam(learning_rate=cfg.lr, beta_1=cfg.beta1, beta_2=cfg.beta2, epsilon=cfg.eps))
+        run, _ = _three_adam_steps(cfg)
+        assert run(train.SpecAdam(cfg, "spec")).max() <= 1e-14
+        stock = run(keras.optimizers.Adam(learning_rate=cfg.lr, beta_1=cfg.beta1, beta_2=cfg.beta2,
+                                          epsilon=cfg.eps)).max()
         assert stock > 1e-6, stock  # measured: ~6e-6 of a step (float32 beta_2 in sqrt(1 - b2^t))
 
     # -- the seed's own code (seed 001, TensorFlow tab) as a checked port ---------------------------------
