@@ -35,9 +35,9 @@ from .workloads import EpochScan, PeerSampling, PeerTraining, Sampling, TrainSte
 #: A result row has exactly these keys; anything else goes inside "settings".
 ROW_KEYS = ("backend", "model", "mode", "device", "dtype", "batch_size", "examples_per_s", "step_ms_median",
             "step_ms_min", "step_ms_max", "compile_s", "gflops_per_s", "fraction_of_peak", "peak_mem_mb", "settings")
-ROW_MODES = ("eager", "parity", "fast", "peer-d2l", "peer-tutorial")
+ROW_MODES = ("eager", "parity", "fast", "peer-d2l", "peer-tutorial", "peer-seed003")
 BACKEND_MODES = ("parity", "fast")
-PEER_MODES = ("peer-d2l", "peer-tutorial")
+PEER_MODES = ("peer-d2l", "peer-tutorial", "peer-seed003")
 DTYPES = (*PROTOCOL_DTYPES, *MIXED_DTYPES)  # the protocol's, plus the benchmark-only mixed precision
 #: What a row's timing includes, recorded with it.
 CLOCK = "time.perf_counter, backend.sync() before every read; warm-up calls timed apart"

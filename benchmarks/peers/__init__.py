@@ -2,9 +2,9 @@
 
 A peer is what a user porting from a seed would run: d2l 20.1's Gaussian GAN loop in each
 framework d2l covers (``d2l_torch``, ``d2l_tensorflow``, ``d2l_mxnet``) and the PyTorch
-DCGAN tutorial's loop (``tutorial_torch``), with their own data pipelines, modules,
+DCGAN tutorial's loop (``tutorial_torch``) and seed 003's FashionMNIST loop (``seed003_torch``), with their own data pipelines, modules,
 losses, optimisers and per-iteration host reads, minus plotting and printing. Timed by the
-same harness as the backends; their rows' modes are ``peer-d2l`` and ``peer-tutorial``.
+same harness as the backends; their rows' modes are ``peer-d2l``, ``peer-tutorial`` and ``peer-seed003``.
 
 What a peer times that a backend row does not: its data loader (the seed iterates one) and
 its noise draw. What it skips: nothing the seed's iteration does.
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from gansuite.common.data import gaussian_data
-from gansuite.common.presets import dcgan, gaussian
+from gansuite.common.presets import dcgan, dcgan_mnist, gaussian
 from gansuite.common.spec import DataSpec, GANSpec
 
 #: (backend, seed) -> module under gansuite.benchmarks.peers
@@ -29,8 +29,9 @@ MODULES = {
     ("tensorflow", "d2l"): "d2l_tensorflow",
     ("mxnet", "d2l"): "d2l_mxnet",
     ("torch", "tutorial"): "tutorial_torch",
+    ("torch", "seed003"): "seed003_torch",
 }
-MODES = {"d2l": "peer-d2l", "tutorial": "peer-tutorial"}
+MODES = {"d2l": "peer-d2l", "tutorial": "peer-tutorial", "seed003": "peer-seed003"}
 D2L_EXAMPLES = 1000  # d2l 20.1 draws 1000 examples
 
 
@@ -64,7 +65,7 @@ class Peer(abc.ABC):
 
 
 def seed_of(spec: GANSpec) -> str | None:
-    """Which seed's loop reproduces ``spec``: 'd2l', 'tutorial', or None (no peer)."""
+    """Which seed's loop reproduces ``spec``: 'd2l', 'tutorial', 'seed003', or None (no peer)."""
     g = gaussian()
     if (spec.generator, spec.discriminator, spec.loss) == (g.generator, g.discriminator, g.loss):
         return "d2l"
@@ -76,6 +77,11 @@ def seed_of(spec: GANSpec) -> str | None:
             ref = dcgan(nz=nz, ngf=ngf, ndf=ndf, nc=nc)
             if (spec.generator, spec.discriminator, spec.loss) == (ref.generator, ref.discriminator, ref.loss):
                 return "tutorial"
+        fg = getattr(spec.generator.layers[0], "out_channels", 0) // 16
+        if fg > 0 and ndf > 0 and nc == 1:
+            ref = dcgan_mnist(nz=nz, fg=fg, fd=ndf)
+            if (spec.generator, spec.discriminator, spec.loss) == (ref.generator, ref.discriminator, ref.loss):
+                return "seed003"
     return None
 
 

@@ -240,6 +240,12 @@ class SeedPort:
 
     def export_params(self) -> dict[str, np.ndarray]:
         """The canonical tensors from both Modules (gamma omitted: fix_gamma holds it at 1)."""
+        # MXNet's CPU BatchNorm writes moving_mean/moving_var from inside its BACKWARD op, but the
+        # engine does not order a later read of those arrays after that write. Measured: after the backend had run in the same process,
+        # get_params() (its copies of the aux arrays) returned G's statistics of the previous
+        # iteration, every iteration (the "one-iteration lag" of the comparison report); a
+        # fresh process usually wins the race. waitall() finishes every pending op first.
+        mx.nd.waitall()
         out = {}
         for mod, net in ((self.modG, "G"), (self.modD, "D")):
             arg, aux = mod.get_params()
