@@ -1,7 +1,8 @@
 """Real-example datasets, loaded once into host memory, no network access.
 
 * ``gaussian``: d2l's ``N(0,1)^(n x 2) @ A + b``, drawn from the run seed.
-* ``shapes``: procedurally drawn discs, squares and triangles (offline default).
+* ``shapes``: procedurally drawn discs, squares and triangles (the former offline default).
+* ``glyphs``: procedurally drawn handwritten-like digits 0-9 with labels (``glyphs.py``).
 * ``idx``: MNIST / FashionMNIST IDX image files, ``.gz`` or raw, with their labels.
 * ``image_folder``: jpg/png files, resized and centre-cropped like the tutorial.
 
@@ -11,6 +12,7 @@ batch exactly as ``ToTensor()`` + ``Normalize(0.5, 0.5)`` do: ``(u/255 - 0.5)/0.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 from dataclasses import dataclass
@@ -45,13 +47,30 @@ class Dataset:
 
 
 def load_dataset(data: DataSpec, seed: int) -> Dataset:
-    if data.kind == "gaussian":
-        return gaussian_data(data, seed)
-    if data.kind == "shapes":
-        return shapes_data(data, seed)
+    if data.kind in GENERATED_KINDS:
+        return _generated(data, int(seed))
     if data.kind == "idx":
         return idx_data(data)
     return image_folder_data(data)
+
+
+GENERATED_KINDS = ("gaussian", "shapes", "glyphs")
+
+
+@functools.lru_cache(maxsize=4)
+def _generated(data: DataSpec, seed: int) -> Dataset:
+    """Drawn data depends on (spec, seed) only: drawn once per process (10,000 glyphs at 64x64
+    take seconds, and tests build many Streams on one preset). Nothing writes to ``values``."""
+    if data.kind == "gaussian":
+        out = gaussian_data(data, seed)
+    elif data.kind == "shapes":
+        out = shapes_data(data, seed)
+    else:
+        from .glyphs import glyph_data  # lazy: glyphs.py imports Dataset from here
+
+        out = glyph_data(data, seed)
+    out.values.setflags(write=False)
+    return out
 
 
 def gaussian_data(data: DataSpec, seed: int) -> Dataset:

@@ -401,7 +401,7 @@ class TrainSpec:
         return self.batch_size if self.noise_batch == "batch_size" else real_rows
 
 
-DATA_KINDS = ("gaussian", "shapes", "idx", "image_folder")
+DATA_KINDS = ("gaussian", "shapes", "glyphs", "idx", "image_folder")
 IDX_SPLITS = ("train", "test")
 
 
@@ -410,7 +410,9 @@ class DataSpec:
     """Where real examples come from.
 
     * ``gaussian``: ``N(0,1)^(n x 2) @ A + b`` (d2l 20.1).
-    * ``shapes``: procedurally drawn shapes (offline default for DCGAN).
+    * ``shapes``: procedurally drawn discs, squares and triangles (the former offline default: G collapses on it).
+    * ``glyphs``: procedurally drawn handwritten-like digits 0-9 with labels, on textured
+      backgrounds (not separable by brightness alone); ``image_size`` >= 16.
     * ``idx``: MNIST/FashionMNIST IDX images (.gz or raw) in ``path``: a file, or a folder such as
       torchvision's ``raw/`` (train and t10k, raw and ``.gz``): ``split`` picks one, loaded once,
       with its labels where the ``*-labels-idx1-ubyte`` file is there.

@@ -128,7 +128,7 @@ def test_overrides_apply_and_validate():
     ("discriminator.layers.1.slope=1.5", "discriminator.layers[1].slope: must be in [0, 1), got 1.5"),
     ("generator.input_shape=[50, 1, 1]", "generator.layers[0].in_channels: is 100 but the input shape is (50, 1, 1)"),
     ("data.channels=2", "data.channels: must be one of 1, 3; got 2"),
-    ("data.kind=celeba", "data.kind: must be one of gaussian, shapes, idx, image_folder; got 'celeba'"),
+    ("data.kind=celeba", "data.kind: must be one of gaussian, shapes, glyphs, idx, image_folder; got 'celeba'"),
     ("data.kind=idx", "data.path: is required for data kind 'idx'"),
 ])
 def test_bad_values_give_one_line_errors_naming_the_field(assignment, message):
