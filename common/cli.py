@@ -74,6 +74,8 @@ def train(
     progress: bool = typer.Option(True, help="a progress bar on a terminal (else a log line every --log-every)"),
     log_every: int = typer.Option(50, help="iterations between log lines when there is no progress bar"),
     tensorboard: Optional[Path] = typer.Option(None, help="write TensorBoard scalars (losses, D(x), quality) here"),
+    quality_every: int = typer.Option(0, help="image models: iterations between quality measurements "
+                                              "(SWD, digit Frechet distance); 0: 10 over the run"),
 ) -> None:
     """Train one model on one backend."""
     from .registry import get_backend
@@ -88,15 +90,21 @@ def train(
         raise GanSuiteError(f"checkpoint-every: must be a positive integer, got {checkpoint_every}")
     if log_every <= 0:
         raise GanSuiteError(f"log-every: must be a positive integer, got {log_every}")
+    if quality_every < 0:
+        raise GanSuiteError(f"quality-every: must be 0 (10 over the run) or a positive integer, got {quality_every}")
     spec = resolve_spec(model, spec_file, data, epochs, set_, split)
     be = get_backend(backend)
     summary = run_training(RunConfig(spec=spec, backend=be, out_dir=out, seed=seed, dtype=dtype, mode=mode,
                                      device=device, iterations=iterations, checkpoint_every=checkpoint_every,
                                      resume=resume, progress=progress, log_every=log_every,
-                                     tensorboard=tensorboard))
+                                     tensorboard=tensorboard, quality_every=quality_every))
     brief = {k: summary[k] for k in ("model", "backend", "iterations", "examples_per_s", "final")}
     if "gaussian" in summary:
         brief["frechet_distance"] = summary["gaussian"]["frechet_distance"]
+    if "quality" in summary:
+        brief["quality"] = {"initial": summary["quality"]["over_training"][0],
+                            "final": summary["quality"]["over_training"][-1],
+                            "collapsed_baseline": summary["quality"]["baselines"]["collapsed"]}
     typer.echo(json.dumps(brief, indent=2))
 
 
@@ -165,6 +173,37 @@ def compare(
     missing = [n for n, a in report["backends"].items() if not a["available"]]
     typer.echo(f"wrote {out / 'report.md'}: {len(report['parity'])} parity rows, {len(failed)} failed; "
                f"unavailable: {', '.join(missing) or 'none'}")
+
+
+@app.command()
+def gallery(
+    out: Path = typer.Option(Path("results/gallery"), help="samples.png, quality.png, losses.png, gallery.md/json"),
+    backends_: str = typer.Option("torch,jax,tensorflow,mxnet", "--backends", help="comma-separated subset"),
+    data: Path = typer.Option(None, help="a folder with the MNIST test set (default: ../shared/data/mnist)"),
+    parts: str = typer.Option("mnist,glyphs,seed-loop", help="comma-separated subset of mnist, glyphs, seed-loop"),
+) -> None:
+    """Train the learning configuration on every backend (each in its env) and draw them together."""
+    from .gallery import MNIST_DIR, PARTS, drive
+    from .registry import FRAMEWORK_BACKENDS
+
+    names = [b.strip() for b in backends_.split(",") if b.strip()]
+    for b in names:
+        _choice("backends", b, FRAMEWORK_BACKENDS)
+    chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
+    for p in chosen:
+        _choice("parts", p, PARTS)
+    result = drive(out, names, data or MNIST_DIR, chosen, echo=typer.echo)
+    typer.echo(f"wrote {out / 'gallery.md'}: " + "; ".join(
+        f"{d}: " + ", ".join(f"{r['backend']} digit FD {r['initial']:.0f} -> {r['final']:.0f}" for r in result[d]["rows"])
+        for d in result if d != "seed-loop"))
+
+
+@app.command("gallery-seed-loop", hidden=True)
+def gallery_seed_loop(out: Path = typer.Option(..., help="the result JSON")) -> None:
+    """Seed 000's own loop on the dcgan preset's default data (run by `gansuite gallery` in the torch env)."""
+    from .gallery import seed_loop_run
+
+    out.write_text(json.dumps(seed_loop_run(echo=typer.echo), indent=1, default=str))
 
 
 @app.command()

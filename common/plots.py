@@ -80,3 +80,68 @@ def save_gaussian_scatter(real: np.ndarray, fake: np.ndarray, path: str | os.Pat
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+QUALITY_LABELS = {"frechet_digits": "Frechet distance, digit-classifier features", "swd": "sliced Wasserstein (x1e3)"}
+
+
+def save_quality_curves(runs: dict[str, dict], path: str | os.PathLike, title: str = "") -> Path:
+    """Each quality metric against iterations, one line per run (``summary["quality"]`` of each);
+    the collapsed-G baseline of the first run dashed. Log scale: the scores span decades."""
+    plt = _pyplot()
+    metrics = [m for m in QUALITY_LABELS if any(m in q["metrics"] for q in runs.values())]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for label, q in runs.items():
+            rows = [r for r in q["over_training"] if metric in r]
+            ax.plot([r["iteration"] for r in rows], [r[metric] for r in rows], marker="o", ms=3, lw=1, label=label)
+        first = next(iter(runs.values()))
+        if metric in first["baselines"]["collapsed"]:
+            ax.axhline(first["baselines"]["collapsed"][metric], ls="--", c="grey", lw=1, label="collapsed G (data mean)")
+        ax.set_yscale("log")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(QUALITY_LABELS[metric])
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "Image quality during training (lower is better)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def save_panels(images: dict[str, str | os.PathLike], path: str | os.PathLike) -> Path:
+    """PNG files side by side, each titled with its key (the backends' sample grids)."""
+    from PIL import Image
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.5), squeeze=False)
+    for ax, (label, file) in zip(axes[0], images.items()):
+        with Image.open(file) as img:
+            ax.imshow(np.asarray(img.convert("RGB")))
+        ax.set_title(label)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def save_loss_overlay(histories: dict[str, dict[str, np.ndarray]], path: str | os.PathLike, title: str = "") -> Path:
+    """loss_D and loss_G per iteration, one line per run (a 10-iteration moving mean: the raw
+    losses of a GAN jump from batch to batch and four overlaid runs would be unreadable)."""
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), sharex=True)
+    kernel = np.ones(10) / 10
+    for label, h in histories.items():
+        for ax, key in ((ax1, "loss_D"), (ax2, "loss_G")):
+            smooth = np.convolve(np.asarray(h[key], np.float64), kernel, mode="valid")
+            ax.plot(np.arange(len(smooth)) + len(kernel), smooth, lw=1, label=label)
+    for ax, name in ((ax1, "D loss"), (ax2, "G loss")):
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(f"{name} (10-iteration mean)")
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "Losses per backend")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -191,8 +191,11 @@ def _fmt(x) -> str:
 
 
 def _markdown(report: dict[str, Any]) -> str:
-    lines = ["# Cross-backend comparison", "", "## Backends", "", "| backend | available | version | reason |",
-             "|---|---|---|---|"]
+    lines = ["# Cross-backend comparison", "",
+             "Parity is measured here; learning is shown in [the gallery](../gallery/gallery.md): every backend "
+             "trained on MNIST and on the default glyph digits from the same start, sample grids, loss curves and "
+             "the quality metrics against iterations (`gansuite gallery`, `python3 -m tox -e gallery`).", "",
+             "## Backends", "", "| backend | available | version | reason |", "|---|---|---|---|"]
     for name, a in report["backends"].items():
         lines.append(f"| {name} | {_fmt(a['available'])} | {a.get('version') or '-'} | {a.get('reason') or ''} |")
     lines += _summary(report)

@@ -3,10 +3,11 @@
 Output folder layout::
 
     checkpoint.safetensors   latest checkpoint (atomic), resumable with --resume
-    summary.json             final numbers (and Gaussian moments / Frechet distance)
+    summary.json             final numbers, the image quality over training (or Gaussian moments / Frechet distance)
     losses.png               D and G loss, D(x) and D(G(z)) per iteration
     samples.png              sample grid from the fixed noise (images) or real-vs-generated scatter
     progress.gif             the fixed-noise grid over training (image models)
+    quality.png              the quality metrics against iterations (image models), with baselines
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from .errors import GanSuiteError
 from .metrics import gaussian_report, swd_images
 from .params import init_params
 from .protocol import SCALARS, GANProtocol, BuildOptions
+from .quality import ImageQuality
 from .reporting import TrainingReporter
 from .spec import GANSpec
 from .streams import Streams
 
 CHECKPOINT = "checkpoint.safetensors"
+QUALITY_PREFIX = "quality/"  # checkpoint history keys of the quality measurements
 
 
 @dataclass
@@ -47,6 +50,7 @@ class RunConfig:
     iterations: int | None = None  # default: spec.train.epochs full epochs
     checkpoint_every: int = 200
     sample_every: int = 0  # 0: about 10 frames over the run
+    quality_every: int = 0  # image models: iterations between quality measurements (0: at every frame)
     resume: bool = False
     progress: bool = True  # a progress bar on a terminal; log lines otherwise (common/reporting.py)
     log_every: int = 50  # iterations between log lines when there is no progress bar
@@ -79,8 +83,10 @@ def train(cfg: RunConfig) -> dict[str, Any]:
             raise GanSuiteError(f"seed: the checkpoint was trained with seed {ck.seed}, not {cfg.seed}")
         params, opt, start = ck.params, ck.opt, ck.next_iteration
         history = {k: list(ck.history.get(k, np.empty(0))[:start]) for k in SCALARS}
+        quality_history = {k[len(QUALITY_PREFIX):]: list(v) for k, v in ck.history.items() if k.startswith(QUALITY_PREFIX)}
     else:
         params, opt = init_params(spec, cfg.seed, "float64"), None
+        quality_history = {}
     options = BuildOptions(dtype=cfg.dtype, device=cfg.device, mode=cfg.mode, seed=cfg.seed, extra=cfg.extra)
     state = backend.build(spec, params, opt, options)
 
@@ -89,12 +95,22 @@ def train(cfg: RunConfig) -> dict[str, Any]:
     sample_every = cfg.sample_every or max(1, total // 10)
     frames: list[np.ndarray] = []
     epoch_quality: list[dict[str, float]] = []  # Gaussian: exact Frechet distance after every epoch
+    quality = ImageQuality(streams.dataset, seed=cfg.seed) if is_images else None
+    quality_every = cfg.quality_every or sample_every
     meta = {"backend": backend.name, "dtype": cfg.dtype, "mode": cfg.mode, "versions": backend.versions()}
 
     def checkpoint(next_iteration: int) -> None:
         p, o = backend.export_params(state)
-        save_checkpoint(ckpt_path, Checkpoint(spec, p, o, cfg.seed, next_iteration,
-                                              {k: np.asarray(v) for k, v in history.items()}, meta))
+        hist = {k: np.asarray(v) for k, v in history.items()}
+        hist.update({QUALITY_PREFIX + k: np.asarray(v) for k, v in quality_history.items()})
+        save_checkpoint(ckpt_path, Checkpoint(spec, p, o, cfg.seed, next_iteration, hist, meta))
+
+    def measure_quality(done: int) -> None:
+        scores = quality.measure(generate_many(backend, state, streams.fixed_noise(quality.n)))
+        quality_history.setdefault("iteration", []).append(float(done))
+        for k, v in scores.items():
+            quality_history.setdefault(k, []).append(v)
+            reporter.metric(f"quality/{k}", v, done)
 
     last_good = start
     t0, examples = time.perf_counter(), 0
@@ -103,6 +119,8 @@ def train(cfg: RunConfig) -> dict[str, Any]:
                                 cfg.tensorboard)
     try:
         with contextlib.closing(reporter):
+            if quality is not None and start == 0:
+                measure_quality(0)  # the initial G: what the run improves on
             for batch in streams.iterate(start, total):
                 it = batch.iteration
                 out = backend.train_step(state, batch.real, batch.z if cfg.mode == "parity" else None)
@@ -115,6 +133,8 @@ def train(cfg: RunConfig) -> dict[str, Any]:
                     history[k].append(v)
                 examples += len(batch.real)
                 done = it + 1
+                if quality is not None and (done % quality_every == 0 or done == total):
+                    measure_quality(done)  # before the checkpoint, which then holds it
                 if done % cfg.checkpoint_every == 0 or done == total:
                     checkpoint(done)
                     last_good = done
@@ -131,11 +151,20 @@ def train(cfg: RunConfig) -> dict[str, Any]:
         raise GanSuiteError(f"interrupted at iteration {done}; checkpoint saved to {ckpt_path}; "
                             f"continue with --resume") from None
     elapsed = time.perf_counter() - t0
-    return write_outputs(cfg, state, streams, history, frames, epoch_quality, elapsed, examples, start, total)
+    return write_outputs(cfg, state, streams, history, frames, epoch_quality, elapsed, examples, start, total,
+                         quality, quality_history)
+
+
+def generate_many(backend: GANProtocol, state: Any, z: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """G on ``z`` in batches of ``chunk`` (the size of the sample grid, so BatchNorm sees the
+    same batch statistics as in the pictures)."""
+    return np.concatenate([backend.generate(state, z[i:i + chunk]) for i in range(0, len(z), chunk)])
 
 
 def write_outputs(cfg: RunConfig, state: Any, streams: Streams, history: dict[str, list], frames: list,
-                  epoch_quality: list, elapsed: float, examples: int, start: int, total: int) -> dict[str, Any]:
+                  epoch_quality: list, elapsed: float, examples: int, start: int, total: int,
+                  quality: ImageQuality | None = None,
+                  quality_history: dict[str, list] | None = None) -> dict[str, Any]:
     spec, backend = cfg.spec, cfg.backend
     hist = {k: np.asarray(v, dtype=np.float64) for k, v in history.items()}
     summary: dict[str, Any] = {
@@ -167,8 +196,17 @@ def write_outputs(cfg: RunConfig, state: Any, streams: Streams, history: dict[st
         # Sliced Wasserstein distance on Laplacian-pyramid patches: same code for every backend.
         n = min(256, streams.dataset.n)
         real = streams.dataset.get(np.random.default_rng(0).permutation(streams.dataset.n)[:n])
-        fake = np.concatenate([backend.generate(state, streams.fixed_noise(n)[i:i + 64]) for i in range(0, n, 64)])
+        fake = generate_many(backend, state, streams.fixed_noise(n))
         summary["swd"] = swd_images(real, fake)
+        if quality is not None and quality_history:
+            summary["quality"] = {"examples": quality.n, "metrics": sorted(k for k in quality_history if k != "iteration"),
+                                  "digit_classifier_holdout_accuracy": (quality.classifier.holdout_accuracy
+                                                                        if quality.classifier else None),
+                                  "baselines": quality.baselines(),
+                                  "over_training": [dict(zip(quality_history, map(float, row)))
+                                                    for row in zip(*quality_history.values())]}
+            plots.save_quality_curves({summary["backend"]: summary["quality"]}, cfg.out_dir / "quality.png",
+                                      f"{spec.name} on {backend.name}")
         if frames:
             plots.save_gif(frames, cfg.out_dir / "progress.gif")
     (cfg.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

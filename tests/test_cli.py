@@ -17,6 +17,8 @@ from gansuite.common.checkpoint import load_checkpoint
 from gansuite.common.cli import main
 from gansuite.common.registry import FRAMEWORK_BACKENDS, available
 
+from shared_data import require_mnist
+
 _declared = [b for b in os.environ.get("GANSUITE_BACKENDS", "").split(",") if b.strip()]
 BACKEND = _declared[0] if _declared else "oracle"
 
@@ -43,7 +45,7 @@ def test_train_gaussian_writes_everything(tmp_path):
 def test_resume_continues_exactly(tmp_path):
     a, b = tmp_path / "straight", tmp_path / "split"
     common = ["--backend", BACKEND, "--model", "dcgan-tiny", "--no-progress", "--checkpoint-every", "2",
-              "--set", "train.batch_size=4"]
+              "--quality-every", "3", "--set", "train.batch_size=4"]
     assert run_cli("train", *common, "--out", str(a), "--iterations", "6") == 0
     assert run_cli("train", *common, "--out", str(b), "--iterations", "3") == 0
     assert run_cli("train", *common, "--out", str(b), "--iterations", "6", "--resume") == 0
@@ -52,6 +54,9 @@ def test_resume_continues_exactly(tmp_path):
     for k in ca.params:
         np.testing.assert_array_equal(cb.params[k], ca.params[k], err_msg=k)
     np.testing.assert_array_equal(cb.history["loss_D"], ca.history["loss_D"])
+    # The quality measured over training survives the resume: same iterations, same numbers.
+    qa, qb = (json.loads((d / "summary.json").read_text())["quality"]["over_training"] for d in (a, b))
+    assert [r["iteration"] for r in qb] == [0.0, 3.0, 6.0] and qb == qa
     swd = json.loads((b / "summary.json").read_text())["swd"]
     assert set(swd) == {"level0_64px", "level1_32px", "level2_16px", "mean"} and swd["mean"] > 0
     assert (b / "progress.gif").is_file()
@@ -63,7 +68,7 @@ def test_resume_continues_exactly(tmp_path):
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     """Kill -9 a training process after its first checkpoint, resume, compare with a clean run."""
     args = ["train", "--backend", BACKEND, "--model", "dcgan-tiny", "--no-progress", "--checkpoint-every", "3",
-            "--set", "train.batch_size=4", "--iterations", "24"]
+            "--set", "train.batch_size=4", "--iterations", "24", "--quality-every", "12"]
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     proc = subprocess.Popen([sys.executable, "-m", "gansuite.common.cli", *args, "--out", str(killed)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -217,6 +222,27 @@ def test_tensorboard_event_files_read_back(tmp_path):
     assert [e.step for e in acc.Scalars("quality/frechet_distance")] == [125, 250]  # one per epoch
 
 
+def test_image_quality_goes_to_tensorboard_and_the_summary(tmp_path):
+    """An image model's quality (SWD here: dcgan-tiny's 256 glyphs are too few for the digit
+    classifier) is measured at the start, every --quality-every and at the end: TensorBoard
+    scalars and summary["quality"], with the collapsed-G and noise baselines."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, logs = tmp_path / "run", tmp_path / "tb"
+    assert run_cli("train", "--backend", BACKEND, "--model", "dcgan-tiny", "--out", str(out), "--iterations", "5",
+                   "--set", "train.batch_size=4", "--quality-every", "2", "--no-progress",
+                   "--tensorboard", str(logs)) == 0
+    acc = EventAccumulator(str(logs))
+    acc.Reload()
+    q = json.loads((out / "summary.json").read_text())["quality"]
+    assert q["metrics"] == ["swd"] and [r["iteration"] for r in q["over_training"]] == [0.0, 2.0, 4.0, 5.0]
+    assert [e.step for e in acc.Scalars("quality/swd")] == [0, 2, 4, 5]
+    np.testing.assert_allclose([e.value for e in acc.Scalars("quality/swd")],
+                               [r["swd"] for r in q["over_training"]], rtol=1e-6)
+    assert q["baselines"]["noise"]["swd"] > 0 and q["baselines"]["collapsed"]["swd"] > 0
+    assert (out / "quality.png").stat().st_size > 0
+
+
 def test_log_every_must_be_positive(capsys):
     assert run_cli("train", "--model", "gaussian", "--out", "/tmp/x", "--log-every", "0") == 2
     assert capsys.readouterr().err.strip() == "error: log-every: must be a positive integer, got 0"
@@ -225,13 +251,9 @@ def test_log_every_must_be_positive(capsys):
 def test_train_on_the_shared_mnist_test_split(tmp_path, capsys):
     """`--data ../shared/data/mnist` holds only t10k: without --split the error names the split
     it has; with --split test it trains (seed 003's nets at test size, 2 iterations)."""
-    mnist = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
-    if not os.path.exists(os.path.join(mnist, "t10k-images-idx3-ubyte.gz")):
-        if os.environ.get("CI"):
-            pytest.fail(f"{mnist} is missing: CI runs with ../shared beside the clone")
-        pytest.skip(f"{mnist} is not here (it is beside the repository in CI)")
+    mnist = str(require_mnist())
     args = ["train", "--backend", BACKEND, "--model", "dcgan-mnist-tiny", "--data", mnist, "--iterations", "2",
-            "--no-progress"]
+            "--quality-every", "2", "--no-progress"]
     assert run_cli(*args, "--out", str(tmp_path / "a")) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: data.split: ") and err.endswith("has no 'train' split (train-images-*); it holds: test"), err

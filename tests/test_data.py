@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import struct
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from gansuite.common.params import init_params
 from gansuite.common.presets import preset
 from gansuite.common.spec import DataSpec
 from gansuite.common.streams import Streams
+
+from shared_data import require_mnist
 
 
 def _write_idx(path, images: np.ndarray, magic: int = 0x00000803, gz: bool = True) -> None:
@@ -107,16 +108,9 @@ def test_idx_loader_names_the_missing_split(tmp_path):
         load_dataset(DataSpec(kind="idx", path=str(tmp_path), channels=1, split="test"), 0)
 
 
-SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
-
-
 def test_the_shared_mnist_test_set_loads_with_its_labels():
-    """../shared/data/mnist: the 10,000 MNIST test digits (md5 sums in its README). CI has it
-    beside the clone: there a missing copy fails; elsewhere the test says why it skipped."""
-    if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{SHARED_MNIST} is missing: CI runs with ../shared beside the clone")
-        pytest.skip(f"{SHARED_MNIST} is not here (it is beside the repository in CI)")
+    """../shared/data/mnist: the 10,000 MNIST test digits (md5 sums in its README)."""
+    SHARED_MNIST = require_mnist()
     md5 = {f.name: hashlib.md5(f.read_bytes()).hexdigest() for f in SHARED_MNIST.glob("*.gz")}
     assert md5 == {"t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
                    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}

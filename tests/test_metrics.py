@@ -3,7 +3,6 @@ Frechet distance in the features of the suite's own digit classifier."""
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -12,6 +11,8 @@ from gansuite.common.data import load_dataset
 from gansuite.common.digits import frechet_digits, train_classifier
 from gansuite.common.metrics import laplacian_pyramid, sliced_wasserstein, swd_images
 from gansuite.common.spec import DataSpec
+
+from shared_data import require_mnist
 
 
 def test_laplacian_pyramid_reconstructs_the_image():
@@ -40,16 +41,9 @@ def test_swd_ranks_real_halves_above_noise_and_blur():
     assert same * 5 < noisy
 
 
-MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
-
-
 @pytest.fixture(scope="module")
 def mnist_64():
-    if not os.path.exists(os.path.join(MNIST, "t10k-images-idx3-ubyte.gz")):
-        if os.environ.get("CI"):
-            pytest.fail(f"{MNIST} is missing: CI runs with ../shared beside the clone")
-        pytest.skip(f"{MNIST} is not here (it is beside the repository in CI)")
-    ds = load_dataset(DataSpec(kind="idx", path=MNIST, channels=1, image_size=64, split="test"), 0)
+    ds = load_dataset(DataSpec(kind="idx", path=str(require_mnist()), channels=1, image_size=64, split="test"), 0)
     return ds.get(np.arange(ds.n)), ds.labels
 
 

@@ -17,10 +17,12 @@ from gansuite.common.spec import (AdamSpec, BatchNorm, Conv2d, ConvTranspose2d, 
 # Central differences in float64: truncation error O(h^2 f'''') plus roundoff ~ eps |f| / h.
 # The tolerance is 1e-6 of the gradient's scale plus that roundoff bound. ReLU/LeakyReLU
 # kinks make the loss non-smooth: a probe whose +-h interval straddles a kink is off at
-# that h, so each probe is tried at h = 1e-6 and 1e-7 and must agree at one of them
-# (a wrong analytic gradient disagrees at both).
+# that h, so each probe is tried at h = 1e-6, 1e-7 and 1e-8 and must agree at one of them
+# (a wrong analytic gradient disagrees at all three). Measured why three: on seed 003's glyph
+# batch a LeakyReLU kink lies within 1e-7 of D.0.weight[125] (dcgan-mnist-tiny): errors 6.5e-5
+# and 2.2e-5 at 1e-6 and 1e-7, 1e-11 at 1e-8, where the roundoff bound is still 1e-7 |f|.
 FD_RTOL = 1e-6
-FD_STEPS = (1e-6, 1e-7)
+FD_STEPS = (1e-6, 1e-7, 1e-8)
 RNG = np.random.default_rng(1234)
 
 
@@ -280,10 +282,12 @@ def _g_grads_with_bn_roundoff(model: str, eps: float, seed: int) -> dict:
 def test_seed003_init_makes_float32_g_gradients_ill_conditioned(model, ill_conditioned):
     """Why common/tolerances.ILL_CONDITIONED lists dcgan-mnist in float32: float32 roundoff (6e-8
     of a BatchNorm output's scale) moves the float64 oracle's own G gradients by >1e-2 with seed
-    003's gamma ~ N(0, 0.02), and by <1e-5 with the tutorial's gamma ~ N(1, 0.02)."""
+    003's gamma ~ N(0, 0.02), and by three orders of magnitude less with the tutorial's gamma ~
+    N(1, 0.02): measured 1.5e-5 on the compare batch of glyph digits (1.8e-6..3.0e-6 on the
+    former shapes data), against 4.6e-2..7.6e-2."""
     from gansuite.common.parity import rel_err
 
     ref = _g_grads_with_bn_roundoff(model, 0.0, 0)
     moved = _g_grads_with_bn_roundoff(model, 6e-8, 1)
     worst = max(rel_err(moved[k], ref[k])[1] for k in ref if k.startswith("G."))
-    assert (worst > 1e-2) if ill_conditioned else (worst < 1e-5), worst
+    assert (worst > 1e-2) if ill_conditioned else (worst < 1e-4), worst
