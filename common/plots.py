@@ -18,6 +18,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: str | os.PathLike) -> Path:
+    """Every figure ends the same way: laid out, written at 110 dpi, closed."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def image_grid(images: np.ndarray, nrow: int = 8, pad: int = 2) -> np.ndarray:
     """``(N, C, H, W)`` in [-1, 1] -> one uint8 ``(H', W', 3)`` image (torchvision.make_grid style)."""
     n, c, h, w = images.shape
@@ -63,10 +71,7 @@ def save_loss_curves(history: dict[str, np.ndarray], path: str | os.PathLike, ti
     ax2.set_ylabel("mean D output")
     ax2.set_ylim(0, 1)
     ax2.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def save_gaussian_scatter(real: np.ndarray, fake: np.ndarray, path: str | os.PathLike, title: str = "") -> Path:
@@ -76,10 +81,7 @@ def save_gaussian_scatter(real: np.ndarray, fake: np.ndarray, path: str | os.Pat
     ax.scatter(fake[:, 0], fake[:, 1], s=6, alpha=0.6, label="generated")
     ax.legend()
     ax.set_title(title or "Real vs generated")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 QUALITY_LABELS = {"frechet_digits": "Frechet distance, digit-classifier features", "swd": "sliced Wasserstein (x1e3)"}
@@ -103,10 +105,7 @@ def save_quality_curves(runs: dict[str, dict], path: str | os.PathLike, title: s
         ax.set_ylabel(QUALITY_LABELS[metric])
         ax.legend(fontsize=8)
     fig.suptitle(title or "Image quality during training (lower is better)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def save_panels(images: dict[str, str | os.PathLike], path: str | os.PathLike) -> Path:
@@ -120,10 +119,7 @@ def save_panels(images: dict[str, str | os.PathLike], path: str | os.PathLike) -
             ax.imshow(np.asarray(img.convert("RGB")))
         ax.set_title(label)
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def save_loss_overlay(histories: dict[str, dict[str, np.ndarray]], path: str | os.PathLike, title: str = "") -> Path:
@@ -141,7 +137,4 @@ def save_loss_overlay(histories: dict[str, dict[str, np.ndarray]], path: str | o
         ax.set_ylabel(f"{name} (10-iteration mean)")
         ax.legend(fontsize=8)
     fig.suptitle(title or "Losses per backend")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
