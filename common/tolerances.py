@@ -85,9 +85,15 @@ SEED_CODE = 1e-10
 #: gradients by 4.6e-2 and 7.6e-2 (two draws), against 1.5e-5 for the tutorial's DCGAN (glyph batch).
 #: No float32 implementation can be held to 1e-5 there; such rows are held to this bound, the
 #: order of the oracle's own float32 sensitivity, and marked in the report. float64 is exact.
+#: The same holds at test size: dcgan-mnist-tiny (batch 4 of glyph digits) moves by 1.2e-2 in one
+#: of two roundoff draws; TensorFlow's float32 G.12.bias gradient there was 1.4e-5 off (abs 1.5e-8).
+#: The backend tests hold such rows' gradient-derived checks (grad, adam) to this bound.
 ILL_CONDITIONED = {
     ("dcgan-mnist", "float32"): 1e-1,
+    ("dcgan-mnist-tiny", "float32"): 1e-1,
 }
+#: The one-iteration checks that follow from the gradients (common/parity.py Row.check).
+GRADIENT_DERIVED = ("grad", "adam")
 
 
 def tolerance(dtype: str, quantity: str) -> float:

@@ -7,6 +7,8 @@ oracle (common/oracle.py) with the tolerances of common/tolerances.py.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -18,6 +20,7 @@ from gansuite.common.presets import preset
 from gansuite.common.protocol import BuildOptions
 from gansuite.common.registry import get_backend
 from gansuite.common.streams import Streams
+from gansuite.common.tolerances import GRADIENT_DERIVED, ILL_CONDITIONED
 from gansuite.common.trace import load_trace, run_trace, save_trace
 from gansuite.common.gallery import BEATS_COLLAPSED, IMPROVEMENT, LEARNING_ITERATIONS, learning_run, learning_verdict
 
@@ -85,7 +88,11 @@ class BackendContract:
     @pytest.mark.parametrize("dtype", DTYPES)
     @pytest.mark.parametrize("model,batch", PARITY_CASES)
     def test_one_iteration_matches_oracle(self, backend, model, batch, dtype):
-        _assert_rows(check_one_step(backend, preset(model), dtype, batch_size=batch))
+        rows = check_one_step(backend, preset(model), dtype, batch_size=batch)
+        bound = ILL_CONDITIONED.get((model, dtype))
+        if bound is not None:  # measured cause in common/tolerances.py: the oracle's own float32 sensitivity
+            rows = [replace(r, tolerance=max(r.tolerance, bound)) if r.check in GRADIENT_DERIVED else r for r in rows]
+        _assert_rows(rows)
 
     def test_forward_changes_no_state(self, backend):
         spec = preset("dcgan-tiny")
