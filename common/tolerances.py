@@ -82,7 +82,7 @@ SEED_CODE = 1e-10
 #: by the thousand (10,405 near-kink inputs in one G step at batch 8), and one roundoff moves
 #: which branch each takes. Measured on the float64 oracle itself (tests/test_oracle.py):
 #: perturbing G's BatchNorm outputs by float32 roundoff (6e-8 of their scale) moves its G
-#: gradients by 4.6e-2 and 7.6e-2 (two draws), against 1.5e-5 for the tutorial's DCGAN (glyph batch).
+#: gradients by 4.6e-2 and 7.6e-2 (two draws), against 1.8e-6..3.0e-6 for the tutorial's DCGAN.
 #: No float32 implementation can be held to 1e-5 there; such rows are held to this bound, the
 #: order of the oracle's own float32 sensitivity, and marked in the report. float64 is exact.
 #: The same holds at test size: dcgan-mnist-tiny (batch 4 of glyph digits) moves by 1.2e-2 in one

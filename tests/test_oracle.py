@@ -285,8 +285,8 @@ def test_seed003_init_makes_float32_g_gradients_ill_conditioned(model, batch, il
     """Why common/tolerances.ILL_CONDITIONED lists dcgan-mnist in float32: float32 roundoff (6e-8
     of a BatchNorm output's scale) moves the float64 oracle's own G gradients by >1e-2 with seed
     003's gamma ~ N(0, 0.02), and by three orders of magnitude less with the tutorial's gamma ~
-    N(1, 0.02): measured 1.5e-5 on the compare batch of glyph digits (1.8e-6..3.0e-6 on the
-    former shapes data), against 4.6e-2..7.6e-2. The worst of two roundoff draws: at test size
+    N(1, 0.02): measured 1.8e-6..3.0e-6 on the comparison's batch (shapes; 1.5e-5 on the first
+    batch of glyph digits), against 4.6e-2..7.6e-2. The worst of two roundoff draws: at test size
     (dcgan-mnist-tiny, batch 4 of glyphs) one draw moves G's gradients by 2.8e-6, the other by
     1.2e-2 (G.7.bias), which is why TensorFlow's float32 G.12.bias gradient was 1.4e-5 off there."""
     from gansuite.common.parity import rel_err
@@ -294,4 +294,4 @@ def test_seed003_init_makes_float32_g_gradients_ill_conditioned(model, batch, il
     ref = _g_grads_with_bn_roundoff(model, 0.0, 0, batch)
     worst = max(rel_err(moved[k], ref[k])[1] for moved in (_g_grads_with_bn_roundoff(model, 6e-8, draw, batch)
                                                           for draw in (1, 2)) for k in ref if k.startswith("G."))
-    assert (worst > 1e-2) if ill_conditioned else (worst < 1e-4), worst
+    assert (worst > 1e-2) if ill_conditioned else (worst < 1e-5), worst
