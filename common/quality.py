@@ -26,7 +26,8 @@ from .digits import SIDE, DigitClassifier, frechet_digits, train_classifier
 from .metrics import swd_images
 
 QUALITY_EXAMPLES = 512  # real and fake images per measurement: SWD and a 64-d Gaussian fit are stable there
-_CLASSIFIERS: dict[tuple[int, tuple[int, ...], int], DigitClassifier] = {}
+#: id(values) -> (values, classifier): the array is held so that its id cannot be reused by another dataset
+_CLASSIFIERS: dict[int, tuple[np.ndarray, DigitClassifier]] = {}
 
 
 #: Fewest labelled examples the classifier is trained on (a fifth, at most 1000, held out): below
@@ -39,11 +40,11 @@ def _classifier_for(dataset: Dataset) -> DigitClassifier | None:
     if (dataset.labels is None or dataset.n < CLASSIFIER_MIN_EXAMPLES or len(shape) != 3
             or shape[1] % SIDE or shape[2] % SIDE):
         return None
-    key = (id(dataset.values), tuple(shape), len(dataset.values))
+    key = id(dataset.values)
     if key not in _CLASSIFIERS:
-        _CLASSIFIERS[key] = train_classifier(dataset.get(np.arange(dataset.n)), dataset.labels,
-                                             holdout=min(1000, dataset.n // 5))
-    return _CLASSIFIERS[key]
+        _CLASSIFIERS[key] = (dataset.values, train_classifier(dataset.get(np.arange(dataset.n)), dataset.labels,
+                                                              holdout=min(1000, dataset.n // 5)))
+    return _CLASSIFIERS[key][1]
 
 
 @dataclass
