@@ -14,9 +14,12 @@ from typing import Any
 import numpy as np
 
 from . import oracle_layers as L
+from .draws import Draws, check_labels, pass_masks
+from .errors import GanSuiteError
 from .params import OptState, Params, copy_opt_state, trainable_names, zero_opt_state
 from .protocol import BuildOptions, GANProtocol, StepOutput
-from .spec import AdamSpec, BatchNorm, Conv2d, ConvTranspose2d, Dense, GANSpec, NetSpec
+from .spec import (AdamSpec, BatchNorm, Conv2d, ConvTranspose2d, Dense, Dropout, EmbedConcat, Flatten, GANSpec,
+                   LossSpec, NetSpec, Reshape)
 
 
 def _layer_params(params: Params, prefix: str) -> dict[str, np.ndarray]:
@@ -32,8 +35,12 @@ class NetRun:
     running: Params = field(default_factory=dict)  # updated running stats (canonical names)
 
 
-def net_forward(net: NetSpec, params: Params, prefix: str, x: np.ndarray, bn: str = "batch") -> tuple[np.ndarray, NetRun]:
+def net_forward(net: NetSpec, params: Params, prefix: str, x: np.ndarray, bn: str = "batch",
+                labels: np.ndarray | None = None, masks: dict[int, np.ndarray] | None = None) -> tuple[np.ndarray, NetRun]:
+    """One forward pass. ``labels`` feed the net's embed_concat layer; ``masks`` (layer index ->
+    pre-scaled keep mask, common/draws.py) its Dropout layers, which are the identity without one."""
     run = NetRun()
+    masks = masks or {}
     for i, layer in enumerate(net.layers):
         lp = _layer_params(params, f"{prefix}.{i}.")
         if isinstance(layer, Dense):
@@ -47,6 +54,12 @@ def net_forward(net: NetSpec, params: Params, prefix: str, x: np.ndarray, bn: st
             if bn == "batch":
                 for k, v in L.batch_norm_running_update(layer, lp, cache).items():
                     run.running[f"{prefix}.{i}.{k}"] = v
+        elif isinstance(layer, (Flatten, Reshape)):
+            x, cache = L.reshape_forward(x, layer.output_shape(x.shape[1:]))
+        elif isinstance(layer, Dropout):
+            x, cache = L.dropout_forward(x, masks.get(i))
+        elif isinstance(layer, EmbedConcat):
+            x, cache = L.embed_concat_forward(layer, lp, x, labels)
         else:
             x, cache = L.activation_forward(layer, x)
         run.caches.append(cache)
@@ -66,11 +79,30 @@ def net_backward(net: NetSpec, params: Params, prefix: str, run: NetRun, dy: np.
             dy, g = L.conv_transpose2d_backward(layer, lp, cache, dy)
         elif isinstance(layer, BatchNorm):
             dy, g = L.batch_norm_backward(layer, lp, cache, dy)
+        elif isinstance(layer, (Flatten, Reshape)):
+            dy, g = L.reshape_backward(cache, dy), {}
+        elif isinstance(layer, Dropout):
+            dy, g = L.dropout_backward(cache, dy), {}
+        elif isinstance(layer, EmbedConcat):
+            dy, g = L.embed_concat_backward(layer, lp, cache, dy)
         else:
             dy, g = L.activation_backward(layer, cache, dy), {}
         for k, v in g.items():
             grads[f"{prefix}.{i}.{k}"] = v
     return dy, grads
+
+
+def bce(out: np.ndarray, target: float, loss: LossSpec) -> tuple[float, np.ndarray]:
+    """The spec's BCE on D's output: with logits, or on D's Sigmoid output (``loss.on``)."""
+    if loss.on == "probabilities":
+        value, grad = L.bce_probabilities(out.reshape(out.shape[0]), target, loss.reduction)
+        return value, grad.reshape(out.shape)
+    return L.bce_with_logits(out, target, loss.reduction)
+
+
+def probability(out: np.ndarray, loss: LossSpec) -> np.ndarray:
+    """D's output as a probability: the sigmoid of a logit, or the output itself (``loss.on``)."""
+    return out if loss.on == "probabilities" else L.sigmoid(out)
 
 
 #: ``net_backward``'s signature: what ``d_grads``/``g_grads`` call (parity passes a memoising one).
@@ -113,8 +145,31 @@ class GStep:
     loss_G: float
     D_G_z2: float
     grads: Params
-    run_gen: NetRun = field(default_factory=NetRun)  # D (after its step) on the same fake
+    run_gen: NetRun = field(default_factory=NetRun)  # D (after its step) on the G step's fake
     dlogits_gen: np.ndarray | None = None
+    run_g: NetRun = field(default_factory=NetRun)  # the G forward it back-propagates through
+
+
+def _checked_draws(spec: GANSpec, draws: Draws | None, real_rows: int | None, noise_rows: int) -> Draws:
+    """The draws an iteration of ``spec`` needs, present (one-line error naming the missing one)."""
+    draws = draws or {}
+    need = []
+    if spec.conditional:
+        need += ["fake_labels"] + (["labels"] if real_rows is not None else [])
+        need += ["fake_labels_gen"] if spec.train.g_noise == "fresh" else []
+    need += ["z_gen"] if spec.train.g_noise == "fresh" else []
+    missing = [k for k in need if k not in draws]
+    if spec.has_dropout and not any(k.startswith("mask/") for k in draws):
+        missing.append("mask/... (dropout masks)")
+    if missing:
+        raise GanSuiteError(f"draws: model {spec.name!r} needs {', '.join(missing)} from common/draws.py "
+                            "(Streams.batch(i).draws)")
+    if real_rows is not None and "labels" in draws:
+        check_labels(draws["labels"], spec, real_rows, "draws.labels")
+    for k in ("fake_labels", "fake_labels_gen"):
+        if k in draws:
+            check_labels(draws[k], spec, noise_rows, f"draws.{k}")
+    return draws
 
 
 @dataclass
@@ -135,47 +190,60 @@ class OracleBackend(GANProtocol):
         opt = copy_opt_state(opt_state if opt_state is not None else zero_opt_state(spec), np.float64)
         return OracleState(spec, params, opt)
 
-    def generate(self, state: OracleState, z: np.ndarray, bn: str = "batch") -> np.ndarray:
-        return net_forward(state.spec.generator, state.params, "G", np.asarray(z, np.float64), bn)[0]
+    def generate(self, state: OracleState, z: np.ndarray, bn: str = "batch",
+                 labels: np.ndarray | None = None) -> np.ndarray:
+        labels = check_labels(labels, state.spec, len(z))
+        return net_forward(state.spec.generator, state.params, "G", np.asarray(z, np.float64), bn, labels)[0]
 
-    def discriminate(self, state: OracleState, x: np.ndarray, bn: str = "batch") -> np.ndarray:
-        out = net_forward(state.spec.discriminator, state.params, "D", np.asarray(x, np.float64), bn)[0]
+    def discriminate(self, state: OracleState, x: np.ndarray, bn: str = "batch",
+                     labels: np.ndarray | None = None) -> np.ndarray:
+        labels = check_labels(labels, state.spec, len(x))
+        out = net_forward(state.spec.discriminator, state.params, "D", np.asarray(x, np.float64), bn, labels)[0]
         return out.reshape(out.shape[0])
 
-    def train_step(self, state: OracleState, real: np.ndarray, z: np.ndarray | None, with_grads: bool = False) -> StepOutput:
+    def train_step(self, state: OracleState, real: np.ndarray, z: np.ndarray | None, with_grads: bool = False,
+                   draws: Draws | None = None) -> StepOutput:
         if z is None:
             raise ValueError("the oracle has no device RNG: pass z (parity mode)")
-        d = self.d_step(state, real, z)
+        d = self.d_step(state, real, z, draws)
         self.adam_step(state, "D", d.grads)
-        g = self.g_step(state, d)
+        g = self.g_step(state, d, draws)
         self.adam_step(state, "G", g.grads)
         return StepOutput(
             loss_D=d.loss_D, loss_G=g.loss_G, D_x=d.D_x, D_G_z1=d.D_G_z1, D_G_z2=g.D_G_z2,
             grads={**g.grads, **d.grads} if with_grads else None,
         )
 
-    def d_step(self, state: OracleState, real: np.ndarray, z: np.ndarray) -> "DStep":
+    def d_step(self, state: OracleState, real: np.ndarray, z: np.ndarray, draws: Draws | None = None) -> "DStep":
         """D(real), G(z), D(fake.detach()) -- or, with ``d_order="fake_first"`` (seed 004), G(z),
-        D(fake), D(real); running stats advance after each forward. No Adam."""
+        D(fake), D(real); running stats advance after each forward. No Adam. ``draws``: labels and
+        dropout masks (common/draws.py) for a conditional GAN or one with dropout."""
         spec, p, loss = state.spec, state.params, state.spec.loss
         G, D = spec.generator, spec.discriminator
+        draws = _checked_draws(spec, draws, len(real), len(z))
         real = np.asarray(real, np.float64)
+
+        def real_pass() -> tuple[np.ndarray, NetRun]:
+            out, run = net_forward(D, p, "D", real, "batch", draws.get("labels"), pass_masks(draws, "real", "D"))
+            p.update(run.running)
+            return out, run
+
         if spec.train.d_order == "real_first":
-            out_real, run_real = net_forward(D, p, "D", real)
-            p.update(run_real.running)
-        fake, run_g = net_forward(G, p, "G", np.asarray(z, np.float64))
+            out_real, run_real = real_pass()
+        fake_labels = draws.get("fake_labels")
+        fake, run_g = net_forward(G, p, "G", np.asarray(z, np.float64), "batch", fake_labels,
+                                  pass_masks(draws, "fake", "G"))
         p.update(run_g.running)
-        out_fake, run_fake = net_forward(D, p, "D", fake)
+        out_fake, run_fake = net_forward(D, p, "D", fake, "batch", fake_labels, pass_masks(draws, "fake", "D"))
         p.update(run_fake.running)
         if spec.train.d_order == "fake_first":
-            out_real, run_real = net_forward(D, p, "D", real)
-            p.update(run_real.running)
-        l_real, d_real = L.bce_with_logits(out_real, loss.real_label, loss.reduction)
-        l_fake, d_fake = L.bce_with_logits(out_fake, loss.fake_label, loss.reduction)
+            out_real, run_real = real_pass()
+        l_real, d_real = bce(out_real, loss.real_label, loss)
+        l_fake, d_fake = bce(out_fake, loss.fake_label, loss)
         d = DStep(
             fake=fake, run_g=run_g,
             loss_D=loss.d_loss_scale * (l_real + l_fake),
-            D_x=float(L.sigmoid(out_real).mean()), D_G_z1=float(L.sigmoid(out_fake).mean()),
+            D_x=float(probability(out_real, loss).mean()), D_G_z1=float(probability(out_fake, loss).mean()),
             grads={}, run_real=run_real, run_fake=run_fake,
             dlogits_real=loss.d_loss_scale * d_real, dlogits_fake=loss.d_loss_scale * d_fake,
         )
@@ -198,21 +266,31 @@ class OracleBackend(GANProtocol):
         _, g_fake = backward(D, p, "D", d.run_fake, d.dlogits_fake)
         return (L.rescale(g_real, reduction, len(d.dlogits_real)), L.rescale(g_fake, reduction, len(d.dlogits_real)))
 
-    def g_step(self, state: OracleState, d: "DStep") -> "GStep":
-        """D (as it is now, i.e. after its step) on the SAME fake; gradient through D into G. No Adam."""
+    def g_step(self, state: OracleState, d: "DStep", draws: Draws | None = None) -> "GStep":
+        """D (as it is now, i.e. after its step) on the D step's fake, or with ``g_noise="fresh"``
+        (seed 002) on G of a new z and new fake labels; gradient through D into G. No Adam."""
         spec, p, loss = state.spec, state.params, state.spec.loss
-        out_gen, run_gen = net_forward(spec.discriminator, p, "D", d.fake)
+        draws = _checked_draws(spec, draws, None, len(d.fake))
+        if spec.train.g_noise == "fresh":
+            labels = draws.get("fake_labels_gen")
+            fake, run_g = net_forward(spec.generator, p, "G", draws["z_gen"], "batch", labels,
+                                      pass_masks(draws, "gen", "G"))
+            p.update(run_g.running)
+        else:
+            fake, run_g, labels = d.fake, d.run_g, draws.get("fake_labels")
+        out_gen, run_gen = net_forward(spec.discriminator, p, "D", fake, "batch", labels, pass_masks(draws, "gen", "D"))
         p.update(run_gen.running)
-        l_gen, d_gen = L.bce_with_logits(out_gen, loss.real_label, loss.reduction)
-        g = GStep(loss_G=l_gen, D_G_z2=float(L.sigmoid(out_gen).mean()), grads={}, run_gen=run_gen, dlogits_gen=d_gen)
+        l_gen, d_gen = bce(out_gen, loss.real_label, loss)
+        g = GStep(loss_G=l_gen, D_G_z2=float(probability(out_gen, loss).mean()), grads={}, run_gen=run_gen,
+                  dlogits_gen=d_gen, run_g=run_g)
         g.grads = self.g_grads(state, d, g)
         return g
 
     def g_grads(self, state: OracleState, d: "DStep", g: "GStep", backward: Backward = net_backward) -> Params:
-        """G's gradients through D (after its step) and G's forward caches."""
+        """G's gradients through D (after its step) and the G step's G forward caches."""
         spec, p = state.spec, state.params
         d_fake_img, _ = backward(spec.discriminator, p, "D", g.run_gen, g.dlogits_gen)
-        _, grads_G = backward(spec.generator, p, "G", d.run_g, d_fake_img)
+        _, grads_G = backward(spec.generator, p, "G", g.run_g, d_fake_img)
         return L.rescale(grads_G, spec.loss.reduction, len(g.dlogits_gen))
 
     def adam_step(self, state: OracleState, net: str, grads: Params) -> None:

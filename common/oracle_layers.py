@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .spec import BatchNorm, Conv2d, ConvTranspose2d, Dense, LeakyReLU, ReLU, Tanh
+from .spec import BatchNorm, Conv2d, ConvTranspose2d, Dense, EmbedConcat, LeakyReLU, ReLU, Sigmoid, Tanh
 
 Cache = dict[str, Any]
 
@@ -169,6 +169,9 @@ def activation_forward(layer, x: np.ndarray):
     if isinstance(layer, Tanh):
         y = np.tanh(x)
         return y, {"y": y}
+    if isinstance(layer, Sigmoid):
+        y = sigmoid(x)
+        return y, {"y": y}
     raise TypeError(f"not an activation: {layer!r}")
 
 
@@ -182,12 +185,54 @@ def activation_backward(layer, cache: Cache, dy: np.ndarray) -> np.ndarray:
         if cache.get("flip") is not None:
             positive = positive ^ cache["flip"]
         return dy * np.where(positive, 1.0, negative_slope(layer))
+    if isinstance(layer, Sigmoid):
+        return dy * cache["y"] * (1.0 - cache["y"])
     return dy * (1.0 - cache["y"] ** 2)  # Tanh
 
 
 def negative_slope(layer) -> float:
     """The derivative left of the kink: 0 for ReLU, the slope for LeakyReLU."""
     return layer.slope if isinstance(layer, LeakyReLU) else 0.0
+
+
+# -- shape layers, dropout, the label embedding -----------------------------------
+
+
+def reshape_forward(x: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, Cache]:
+    """Flatten (``shape = (F,)``) or Reshape: C-order, as ``x.view(B, *shape)``."""
+    return x.reshape((x.shape[0], *shape)), {"shape": x.shape}
+
+
+def reshape_backward(cache: Cache, dy: np.ndarray) -> np.ndarray:
+    return dy.reshape(cache["shape"])
+
+
+def dropout_forward(x: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, Cache]:
+    """``x * mask``, the mask pre-scaled (``keep / (1 - p)``, common/draws.py); None: no dropout."""
+    if mask is None:
+        return x, {"mask": None}
+    if mask.shape != x.shape:
+        raise ValueError(f"dropout mask of shape {mask.shape} for an input of shape {x.shape}")
+    return x * mask, {"mask": mask}
+
+
+def dropout_backward(cache: Cache, dy: np.ndarray) -> np.ndarray:
+    return dy if cache["mask"] is None else dy * cache["mask"]
+
+
+def embed_concat_forward(layer: EmbedConcat, p, x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, Cache]:
+    """``torch.cat([x, weight[labels]], 1)``: the features first, then the label's row."""
+    labels = np.asarray(labels, np.int64)
+    return np.concatenate([x, p["weight"][labels]], axis=1), {"labels": labels, "features": x.shape[1]}
+
+
+def embed_concat_backward(layer: EmbedConcat, p, cache: Cache, dy: np.ndarray):
+    """The features' gradient is the first block; each label's row sums the gradients of the
+    examples that carry it (``np.add.at``: repeated labels accumulate)."""
+    f = cache["features"]
+    dw = np.zeros((layer.num_classes, layer.dim))
+    np.add.at(dw, cache["labels"], dy[:, f:])
+    return dy[:, :f], {"weight": dw}
 
 
 # -- loss ----------------------------------------------------------------------
@@ -204,6 +249,28 @@ def bce_with_logits(logits: np.ndarray, target: float, reduction: str) -> tuple[
     if reduction == "mean":
         return float(per.mean()), (grad / x.shape[0]).reshape(logits.shape)
     return float(per.sum()), grad.reshape(logits.shape)
+
+
+#: PyTorch's ``binary_cross_entropy``: each log clamped at -100, and its backward's denominator
+#: ``max((1 - p) p, EPSILON)`` (aten/src/ATen/native/Loss.cpp).
+BCE_LOG_CLAMP = -100.0
+BCE_BACKWARD_EPS = 1e-12
+
+
+def bce_probabilities(p_out: np.ndarray, target: float | np.ndarray, reduction: str) -> tuple[float, np.ndarray]:
+    """``BCELoss`` on probabilities as PyTorch computes it (seed 002): per element
+    ``-(t max(log p, -100) + (1 - t) max(log(1 - p), -100))``; gradient
+    ``(p - t) / max((1 - p) p, 1e-12)``, PyTorch's formula (the exact derivative wherever no log is
+    clamped). ``target`` is a label (GAN) or an array (the VAE's pixels). Reductions as
+    :func:`bce_with_logits`; ``"mean"`` divides by the element count."""
+    p = np.asarray(p_out, np.float64)
+    t = np.broadcast_to(np.asarray(target, np.float64), p.shape)
+    with np.errstate(divide="ignore"):  # log(0) = -inf, then clamped, as PyTorch
+        per = -(t * np.maximum(np.log(p), BCE_LOG_CLAMP) + (1 - t) * np.maximum(np.log1p(-p), BCE_LOG_CLAMP))
+    grad = (p - t) / np.maximum((1 - p) * p, BCE_BACKWARD_EPS)
+    if reduction == "mean":
+        return float(per.mean()), grad / p.size
+    return float(per.sum()), grad
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .spec import BatchNorm, Conv2d, ConvTranspose2d, Dense, GANSpec, Init, NetSpec
+from .spec import BatchNorm, Conv2d, ConvTranspose2d, Dense, EmbedConcat, GANSpec, Init, NetSpec
 
 Params = dict[str, np.ndarray]
 NETS = ("G", "D")
@@ -61,6 +61,8 @@ def param_shapes(spec: GANSpec) -> dict[str, tuple[int, ...]]:
                 out[p + "weight"] = (layer.in_channels, layer.out_channels, layer.kernel, layer.kernel)
                 if layer.bias:
                     out[p + "bias"] = (layer.out_channels,)
+            elif isinstance(layer, EmbedConcat):
+                out[p + "weight"] = (layer.num_classes, layer.dim)  # nn.Embedding.weight
             elif isinstance(layer, BatchNorm):
                 c = layer.num_features
                 # fix_gamma (MXNet): the scale is the constant 1, not a tensor.
@@ -98,6 +100,8 @@ def init_params(spec: GANSpec, seed: int, dtype: str | np.dtype = "float64") -> 
             value = np.zeros(shape)
         elif isinstance(layer, BatchNorm):
             value = draw(rng, net_init.bn_weight if kind == "weight" else net_init.bn_bias, shape, layer, kind)
+        elif isinstance(layer, EmbedConcat):
+            value = draw(rng, net_init.embedding, shape, layer, kind)
         else:
             value = draw(rng, net_init.weight if kind == "weight" else net_init.bias, shape, layer, kind)
         out[name] = value
@@ -134,6 +138,8 @@ def draw(rng: np.random.Generator, init: Init, shape: tuple[int, ...], layer: An
         return np.zeros(shape)
     if init.scheme == "ones":
         return np.ones(shape)
+    if init.scheme == "torch_default" and isinstance(layer, EmbedConcat):
+        return rng.standard_normal(size=shape)  # nn.Embedding's reset_parameters: normal_(0, 1)
     if init.scheme == "torch_default":
         # kaiming_uniform_(a=sqrt(5)) for weights and U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for biases:
         # the same bound, gain * sqrt(3 / fan_in) with gain = sqrt(2 / (1 + 5)).

@@ -15,7 +15,7 @@ from .oracle import NetRun, OracleBackend, adam_update, net_backward
 from .params import Params, init_params, is_buffer, trainable_names, zero_opt_state
 from .protocol import GANProtocol, BuildOptions
 from .spec import GANSpec
-from .streams import Streams
+from .streams import Batch, Streams
 from .tolerances import kink_margin, tolerance
 
 
@@ -67,28 +67,38 @@ def _row(check: str, name: str, a, ref, dtype: str, quantity: str, note: str = "
     return Row(check, name, err, rel, tolerance(dtype, quantity), note)
 
 
-def parity_inputs(spec: GANSpec, seed: int, batch_size: int | None = None):
-    """Canonical float64 params, the first real batch and its noise, the batch optionally cut to
-    ``batch_size``. The noise follows ``train.noise_batch``: cut with it, or (seed 003's rule) kept
-    at ``train.batch_size`` rows, as for a short last batch."""
-    streams = Streams(spec, seed)
-    batch = streams.batch(0)
+def parity_batch(spec: GANSpec, seed: int, batch_size: int | None = None) -> Batch:
+    """The first batch (real, noise and the other draws), optionally cut to ``batch_size``. The
+    noise follows ``train.noise_batch``: cut with it, or (seed 003's rule) kept at
+    ``train.batch_size`` rows, as for a short last batch."""
+    batch = Streams(spec, seed).batch(0)
     n = batch_size or len(batch.real)
-    return init_params(spec, seed), batch.real[:n], batch.z[:spec.train.noise_rows(n)]
+    return batch.cut(n, spec.train.noise_rows(n))
+
+
+def parity_inputs(spec: GANSpec, seed: int, batch_size: int | None = None):
+    """Canonical float64 params, the first real batch and its noise (:func:`parity_batch`)."""
+    batch = parity_batch(spec, seed, batch_size)
+    return init_params(spec, seed), batch.real, batch.z
 
 
 def check_forward(backend: GANProtocol, spec: GANSpec, dtype: str, seed: int = 0, batch_size: int | None = None,
                   bn: str = "batch", params: Params | None = None) -> list[Row]:
     """G(z) and D(x) vs the oracle. ``params`` defaults to the initial ones; pass trained ones
     (e.g. after a few oracle iterations) to exercise BN running statistics with ``bn="running"``."""
-    init, real, z = parity_inputs(spec, seed, batch_size)
-    params = init if params is None else params
+    batch = parity_batch(spec, seed, batch_size)
+    params = init_params(spec, seed) if params is None else params
+    real, z = batch.real, batch.z
+    # a conditional GAN: G draws the D step's fake labels, D sees the real batch's labels
+    g_labels, d_labels = batch.draws.get("fake_labels"), batch.draws.get("labels")
     oracle = OracleBackend()
     ref = oracle.build(spec, params, None, BuildOptions(dtype="float64"))
     st = backend.build(spec, params, None, BuildOptions(dtype=dtype, mode="parity"))
     return [
-        _row("forward_G", "G(z)", backend.generate(st, z, bn), oracle.generate(ref, z, bn), dtype, "forward"),
-        _row("forward_D", "D(x)", backend.discriminate(st, real, bn), oracle.discriminate(ref, real, bn), dtype, "forward"),
+        _row("forward_G", "G(z)", backend.generate(st, z, bn, g_labels), oracle.generate(ref, z, bn, g_labels),
+             dtype, "forward"),
+        _row("forward_D", "D(x)", backend.discriminate(st, real, bn, d_labels),
+             oracle.discriminate(ref, real, bn, d_labels), dtype, "forward"),
     ]
 
 
@@ -124,11 +134,12 @@ def one_step(backend: GANProtocol, spec: GANSpec, dtype: str, seed: int = 0, bat
     backend's side at activation inputs closer to a kink than float32 can resolve
     (common/kinks.py); the rows then say which branches were followed.
     """
-    params, real, z = parity_inputs(spec, seed, batch_size)
+    batch = parity_batch(spec, seed, batch_size)
+    params, real, z, draws = init_params(spec, seed), batch.real, batch.z, batch.draws
     oracle = OracleBackend()
     ref = oracle.build(spec, params, None, BuildOptions(dtype="float64"))
     st = backend.build(spec, params, None, BuildOptions(dtype=dtype, mode="parity"))
-    out = backend.train_step(st, real, z, with_grads=True)
+    out = backend.train_step(st, real, z, with_grads=True, draws=draws)
     p_new, opt_new = backend.export_params(st)
     if out.grads is None:
         raise AssertionError(f"{backend.name}: train_step(with_grads=True) returned no gradients")
@@ -139,7 +150,7 @@ def one_step(backend: GANProtocol, spec: GANSpec, dtype: str, seed: int = 0, bat
     margin = kink_margin(dtype)
 
     # 1. D step (kinks: D on the real and on the fake batch). Must run before ref's D weights change.
-    d = oracle.d_step(ref, real, z)
+    d = oracle.d_step(ref, real, z, draws)
     d_runs = {"D(real)": d.run_real, "D(fake)": d.run_fake}
     D, G = spec.discriminator, spec.generator
     backward = _MemoBackward()
@@ -174,11 +185,11 @@ def one_step(backend: GANProtocol, spec: GANSpec, dtype: str, seed: int = 0, bat
     # 3. G step, conditioned on the backend's D update (kinks: D after its step on the fake, and G)
     for k in trainable_names(spec, "D"):
         ref.params[k] = np.asarray(p_new[k], np.float64).copy()
-    g = oracle.g_step(ref, d)
-    g_runs = {"D(fake) after D step": g.run_gen, "G(z)": d.run_g}
+    g = oracle.g_step(ref, d, draws)
+    g_runs = {"D(fake) after D step": g.run_gen, "G(z)": g.run_g}
     g_grads, g_note = _conditioned_grads(
         result, "G step", out.grads, g.grads, g_runs,
-        lambda: near_kinks(D, g.run_gen, "D(fake) after D step", margin) + near_kinks(G, d.run_g, "G(z)", margin),
+        lambda: near_kinks(D, g.run_gen, "D(fake) after D step", margin) + near_kinks(G, g.run_g, "G(z)", margin),
         lambda: oracle.g_grads(ref, d, g, backward), dtype)
     rows += [_row("loss", k, getattr(out, k), getattr(g, k), dtype, "loss") for k in ("loss_G", "D_G_z2")]
     rows += [_row("grad", k, out.grads[k], v, dtype, "grad", g_note) for k, v in g_grads.items()]

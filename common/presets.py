@@ -1,7 +1,8 @@
 """The models the suite ships, each citing the seed document it reproduces.
 
 Seeds live in ``../shared/seeds``: 001 is d2l 20.1 (Gaussian GAN, three framework tabs),
-000 the PyTorch DCGAN tutorial, 003 DCGAN on FashionMNIST, 004 MXNet's symbolic DCGAN.
+000 the PyTorch DCGAN tutorial, 003 DCGAN on FashionMNIST, 004 MXNet's symbolic DCGAN, 002 a book
+chapter (VAE, MLP GAN, conditional GAN on MNIST).
 A preset that names a seed reproduces that seed's code; README lists what remains different.
 """
 
@@ -17,6 +18,9 @@ from .spec import (
     ConvTranspose2d,
     DataSpec,
     Dense,
+    Dropout,
+    EmbedConcat,
+    Flatten,
     GANSpec,
     Init,
     InitSpec,
@@ -25,6 +29,8 @@ from .spec import (
     NetInit,
     NetSpec,
     ReLU,
+    Reshape,
+    Sigmoid,
     Tanh,
     TrainSpec,
 )
@@ -275,6 +281,79 @@ def dcgan_digits(nz: int = 32, ngf: int = 32, ndf: int = 32, *, name: str = "dcg
         data=data or DataSpec(kind="glyphs", n_examples=10000, image_size=32, channels=1))
 
 
+#: Seed 002 leaves every init at PyTorch's default: nn.Linear's kaiming-uniform weights and
+#: U(+-1/sqrt(fan_in)) biases, nn.Embedding's N(0, 1).
+_TORCH_DEFAULT = NetInit(weight=Init("torch_default"), bias=Init("torch_default"), embedding=Init("torch_default"))
+
+
+def _digits_28(n_examples: int = 10000) -> DataSpec:
+    """Seed 002's MNIST shape (1x28x28, Normalize(0.5, 0.5) to [-1, 1]); offline default: glyph digits."""
+    return DataSpec(kind="glyphs", n_examples=n_examples, image_size=28, channels=1)
+
+
+def mlp_gan(latent: int = 64, hidden: int = 256, *, name: str = "mlp-gan", batch_size: int = 100,
+            epochs: int = 200, data: DataSpec | None = None) -> GANSpec:
+    """Seed 002, 8.3: the fully connected GAN on MNIST, as the chapter's code writes it.
+
+    D: ``Linear(image_size, hidden), LeakyReLU(0.2), Linear(hidden, hidden), LeakyReLU(0.2),
+    Linear(hidden, 1), Sigmoid()`` on ``images.reshape(batch_size, -1)``; G: ``Linear(latent,
+    hidden), ReLU, Linear(hidden, hidden), ReLU, Linear(hidden, image_size), Tanh``. ``criterion``
+    is BCELoss on D's probabilities (mean); ``d_loss = d_loss_real + d_loss_fake``; the G step draws
+    a new ``z = torch.randn(batch_size, latent_size)`` and runs G again; z always has batch_size
+    rows. Every init is PyTorch's default.
+
+    Not in the excerpt, chosen: latent 64, hidden 256, batch 100, Adam(lr=0.0002) for both nets
+    (betas and eps PyTorch's defaults), 200 epochs. The chapter's loop (``reset_grad()``,
+    ``denorm``, the "Epoch [{}/{}], Step [{}/{}], d_loss" print) is line for line the widely used
+    pytorch-tutorial GAN (yunjey), whose values these are; batch 100 also divides both MNIST
+    splits exactly, which ``images.reshape(batch_size, -1)`` needs.
+    """
+    adam = AdamSpec(lr=0.0002)
+    return GANSpec(
+        name=name, source="seed 002, 8.3: the MLP GAN (nn.Sequential of Linear layers, Sigmoid + BCELoss)",
+        generator=NetSpec((latent,), (Dense(latent, hidden), ReLU(), Dense(hidden, hidden), ReLU(),
+                                      Dense(hidden, 784), Tanh(), Reshape((1, 28, 28)))),
+        discriminator=NetSpec((1, 28, 28), (Flatten(), Dense(784, hidden), LeakyReLU(0.2), Dense(hidden, hidden),
+                                            LeakyReLU(0.2), Dense(hidden, 1), Sigmoid())),
+        loss=LossSpec(reduction="mean", d_loss_scale=1.0, on="probabilities"),
+        train=TrainSpec(batch_size=batch_size, epochs=epochs, optim_G=adam, optim_D=adam,
+                        noise_batch="batch_size", g_noise="fresh"),
+        init=InitSpec(G=_TORCH_DEFAULT, D=_TORCH_DEFAULT),
+        data=data or _digits_28())
+
+
+def cgan(*, name: str = "cgan", batch_size: int = 64, epochs: int = 30, widths: tuple[int, ...] = (256, 512, 1024),
+         dropout: float = 0.4, data: DataSpec | None = None) -> GANSpec:
+    """Seed 002, 8.5: the conditional GAN, its Generator and Discriminator classes exactly.
+
+    G: ``label_emb = nn.Embedding(10, 10)``; ``torch.cat([z, c], 1)`` (110) -> 256 -> 512 -> 1024
+    -> 784, LeakyReLU(0.2) between, Tanh, ``out.view(B, 28, 28)``. D: ``x.view(B, 784)``, its own
+    Embedding(10, 10), ``cat([x, c], 1)`` (794) -> 1024 -> 512 -> 256 -> 1, LeakyReLU(0.2) and
+    ``nn.Dropout(0.4)`` after each hidden layer, Sigmoid. D's loss as the excerpt:
+    ``criterion(real_validity, ones) + criterion(fake_validity, zeros)`` with ``fake_labels =
+    torch.randint(0, 10, (batch_size,))``. Default inits.
+
+    Not in the excerpt, chosen: ``criterion = nn.BCELoss()`` (mean; the MLP GAN's), the G step as
+    the MLP GAN's (new z and new random labels through G, BCE against ones), z with the real
+    batch's rows, Adam(lr=1e-4) for both nets, batch 64, 30 epochs: the values of the public
+    notebook these classes come from, as far as we know it; the excerpt shows none of them.
+    """
+    h1, h2, h3 = widths
+    adam = AdamSpec(lr=1e-4)
+    g = NetSpec((100,), (EmbedConcat(10, 10), Dense(110, h1), LeakyReLU(0.2), Dense(h1, h2), LeakyReLU(0.2),
+                         Dense(h2, h3), LeakyReLU(0.2), Dense(h3, 784), Tanh(), Reshape((1, 28, 28))))
+    d = NetSpec((1, 28, 28), (Flatten(), EmbedConcat(10, 10), Dense(794, h3), LeakyReLU(0.2), Dropout(dropout),
+                              Dense(h3, h2), LeakyReLU(0.2), Dropout(dropout), Dense(h2, h1), LeakyReLU(0.2),
+                              Dropout(dropout), Dense(h1, 1), Sigmoid()))
+    return GANSpec(
+        name=name, source="seed 002, 8.5: the conditional GAN (label embeddings, dropout in D)",
+        generator=g, discriminator=d,
+        loss=LossSpec(reduction="mean", d_loss_scale=1.0, on="probabilities"),
+        train=TrainSpec(batch_size=batch_size, epochs=epochs, optim_G=adam, optim_D=adam, g_noise="fresh"),
+        init=InitSpec(G=_TORCH_DEFAULT, D=_TORCH_DEFAULT),
+        data=data or _digits_28())
+
+
 def _tiny_data(channels: int) -> DataSpec:
     return DataSpec(kind="glyphs", n_examples=256, image_size=64, channels=channels)
 
@@ -287,6 +366,8 @@ PRESETS: dict[str, Callable[[], GANSpec]] = {
     "dcgan-mnist": dcgan_mnist,
     "dcgan-mxnet": dcgan_mxnet,
     "dcgan-digits": dcgan_digits,
+    "mlp-gan": mlp_gan,
+    "cgan": cgan,
     # The same topologies at 1/8 width for fast tests: every layer kind, shape rule and option
     # is exercised at a fraction of the cost.
     "dcgan-tiny": lambda: dcgan(nz=16, ngf=8, ndf=8, name="dcgan-tiny", batch_size=16,
@@ -296,6 +377,8 @@ PRESETS: dict[str, Callable[[], GANSpec]] = {
                                             data=_tiny_data(1)),
     "dcgan-mxnet-tiny": lambda: dcgan_mxnet(nz=16, ngf=8, ndf=8, name="dcgan-mxnet-tiny", batch_size=16,
                                             source="seed 004 at ngf=ndf=8, nz=16 (test size)", data=_tiny_data(3)),
+    "mlp-gan-tiny": lambda: mlp_gan(latent=16, hidden=32, name="mlp-gan-tiny", batch_size=16, data=_digits_28(256)),
+    "cgan-tiny": lambda: cgan(name="cgan-tiny", batch_size=16, widths=(16, 32, 64), data=_digits_28(256)),
 }
 
 

@@ -17,9 +17,12 @@ what every ``backends/<fw>/backend.py`` defines, in this order:
                                        ``param_from_framework``, ``activations_to_framework``,
                                        ``activations_from_framework``, ``module_key``,
                                        ``DTYPES``): the one place layouts are converted
-``models.forward(state, net, x, bn)``  one pure forward
+``models.forward(state, net, x, bn,    one pure forward (``labels``: framework int tensor or
+labels)``                              None; Dropout is the identity in a pure forward)
 ``train.train_iteration(state, real,   one iteration, framework tensors in, (scalars,
-z, with_grads)``                       canonical-name -> framework gradient) out
+z, with_grads, draws)``                canonical-name -> framework gradient) out; ``draws``:
+                                       the iteration's labels, fresh noise and dropout masks
+                                       (common/draws.py keys), framework tensors
 ``packages``                           the packages whose versions affect the numbers
 ``framework_device(kind)``             "cpu" / "cuda" -> the framework's device object
 ``configure(device, options)``         process-wide numerics flags (re-asserted before every
@@ -50,6 +53,14 @@ Semantics every backend reproduces (the spec's, i.e. the tutorial's):
     loss_G   = BCE(out_gen, real_label)
     Adam step on G (gradient through D into G; D's parameters unchanged)
 
+Spec variants of that sequence (each backend's train.py implements all of them): the order of D's
+passes and one or two backwards (``train.d_order``, ``train.d_backward``), the G step on a fresh
+z run through G again (``train.g_noise="fresh"``, seed 002), BCE on D's Sigmoid output
+(``loss.on="probabilities"``), and for a conditional GAN the labels: D(real) takes the batch's
+labels, G and D(fake) the draws' fake labels. Dropout layers multiply by the draws' mask of
+their pass (``mask/<pass>/<net>.<i>``) in parity mode; in fast mode, with no draws, each
+framework draws its own masks (and labels, and fresh z).
+
 ``generate`` / ``discriminate`` are pure forwards: with ``bn="batch"`` BatchNorm
 uses the batch statistics (the tutorial samples in train mode) and with
 ``bn="running"`` the running ones (eval mode); neither changes any state.
@@ -72,6 +83,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .draws import Draws, check_labels
 from .errors import GanSuiteError
 from .layout import layer_of
 from .params import OptState, Params, param_shapes, trainable_names
@@ -162,16 +174,19 @@ class GANProtocol(abc.ABC):
         """Networks and optimisers from canonical params (and Adam moments, if given)."""
 
     @abc.abstractmethod
-    def generate(self, state: Any, z: np.ndarray, bn: str = "batch") -> np.ndarray:
-        """G(z) as float64 in the canonical layout; changes no state."""
+    def generate(self, state: Any, z: np.ndarray, bn: str = "batch", labels: np.ndarray | None = None) -> np.ndarray:
+        """G(z) (given ``labels`` for a conditional GAN) as float64 in the canonical layout; changes no state."""
 
     @abc.abstractmethod
-    def discriminate(self, state: Any, x: np.ndarray, bn: str = "batch") -> np.ndarray:
-        """D(x) logits, shape ``(B,)``, float64; changes no state."""
+    def discriminate(self, state: Any, x: np.ndarray, bn: str = "batch", labels: np.ndarray | None = None) -> np.ndarray:
+        """D(x) outputs (logits, or probabilities with ``loss.on="probabilities"``), shape ``(B,)``,
+        float64; changes no state."""
 
     @abc.abstractmethod
-    def train_step(self, state: Any, real: np.ndarray, z: np.ndarray | None, with_grads: bool = False) -> StepOutput:
-        """One iteration (see module docstring). Updates ``state`` in place."""
+    def train_step(self, state: Any, real: np.ndarray, z: np.ndarray | None, with_grads: bool = False,
+                   draws: Draws | None = None) -> StepOutput:
+        """One iteration (see module docstring). Updates ``state`` in place. ``draws``: the
+        iteration's labels, fresh noise and dropout masks (``Streams.batch(i).draws``)."""
 
     @abc.abstractmethod
     def export_params(self, state: Any) -> tuple[Params, OptState]:
@@ -235,22 +250,24 @@ class Backend(GANProtocol):
                     self.write_adam(state, net, adam.step, m, v)
         return state
 
-    def generate(self, state: BackendState, z: np.ndarray, bn: str = "batch") -> np.ndarray:
-        return self._pure_forward(state, "G", z, bn)
+    def generate(self, state: BackendState, z: np.ndarray, bn: str = "batch",
+                 labels: np.ndarray | None = None) -> np.ndarray:
+        return self._pure_forward(state, "G", z, bn, labels)
 
-    def discriminate(self, state: BackendState, x: np.ndarray, bn: str = "batch") -> np.ndarray:
-        out = self._pure_forward(state, "D", x, bn)
+    def discriminate(self, state: BackendState, x: np.ndarray, bn: str = "batch",
+                     labels: np.ndarray | None = None) -> np.ndarray:
+        out = self._pure_forward(state, "D", x, bn, labels)
         return out.reshape(out.shape[0])
 
     def train_step(self, state: BackendState, real: np.ndarray, z: np.ndarray | None,
-                   with_grads: bool = False) -> StepOutput:
+                   with_grads: bool = False, draws: Draws | None = None) -> StepOutput:
         self.configure(state.device, state.options)
         real_f = self.layout.activations_to_framework(real, state.dtype, state.device)
         if z is None:  # fast mode: noise from the device RNG, no host round trip
             z_f = self.device_noise(state, state.spec.train.noise_rows(int(np.shape(real)[0])))
         else:
             z_f = self.layout.activations_to_framework(z, state.dtype, state.device)
-        scalars, grads = self.iteration(state, real_f, z_f, with_grads)
+        scalars, grads = self.iteration(state, real_f, z_f, with_grads, self._draws_to_framework(state, draws))
         out = StepOutput(**{k: float(scalars[k]) for k in SCALARS})
         if grads is not None:
             out.grads = {k: self._from_framework(state, k, v) for k, v in grads.items()}
@@ -312,8 +329,21 @@ class Backend(GANProtocol):
     def _from_framework(self, state: BackendState, name: str, value: Any) -> np.ndarray:
         return self.layout.param_from_framework(name, value, layer_of(state.spec, name))
 
-    def _pure_forward(self, state: BackendState, net: str, x: np.ndarray, bn: str) -> np.ndarray:
+    def _draws_to_framework(self, state: BackendState, draws: Draws | None) -> dict[str, Any]:
+        """Labels as the framework's int tensors, noise and masks as activations (its layout)."""
+        out: dict[str, Any] = {}
+        for key, value in (draws or {}).items():
+            if "labels" in key:
+                out[key] = self.layout.labels_to_framework(np.asarray(value, np.int64), state.device)
+            else:
+                out[key] = self.layout.activations_to_framework(np.asarray(value), state.dtype, state.device)
+        return out
+
+    def _pure_forward(self, state: BackendState, net: str, x: np.ndarray, bn: str,
+                      labels: np.ndarray | None) -> np.ndarray:
         check_choice("bn", bn, BN_MODES)
+        labels = check_labels(labels, state.spec, int(np.shape(x)[0]))
         self.configure(state.device, state.options)
         x_f = self.layout.activations_to_framework(x, state.dtype, state.device)
-        return self.layout.activations_from_framework(self.forward(state, net, x_f, bn))
+        labels_f = None if labels is None else self.layout.labels_to_framework(labels, state.device)
+        return self.layout.activations_from_framework(self.forward(state, net, x_f, bn, labels_f))

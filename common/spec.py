@@ -65,6 +65,8 @@ REDUCTIONS = ("mean", "sum", "per_example")
 NOISE_BATCH_RULES = ("real", "batch_size")
 D_ORDERS = ("real_first", "fake_first")
 D_BACKWARDS = ("joint", "separate")
+G_NOISE_RULES = ("reuse", "fresh")
+LOSS_INPUTS = ("logits", "probabilities")
 
 # ---------------------------------------------------------------------------
 # layers
@@ -207,11 +209,93 @@ class Tanh:
         return shape
 
 
-Layer = Union[Dense, Conv2d, ConvTranspose2d, BatchNorm, ReLU, LeakyReLU, Tanh]
+@dataclass(frozen=True)
+class Sigmoid:
+    """A Sigmoid output (seed 002's D ends in ``nn.Sigmoid()``, its loss is ``BCELoss`` on it)."""
+
+    kind: ClassVar[str] = "sigmoid"
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """``x.view(B, -1)``: ``(C, H, W)`` -> ``(C*H*W,)`` in C-major order (NCHW flattened)."""
+
+    kind: ClassVar[str] = "flatten"
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (_prod(shape),)
+
+
+@dataclass(frozen=True)
+class Reshape:
+    """``x.view(B, *shape)`` of a flat input, C-major: ``(F,)`` -> ``shape`` (e.g. 784 -> (1, 28, 28))."""
+
+    shape: tuple[int, ...]
+    kind: ClassVar[str] = "reshape"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(self.shape))
+        if not self.shape:
+            raise SpecError("shape", "must not be empty")
+        for i, s in enumerate(self.shape):
+            _positive_int(f"shape[{i}]", s)
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shape) != 1 or shape[0] != _prod(self.shape):
+            raise SpecError("shape", f"{self.shape} needs a flat input of {_prod(self.shape)} features, got {shape}")
+        return self.shape
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """``nn.Dropout(p)`` in train mode: ``x * (keep / (1 - p))``, ``keep ~ Bernoulli(1 - p)``.
+
+    In parity mode the keep mask of every pass comes from common/streams.py (one per pass and
+    layer), so every backend drops the same units; in fast mode each framework draws its own.
+    The pure forwards (``generate``/``discriminate``, the samples) apply no dropout (eval)."""
+
+    p: float
+    kind: ClassVar[str] = "dropout"
+
+    def __post_init__(self) -> None:
+        _unit_interval("p", self.p)
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape
+
+
+@dataclass(frozen=True)
+class EmbedConcat:
+    """The label embedding and its concatenation, seed 002's CGAN: ``c = nn.Embedding(num_classes,
+    dim)(labels)``, then ``torch.cat([x, c], 1)``: ``(F,)`` -> ``(F + dim,)``, the features first.
+
+    One layer kind for both because the spec is a sequential stack: the label is the only second
+    input a net takes, and it enters exactly here. Weight ``(num_classes, dim)``, PyTorch's layout."""
+
+    num_classes: int
+    dim: int
+    kind: ClassVar[str] = "embed_concat"
+
+    def __post_init__(self) -> None:
+        _positive_int("num_classes", self.num_classes)
+        _positive_int("dim", self.dim)
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shape) != 1:
+            raise SpecError("embed_concat", f"concatenates onto a flat input; got shape {shape} (add a flatten layer)")
+        return (shape[0] + self.dim,)
+
+
+Layer = Union[Dense, Conv2d, ConvTranspose2d, BatchNorm, ReLU, LeakyReLU, Tanh, Sigmoid, Flatten, Reshape, Dropout,
+              EmbedConcat]
 LAYER_KINDS: dict[str, type] = {
-    cls.kind: cls for cls in (Dense, Conv2d, ConvTranspose2d, BatchNorm, ReLU, LeakyReLU, Tanh)
+    cls.kind: cls for cls in (Dense, Conv2d, ConvTranspose2d, BatchNorm, ReLU, LeakyReLU, Tanh, Sigmoid, Flatten,
+                              Reshape, Dropout, EmbedConcat)
 }
-PARAM_LAYERS = (Dense, Conv2d, ConvTranspose2d, BatchNorm)
+PARAM_LAYERS = (Dense, Conv2d, ConvTranspose2d, BatchNorm, EmbedConcat)
 
 
 # ---------------------------------------------------------------------------
@@ -222,8 +306,10 @@ PARAM_LAYERS = (Dense, Conv2d, ConvTranspose2d, BatchNorm)
 class NetSpec:
     """A feed-forward stack: per-example input shape and the layers in order.
 
-    The last layer of a discriminator is linear: it outputs a logit, and the loss
-    is BCE-with-logits (the tutorial's Sigmoid + BCELoss, computed stably).
+    A discriminator ends in a linear layer (one logit; the loss is BCE-with-logits, the tutorial's
+    Sigmoid + BCELoss computed stably) or, with ``loss.on = "probabilities"``, in a Sigmoid
+    (seed 002: ``BCELoss`` on the probability, log clamped at -100, as PyTorch computes it).
+    An ``embed_concat`` layer makes the net conditional: it takes the labels as a second input.
     """
 
     input_shape: tuple[int, ...]
@@ -258,6 +344,11 @@ class NetSpec:
     @property
     def output_shape(self) -> tuple[int, ...]:
         return self.shapes()[-1]
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the net takes labels (has an ``embed_concat`` layer)."""
+        return any(isinstance(layer, EmbedConcat) for layer in self.layers)
 
 
 #: Adam forms: PyTorch's (and optax's), and the "eps-hat" form of Keras and MXNet.
@@ -307,9 +398,13 @@ class LossSpec:
     d_loss_scale: float = 1.0
     real_label: float = 1.0
     fake_label: float = 0.0
+    # What D outputs and the BCE takes: a logit (BCE-with-logits), or a probability after D's own
+    # Sigmoid ("probabilities": PyTorch's BCELoss, each log clamped at -100, seed 002).
+    on: str = "logits"
 
     def __post_init__(self) -> None:
         _choice("reduction", self.reduction, REDUCTIONS)
+        _choice("on", self.on, LOSS_INPUTS)
         _positive_float("d_loss_scale", self.d_loss_scale)
         for name in ("real_label", "fake_label"):
             v = getattr(self, name)
@@ -340,12 +435,14 @@ class Init:
 
 @dataclass(frozen=True)
 class NetInit:
-    """One network's init, per tensor kind: Dense/Conv/ConvTranspose weights and biases, BatchNorm's."""
+    """One network's init, per tensor kind: Dense/Conv/ConvTranspose weights and biases, BatchNorm's,
+    and the label embedding's table (``nn.Embedding``'s default is N(0, 1), also its torch_default)."""
 
     weight: Init = Init("normal", 0.0, 0.02)
     bias: Init = Init("zeros")
     bn_weight: Init = Init("normal", 1.0, 0.02)
     bn_bias: Init = Init("zeros")
+    embedding: Init = Init("normal", 0.0, 1.0)
 
     def __post_init__(self) -> None:
         if self.bias.scheme == "glorot_uniform":
@@ -354,6 +451,8 @@ class NetInit:
         for name in ("bn_weight", "bn_bias"):
             if getattr(self, name).scheme in ("torch_default", "glorot_uniform"):
                 raise SpecError(f"{name}.scheme", "BatchNorm tensors take normal, zeros or ones")
+        if self.embedding.scheme == "glorot_uniform":
+            raise SpecError("embedding.scheme", "allowed for an embedding: normal, zeros, ones, torch_default")
 
 
 @dataclass(frozen=True)
@@ -384,6 +483,9 @@ class TrainSpec:
     # errD_real.backward(); errD_fake.backward(), seed 004's copied-and-added gradients).
     d_order: str = "real_first"
     d_backward: str = "joint"
+    # The G step's input: the D step's fake again ("reuse", the tutorial's D(fake) after errD), or a
+    # new z (and new fake labels) through G once more ("fresh": seed 002's MLP GAN and CGAN).
+    g_noise: str = "reuse"
 
     def __post_init__(self) -> None:
         _positive_int("batch_size", self.batch_size)
@@ -395,6 +497,7 @@ class TrainSpec:
         _choice("noise_batch", self.noise_batch, NOISE_BATCH_RULES)
         _choice("d_order", self.d_order, D_ORDERS)
         _choice("d_backward", self.d_backward, D_BACKWARDS)
+        _choice("g_noise", self.g_noise, G_NOISE_RULES)
 
     def noise_rows(self, real_rows: int) -> int:
         """Rows of z for an iteration whose real batch has ``real_rows`` rows (``noise_batch``)."""
@@ -476,6 +579,19 @@ class GANSpec:
         d_out = self.discriminator.output_shape
         if int(_prod(d_out)) != 1:
             raise SpecError("discriminator.layers", f"must end in one logit per example, got shape {d_out}")
+        ends_in_sigmoid = isinstance(self.discriminator.layers[-1], Sigmoid)
+        if ends_in_sigmoid != (self.loss.on == "probabilities"):
+            raise SpecError("loss.on", f"is {self.loss.on!r} but the discriminator "
+                            f"{'ends' if ends_in_sigmoid else 'does not end'} in a sigmoid; "
+                            "allowed: probabilities with a sigmoid last layer, logits without")
+        classes = {l.num_classes for net in (self.generator, self.discriminator) for l in net.layers
+                   if isinstance(l, EmbedConcat)}
+        if len(classes) > 1:
+            raise SpecError("embed_concat.num_classes", f"differs between layers ({sorted(classes)}); "
+                            "one label set conditions both nets")
+        if self.conditional and not (self.generator.conditional and self.discriminator.conditional):
+            raise SpecError("embed_concat", "a conditional GAN conditions both nets; "
+                            "add an embed_concat layer to the one without")
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -484,6 +600,20 @@ class GANSpec:
     @property
     def latent_dim(self) -> int:
         return int(_prod(self.latent_shape))
+
+    @property
+    def conditional(self) -> bool:
+        """A conditional GAN (seed 002's CGAN): both nets take the labels."""
+        return self.generator.conditional or self.discriminator.conditional
+
+    @property
+    def num_classes(self) -> int:
+        """Label classes of a conditional GAN (0 if unconditional)."""
+        return next((l.num_classes for l in self.generator.layers if isinstance(l, EmbedConcat)), 0)
+
+    @property
+    def has_dropout(self) -> bool:
+        return any(isinstance(l, Dropout) for net in (self.generator, self.discriminator) for l in net.layers)
 
     @property
     def has_batch_norm(self) -> bool:
@@ -553,6 +683,7 @@ def _field_type(cls: type, name: str) -> Any:
         (NetInit, "bias"): Init,
         (NetInit, "bn_weight"): Init,
         (NetInit, "bn_bias"): Init,
+        (NetInit, "embedding"): Init,
         (GANSpec, "data"): DataSpec,
         (TrainSpec, "optim_G"): AdamSpec,
         (TrainSpec, "optim_D"): AdamSpec,

@@ -10,7 +10,9 @@ makes resume exact and lets every backend train on the same numbers.
 * noise:  ``z ~ N(0, 1)`` of shape ``(B, *latent_shape)`` per iteration, where
           ``B`` is that iteration's real batch size (the last one may be short), or always
           ``batch_size`` with ``train.noise_batch = "batch_size"`` (seed 003),
-* fixed:  the fixed noise used for sample grids (the tutorial's fixed_noise).
+* fixed:  the fixed noise used for sample grids (the tutorial's fixed_noise), and for a
+          conditional GAN the fixed labels beside it (row i shows digit i // 10 of a 10x10 grid),
+* draws:  labels, the G step's fresh noise and dropout masks (common/draws.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Iterator
 import numpy as np
 
 from .data import Dataset, load_dataset
+from .draws import Draws, cut_draws, iteration_draws
 from .spec import GANSpec
 
 STREAM_ORDER = 3
@@ -38,6 +41,12 @@ class Batch:
     epoch: int
     real: np.ndarray  # float64, (B, *example_shape)
     z: np.ndarray  # float64, (B, *latent_shape)
+    draws: Draws  # labels, fresh noise, dropout masks (common/draws.py); {} for a plain GAN
+
+    def cut(self, real_rows: int, noise_rows: int) -> "Batch":
+        """The first ``real_rows`` examples and ``noise_rows`` noise rows, with their draws."""
+        return Batch(self.iteration, self.epoch, self.real[:real_rows], self.z[:noise_rows],
+                     cut_draws(self.draws, real_rows, noise_rows))
 
 
 class Streams:
@@ -81,9 +90,12 @@ class Streams:
         return _rng(self.seed, STREAM_NOISE, iteration).standard_normal((batch_size, *self.spec.latent_shape))
 
     def batch(self, iteration: int) -> Batch:
-        real = self.real(iteration)
+        idx = self.indices(iteration)
+        real = self.dataset.get(idx)
         rows = self.spec.train.noise_rows(len(real))
-        return Batch(iteration, iteration // self.iterations_per_epoch, real, self.noise(iteration, rows))
+        labels = self.dataset.labels[idx] if self.dataset.labels is not None else None
+        draws = iteration_draws(self.spec, self.seed, iteration, labels, len(real))
+        return Batch(iteration, iteration // self.iterations_per_epoch, real, self.noise(iteration, rows), draws)
 
     def iterate(self, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
         stop = self.total_iterations if stop is None else stop
@@ -92,3 +104,11 @@ class Streams:
 
     def fixed_noise(self, n: int = 64) -> np.ndarray:
         return _rng(self.seed, STREAM_FIXED).standard_normal((n, *self.spec.latent_shape))
+
+    def fixed_labels(self, n: int = 64) -> np.ndarray | None:
+        """Labels beside :meth:`fixed_noise` for a conditional GAN: ``i * k // n`` for row i (for
+        n = 100 and 10 classes, seed 002's grid: ten rows of each digit in turn); None otherwise."""
+        if not self.spec.conditional:
+            return None
+        k = self.spec.num_classes
+        return (np.arange(n) * k // n).astype(np.int64)

@@ -31,10 +31,14 @@ from gansuite.common.protocol import DTYPES
 # float64 numpy oracle to a few seconds while exercising every real layer shape. Every seed
 # preset is here, at test size: d2l's three tabs, the tutorial, seed 003 (batch 4 real rows
 # against 16 noise rows: its fixed-size noise on a short last batch) and seed 004.
+# Seed 002's MLP GAN and conditional GAN (labels, dropout masks from common/draws.py, BCELoss on
+# D's Sigmoid output, the G step's fresh z) at test size and at full size on a small batch.
 PARITY_CASES = [("gaussian", None), ("gaussian-mxnet", None), ("gaussian-tensorflow", None), ("dcgan-tiny", None),
-                ("dcgan-mnist-tiny", 4), ("dcgan-mxnet-tiny", 4), ("dcgan", 4)]
+                ("dcgan-mnist-tiny", 4), ("dcgan-mxnet-tiny", 4), ("dcgan", 4), ("mlp-gan-tiny", None),
+                ("cgan-tiny", None), ("mlp-gan", 8), ("cgan", 4)]
 #: The seed presets' options in fast mode (compiled, device noise) as well.
-FAST_MODELS = ["gaussian", "dcgan-tiny", "gaussian-mxnet", "dcgan-mnist-tiny", "dcgan-mxnet-tiny"]
+FAST_MODELS = ["gaussian", "dcgan-tiny", "gaussian-mxnet", "dcgan-mnist-tiny", "dcgan-mxnet-tiny", "mlp-gan-tiny",
+               "cgan-tiny"]
 
 
 def _assert_rows(rows) -> None:
@@ -53,15 +57,17 @@ class BackendContract:
 
     # -- shapes ---------------------------------------------------------------
 
-    @pytest.mark.parametrize("model", ["gaussian", "dcgan-tiny", "dcgan-mnist-tiny", "dcgan-mxnet-tiny"])
+    @pytest.mark.parametrize("model", ["gaussian", "dcgan-tiny", "dcgan-mnist-tiny", "dcgan-mxnet-tiny",
+                                       "mlp-gan-tiny", "cgan-tiny"])
     def test_output_shapes(self, backend, model):
         spec = preset(model)
         st = backend.build(spec, init_params(spec, 0), None, BuildOptions(dtype="float32"))
         z = Streams(spec, 0).noise(0, 3)
-        x = backend.generate(st, z)
+        labels = np.array([0, 9, 4]) if spec.conditional else None
+        x = backend.generate(st, z, "batch", labels)
         assert x.shape == (3, *spec.generator.output_shape)
         assert x.dtype == np.float64
-        assert backend.discriminate(st, x).shape == (3,)
+        assert backend.discriminate(st, x, "batch", labels).shape == (3,)
         exported, opt = backend.export_params(st)
         assert {k: v.shape for k, v in exported.items()} == param_shapes(spec)
         assert list(exported) == list(param_shapes(spec)), "canonical order"
@@ -80,7 +86,8 @@ class BackendContract:
             oracle = OracleBackend()
             st = oracle.build(spec, init_params(spec, 0), None, BuildOptions())
             for b in Streams(spec, 0).iterate(0, 2):
-                oracle.train_step(st, b.real[:batch], b.z[:batch])
+                b = b.cut(batch or len(b.real), spec.train.noise_rows(batch or len(b.real)))
+                oracle.train_step(st, b.real, b.z, draws=b.draws)
             trained, _ = oracle.export_params(st)
             rows += check_forward(backend, spec, dtype, batch_size=batch, bn="running", params=trained)
         _assert_rows(rows)
@@ -123,7 +130,7 @@ class BackendContract:
         for k in a.params:
             np.testing.assert_array_equal(a.params[k], b.params[k], err_msg=k)
 
-    @pytest.mark.parametrize("model", ["gaussian", "dcgan-tiny", "dcgan-mxnet-tiny"])
+    @pytest.mark.parametrize("model", ["gaussian", "dcgan-tiny", "dcgan-mxnet-tiny", "cgan-tiny"])
     def test_checkpoint_round_trip_and_resume(self, backend, model):
         """Export -> build -> export is exact, and 2 + 2 iterations through an export
         equal 4 uninterrupted ones (Adam moments and step counters included)."""
@@ -133,8 +140,8 @@ class BackendContract:
         straight = backend.build(spec, init_params(spec, 1), None, opts)
         split = backend.build(spec, init_params(spec, 1), None, opts)
         for b in streams.iterate(0, 2):
-            backend.train_step(straight, b.real, b.z)
-            backend.train_step(split, b.real, b.z)
+            backend.train_step(straight, b.real, b.z, draws=b.draws)
+            backend.train_step(split, b.real, b.z, draws=b.draws)
         params, opt = backend.export_params(split)
         resumed = backend.build(spec, params, opt, opts)
         params2, opt2 = backend.export_params(resumed)
@@ -146,8 +153,8 @@ class BackendContract:
                 np.testing.assert_array_equal(opt2[net].m[k], opt[net].m[k], err_msg=k)
                 np.testing.assert_array_equal(opt2[net].v[k], opt[net].v[k], err_msg=k)
         for b in streams.iterate(2, 4):
-            backend.train_step(straight, b.real, b.z)
-            backend.train_step(resumed, b.real, b.z)
+            backend.train_step(straight, b.real, b.z, draws=b.draws)
+            backend.train_step(resumed, b.real, b.z, draws=b.draws)
         p_straight, _ = backend.export_params(straight)
         p_resumed, _ = backend.export_params(resumed)
         for k in p_straight:
@@ -185,17 +192,18 @@ class BackendContract:
         assert opt.G.step == 3 and opt.D.step == 3
         assert any(not np.array_equal(p[k], p0[k]) for k in p)
 
-    @pytest.mark.parametrize("model", ["dcgan-tiny", "dcgan-mnist-tiny", "dcgan-mxnet-tiny"])
+    @pytest.mark.parametrize("model", ["dcgan-tiny", "dcgan-mnist-tiny", "dcgan-mxnet-tiny", "mlp-gan-tiny", "cgan-tiny"])
     def test_fast_mode_matches_oracle_with_host_noise(self, backend, model):
         """Compilation may reorder float32 arithmetic but must not change the maths:
-        one fast-mode iteration with host noise vs the oracle, losses within 1e-4."""
+        one fast-mode iteration with host noise (and host draws: labels, masks) vs the oracle,
+        losses within 1e-4."""
         spec = preset(model)
         params = init_params(spec, 0)
         b = Streams(spec, 0).batch(0)
         st = backend.build(spec, params, None, BuildOptions(dtype="float32", mode="fast"))
-        out = backend.train_step(st, b.real, b.z)
+        out = backend.train_step(st, b.real, b.z, draws=b.draws)
         ref = OracleBackend()
-        ref_out = ref.train_step(ref.build(spec, params, None, BuildOptions()), b.real, b.z)
+        ref_out = ref.train_step(ref.build(spec, params, None, BuildOptions()), b.real, b.z, draws=b.draws)
         for k in ("loss_D", "D_x", "D_G_z1"):
             assert abs(getattr(out, k) - getattr(ref_out, k)) <= 1e-4 * max(1.0, abs(getattr(ref_out, k))), k
 
