@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -117,6 +117,8 @@ def sample(
     seed: int = typer.Option(0, help="seed of the latent noise"),
     bn: str = typer.Option("batch", help="BatchNorm statistics: batch (as the tutorial samples) | running"),
     dtype: str = typer.Option("float32"),
+    label: Optional[int] = typer.Option(None, help="conditional models: the class of every sample "
+                                        "(default: a grid with one class per row)"),
 ) -> None:
     """Generate samples from a checkpoint (grid for images, scatter for the Gaussian)."""
     import numpy as np
@@ -136,14 +138,30 @@ def sample(
     state = be.build(ck.spec, ck.params, ck.opt, BuildOptions(dtype=dtype))
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 6])))
     z = rng.standard_normal((n, *ck.spec.latent_shape))
-    fake = be.generate(state, z, bn)
+    labels = _sample_labels(ck.spec, label, n)
+    fake = be.generate(state, z, bn, labels)
     out.parent.mkdir(parents=True, exist_ok=True)
     if ck.spec.data.kind == "gaussian":
         real = load_dataset(ck.spec.data, ck.seed).values[:n]
         plots.save_gaussian_scatter(real, fake, out, f"{be.name}: {n} samples")
     else:
-        plots.save_grid(fake, out)
+        plots.save_grid(fake, out, 10 if labels is not None and label is None else 8)
     typer.echo(f"wrote {out} ({n} samples from {ck.spec.name}, iteration {ck.next_iteration}, {be.name})")
+
+
+def _sample_labels(spec: Any, label: int | None, n: int) -> Any:
+    """The labels of ``gansuite sample``: ``--label`` for every row, or seed 002's grid (row r of 10
+    shows class r); refused for an unconditional model, as is a class outside the model's."""
+    import numpy as np
+
+    if not spec.conditional:
+        if label is not None:
+            raise GanSuiteError(f"label: model {spec.name!r} is not conditional; omit --label")
+        return None
+    k = spec.num_classes
+    if label is not None and not 0 <= label < k:
+        raise GanSuiteError(f"label: must be in 0..{k - 1} for model {spec.name!r}, got {label}")
+    return np.full(n, label, np.int64) if label is not None else (np.arange(n) // 10 % k).astype(np.int64)
 
 
 @app.command("spec")

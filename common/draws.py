@@ -113,3 +113,26 @@ def check_labels(labels: np.ndarray | None, spec: GANSpec, rows: int, field: str
         raise GanSuiteError(f"{field}: must be {rows} integers in 0..{k - 1}; got "
                             f"{arr.dtype} of shape {arr.shape}" + (f", values {arr.min()}..{arr.max()}" if arr.size else ""))
     return arr.astype(np.int64)
+
+
+def check_draws(spec: GANSpec, draws: Draws | None, real_rows: int | None, noise_rows: int) -> Draws:
+    """The draws an iteration of ``spec`` needs, present and valid (one-line error naming the missing
+    one); ``real_rows`` None checks the G step's only."""
+    draws = draws or {}
+    need = []
+    if spec.conditional:
+        need += ["fake_labels"] + (["labels"] if real_rows is not None else [])
+        need += ["fake_labels_gen"] if spec.train.g_noise == "fresh" else []
+    need += ["z_gen"] if spec.train.g_noise == "fresh" else []
+    missing = [k for k in need if k not in draws]
+    if spec.has_dropout and not any(k.startswith("mask/") for k in draws):
+        missing.append("mask/... (dropout masks)")
+    if missing:
+        raise GanSuiteError(f"draws: model {spec.name!r} needs {', '.join(missing)} from common/draws.py "
+                            "(Streams.batch(i).draws)")
+    if real_rows is not None and "labels" in draws:
+        check_labels(draws["labels"], spec, real_rows, "draws.labels")
+    for k in ("fake_labels", "fake_labels_gen"):
+        if k in draws:
+            check_labels(draws[k], spec, noise_rows, f"draws.{k}")
+    return draws

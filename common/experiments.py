@@ -30,7 +30,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .overrides import apply_overrides
-from .parity import check_forward, one_step, parity_inputs, rel_err
+from .parity import check_forward, one_step, parity_batch, rel_err
 from .params import init_params
 from .presets import preset
 from .protocol import DTYPES, BuildOptions, GANProtocol
@@ -107,11 +107,13 @@ def run_phase(backend_name: str, out: Path, models: tuple[str, ...] = COMPARE_MO
 def _outputs(backend: GANProtocol, spec: GANSpec, dtype: str, d_step: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
     """Outputs for pairwise comparison: forwards, and the D step of one iteration -- from
     ``common.parity.one_step`` (gradients moved onto the oracle's branches at kinks) when given."""
-    params, real, z = parity_inputs(spec, 0)
+    batch = parity_batch(spec, 0)
+    params, real, z, draws = init_params(spec, 0), batch.real, batch.z, batch.draws
     st = backend.build(spec, params, None, BuildOptions(dtype=dtype))
-    res: dict[str, np.ndarray] = {"forward_G": backend.generate(st, z), "forward_D": backend.discriminate(st, real)}
+    res: dict[str, np.ndarray] = {"forward_G": backend.generate(st, z, "batch", draws.get("fake_labels")),
+                                  "forward_D": backend.discriminate(st, real, "batch", draws.get("labels"))}
     if d_step is None:
-        out = backend.train_step(st, real, z, with_grads=True)
+        out = backend.train_step(st, real, z, with_grads=True, draws=draws)
         d_step = {f"scalar/{k}": np.asarray(getattr(out, k)) for k in ("loss_D", "D_x", "D_G_z1")}
         d_step.update({f"grad/{k}": v for k, v in (out.grads or {}).items() if k.startswith("D.")})
     res.update(d_step)
@@ -125,11 +127,11 @@ def _conversion_source(backend: GANProtocol, spec: GANSpec, art: Path, model: st
     streams = Streams(spec, 0)
     st = backend.build(spec, init_params(spec, 0), None, BuildOptions(dtype="float64"))
     for b in streams.iterate(0, first):
-        backend.train_step(st, b.real, b.z)
+        backend.train_step(st, b.real, b.z, draws=b.draws)
     params, opt = backend.export_params(st)
     save_checkpoint(art / f"ckpt-{model}.safetensors", Checkpoint(spec, params, opt, 0, first, {}, {"backend": backend.name}))
-    np.save(art / f"samples-{model}.npy", backend.generate(st, streams.fixed_noise(16)))
-    losses = [backend.train_step(st, b.real, b.z).loss_D for b in streams.iterate(first, first + more)]
+    np.save(art / f"samples-{model}.npy", backend.generate(st, streams.fixed_noise(16), "batch", streams.fixed_labels(16)))
+    losses = [backend.train_step(st, b.real, b.z, draws=b.draws).loss_D for b in streams.iterate(first, first + more)]
     final, _ = backend.export_params(st)
     np.savez(art / f"cont-{model}.npz", loss_D=np.asarray(losses), **{f"param/{k}": v for k, v in final.items()})
 
@@ -149,11 +151,11 @@ def convert_phase(backend_name: str, out: Path) -> Path:
             ck = load_checkpoint(ckpt)
             streams = Streams(ck.spec, ck.seed)
             st = backend.build(ck.spec, ck.params, ck.opt, BuildOptions(dtype="float64"))
-            samples = backend.generate(st, streams.fixed_noise(16))
+            samples = backend.generate(st, streams.fixed_noise(16), "batch", streams.fixed_labels(16))
             ref_samples = np.load(src / f"samples-{model}.npy")
             s_abs, s_rel = rel_err(samples, ref_samples)
             for b in streams.iterate(ck.next_iteration, ck.next_iteration + CONVERSION_STEPS[1]):
-                backend.train_step(st, b.real, b.z)
+                backend.train_step(st, b.real, b.z, draws=b.draws)
             final, _ = backend.export_params(st)
             with np.load(src / f"cont-{model}.npz") as ref:
                 p_rel = max(rel_err(final[k], ref[f"param/{k}"])[1] for k in final)

@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import oracle_layers as L
-from .draws import Draws, check_labels, pass_masks
-from .errors import GanSuiteError
+from .draws import Draws, check_draws, check_labels, pass_masks
 from .params import OptState, Params, copy_opt_state, trainable_names, zero_opt_state
 from .protocol import BuildOptions, GANProtocol, StepOutput
 from .spec import (AdamSpec, BatchNorm, Conv2d, ConvTranspose2d, Dense, Dropout, EmbedConcat, Flatten, GANSpec,
@@ -150,28 +149,6 @@ class GStep:
     run_g: NetRun = field(default_factory=NetRun)  # the G forward it back-propagates through
 
 
-def _checked_draws(spec: GANSpec, draws: Draws | None, real_rows: int | None, noise_rows: int) -> Draws:
-    """The draws an iteration of ``spec`` needs, present (one-line error naming the missing one)."""
-    draws = draws or {}
-    need = []
-    if spec.conditional:
-        need += ["fake_labels"] + (["labels"] if real_rows is not None else [])
-        need += ["fake_labels_gen"] if spec.train.g_noise == "fresh" else []
-    need += ["z_gen"] if spec.train.g_noise == "fresh" else []
-    missing = [k for k in need if k not in draws]
-    if spec.has_dropout and not any(k.startswith("mask/") for k in draws):
-        missing.append("mask/... (dropout masks)")
-    if missing:
-        raise GanSuiteError(f"draws: model {spec.name!r} needs {', '.join(missing)} from common/draws.py "
-                            "(Streams.batch(i).draws)")
-    if real_rows is not None and "labels" in draws:
-        check_labels(draws["labels"], spec, real_rows, "draws.labels")
-    for k in ("fake_labels", "fake_labels_gen"):
-        if k in draws:
-            check_labels(draws[k], spec, noise_rows, f"draws.{k}")
-    return draws
-
-
 @dataclass
 class OracleState:
     spec: GANSpec
@@ -220,7 +197,7 @@ class OracleBackend(GANProtocol):
         dropout masks (common/draws.py) for a conditional GAN or one with dropout."""
         spec, p, loss = state.spec, state.params, state.spec.loss
         G, D = spec.generator, spec.discriminator
-        draws = _checked_draws(spec, draws, len(real), len(z))
+        draws = check_draws(spec, draws, len(real), len(z))
         real = np.asarray(real, np.float64)
 
         def real_pass() -> tuple[np.ndarray, NetRun]:
@@ -270,7 +247,7 @@ class OracleBackend(GANProtocol):
         """D (as it is now, i.e. after its step) on the D step's fake, or with ``g_noise="fresh"``
         (seed 002) on G of a new z and new fake labels; gradient through D into G. No Adam."""
         spec, p, loss = state.spec, state.params, state.spec.loss
-        draws = _checked_draws(spec, draws, None, len(d.fake))
+        draws = check_draws(spec, draws, None, len(d.fake))
         if spec.train.g_noise == "fresh":
             labels = draws.get("fake_labels_gen")
             fake, run_g = net_forward(spec.generator, p, "G", draws["z_gen"], "batch", labels,

@@ -83,7 +83,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .draws import Draws, check_labels
+from .draws import Draws, check_draws, check_labels
 from .errors import GanSuiteError
 from .layout import layer_of
 from .params import OptState, Params, param_shapes, trainable_names
@@ -263,10 +263,14 @@ class Backend(GANProtocol):
                    with_grads: bool = False, draws: Draws | None = None) -> StepOutput:
         self.configure(state.device, state.options)
         real_f = self.layout.activations_to_framework(real, state.dtype, state.device)
-        if z is None:  # fast mode: noise from the device RNG, no host round trip
+        if z is None:  # fast mode: noise, fake labels and dropout masks from the device RNG, no host round trip
             z_f = self.device_noise(state, state.spec.train.noise_rows(int(np.shape(real)[0])))
+            # only the data's part of the draws is kept: the real batch's labels
+            labels = check_labels((draws or {}).get("labels"), state.spec, int(np.shape(real)[0]), "draws.labels")
+            draws = {} if labels is None else {"labels": labels}
         else:
             z_f = self.layout.activations_to_framework(z, state.dtype, state.device)
+            draws = check_draws(state.spec, draws, int(np.shape(real)[0]), int(np.shape(z)[0]))
         scalars, grads = self.iteration(state, real_f, z_f, with_grads, self._draws_to_framework(state, draws))
         out = StepOutput(**{k: float(scalars[k]) for k in SCALARS})
         if grads is not None:

@@ -48,7 +48,7 @@ def run_trace(backend: GANProtocol, spec: GANSpec, seed: int, dtype: str, iterat
     scalars = {k: np.empty(iterations) for k in SCALARS}
     snapshots: dict[int, Params] = {}
     for batch in streams.iterate(0, iterations):
-        out = backend.train_step(state, batch.real, batch.z)
+        out = backend.train_step(state, batch.real, batch.z, draws=batch.draws)
         for k, v in out.scalars().items():
             scalars[k][batch.iteration] = v
         if after_step is not None:

@@ -91,7 +91,8 @@ def train(cfg: RunConfig) -> dict[str, Any]:
     state = backend.build(spec, params, opt, options)
 
     is_images = len(spec.generator.output_shape) == 3
-    fixed_z = streams.fixed_noise(64)
+    grid_n, grid_row = sample_grid(spec)
+    fixed_z, fixed_labels = streams.fixed_noise(grid_n), streams.fixed_labels(grid_n)
     sample_every = cfg.sample_every or max(1, total // 10)
     frames: list[np.ndarray] = []
     epoch_quality: list[dict[str, float]] = []  # Gaussian: exact Frechet distance after every epoch
@@ -106,7 +107,8 @@ def train(cfg: RunConfig) -> dict[str, Any]:
         save_checkpoint(ckpt_path, Checkpoint(spec, p, o, cfg.seed, next_iteration, hist, meta))
 
     def measure_quality(done: int) -> None:
-        scores = quality.measure(generate_many(backend, state, streams.fixed_noise(quality.n)))
+        scores = quality.measure(generate_many(backend, state, streams.fixed_noise(quality.n),
+                                               streams.fixed_labels(quality.n)))
         quality_history.setdefault("iteration", []).append(float(done))
         for k, v in scores.items():
             quality_history.setdefault(k, []).append(v)
@@ -123,7 +125,9 @@ def train(cfg: RunConfig) -> dict[str, Any]:
                 measure_quality(0)  # the initial G: what the run improves on
             for batch in streams.iterate(start, total):
                 it = batch.iteration
-                out = backend.train_step(state, batch.real, batch.z if cfg.mode == "parity" else None)
+                # fast mode draws z, fake labels and dropout masks on the device (the real labels stay)
+                out = backend.train_step(state, batch.real, batch.z if cfg.mode == "parity" else None,
+                                         draws=batch.draws)
                 bad = [k for k, v in out.scalars().items() if not math.isfinite(v)]
                 if bad:
                     raise GanSuiteError(
@@ -143,7 +147,7 @@ def train(cfg: RunConfig) -> dict[str, Any]:
                     epoch_quality.append({"epoch": done // streams.iterations_per_epoch, "frechet_distance": fd})
                     reporter.metric("quality/frechet_distance", fd, done)
                 if is_images and (done % sample_every == 0 or done == total):
-                    frames.append(plots.image_grid(backend.generate(state, fixed_z)))
+                    frames.append(plots.image_grid(backend.generate(state, fixed_z, "batch", fixed_labels), grid_row))
                 reporter.step(done, out, examples)
     except KeyboardInterrupt:
         done = len(history["loss_D"])
@@ -155,10 +159,19 @@ def train(cfg: RunConfig) -> dict[str, Any]:
                          quality, quality_history)
 
 
-def generate_many(backend: GANProtocol, state: Any, z: np.ndarray, chunk: int = 64) -> np.ndarray:
-    """G on ``z`` in batches of ``chunk`` (the size of the sample grid, so BatchNorm sees the
-    same batch statistics as in the pictures)."""
-    return np.concatenate([backend.generate(state, z[i:i + chunk]) for i in range(0, len(z), chunk)])
+def sample_grid(spec: GANSpec) -> tuple[int, int]:
+    """(samples, per row) of the sample grid: the tutorial's 8x8, or for a conditional GAN seed
+    002's 10x10 with one class per row (``Streams.fixed_labels``)."""
+    return (spec.num_classes * 10, 10) if spec.conditional else (64, 8)
+
+
+def generate_many(backend: GANProtocol, state: Any, z: np.ndarray, labels: np.ndarray | None = None,
+                  chunk: int = 64) -> np.ndarray:
+    """G on ``z`` (and ``labels``, conditional GANs) in batches of ``chunk`` (the size of the sample
+    grid, so BatchNorm sees the same batch statistics as in the pictures)."""
+    return np.concatenate([backend.generate(state, z[i:i + chunk], "batch",
+                                            None if labels is None else labels[i:i + chunk])
+                           for i in range(0, len(z), chunk)])
 
 
 def write_outputs(cfg: RunConfig, state: Any, streams: Streams, history: dict[str, list], frames: list,
@@ -192,11 +205,13 @@ def write_outputs(cfg: RunConfig, state: Any, streams: Streams, history: dict[st
         plots.save_gaussian_scatter(streams.dataset.values[:1000], fake, cfg.out_dir / "samples.png",
                                     f"{backend.name}: Frechet distance {summary['gaussian']['frechet_distance']:.3f}")
     else:
-        plots.save_grid(backend.generate(state, streams.fixed_noise(64)), cfg.out_dir / "samples.png")
+        grid_n, grid_row = sample_grid(spec)
+        plots.save_grid(backend.generate(state, streams.fixed_noise(grid_n), "batch", streams.fixed_labels(grid_n)),
+                        cfg.out_dir / "samples.png", grid_row)
         # Sliced Wasserstein distance on Laplacian-pyramid patches: same code for every backend.
         n = min(256, streams.dataset.n)
         real = streams.dataset.get(np.random.default_rng(0).permutation(streams.dataset.n)[:n])
-        fake = generate_many(backend, state, streams.fixed_noise(n))
+        fake = generate_many(backend, state, streams.fixed_noise(n), streams.fixed_labels(n))
         summary["swd"] = swd_images(real, fake)
         if quality is not None and quality_history:
             summary["quality"] = {"examples": quality.n, "metrics": sorted(k for k in quality_history if k != "iteration"),

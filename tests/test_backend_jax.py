@@ -21,7 +21,7 @@ from gansuite.common.oracle import OracleBackend
 from gansuite.common.parity import check_one_step, failures, parity_inputs, rel_err
 from gansuite.common.presets import preset
 from gansuite.common.protocol import BuildOptions
-from gansuite.common.spec import AdamSpec, BatchNorm, Conv2d, ConvTranspose2d
+from gansuite.common.spec import AdamSpec, BatchNorm, Conv2d, ConvTranspose2d, LossSpec
 from gansuite.common.streams import Streams
 
 FP64 = 1e-12  # common/tolerances.py, float64
@@ -120,14 +120,17 @@ class TestJaxBackend(BackendContract):
         from gansuite.backends.jax.models import build_net
         from gansuite.common.layout import channels_last_shape
 
-        for model in ("gaussian", "dcgan-tiny", "dcgan-mxnet-tiny"):  # the last: fix_gamma, no `scale`
+        # dcgan-mxnet-tiny: fix_gamma, no `scale`; cgan-tiny: nn.Embed's `embedding` tables
+        for model in ("gaussian", "dcgan-tiny", "dcgan-mxnet-tiny", "mlp-gan-tiny", "cgan-tiny"):
             spec = preset(model)
             params = init_params(spec, 0)
             st = backend.build(spec, params, None, BuildOptions(dtype="float64"))
+            labels = jnp.zeros(2, jnp.int32) if spec.conditional else None
             for net, ns in (("G", spec.generator), ("D", spec.discriminator)):
                 module = build_net(ns, net, jnp.float64, "fast")
                 x = jnp.zeros((2, *channels_last_shape(ns.input_shape)), jnp.float64)
-                abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), x, use_running_average=False))
+                abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), x, use_running_average=False,
+                                                              labels=labels))
                 want = {c: v for c, v in abstract.items() if v}
                 have = {c: v for c, v in st.train[net].items() if v}
                 assert jax.tree.structure(have) == jax.tree.structure(want), net
@@ -234,10 +237,65 @@ class TestJaxBackend(BackendContract):
         logits = np.asarray([-40.0, -3.0, 0.5, 2.0, 40.0])
         for label in (0.0, 1.0):
             ref, dref = L.bce_with_logits(logits, label, reduction)
-            value, grad = jax.value_and_grad(lambda o: bce(o, label, reduction))(jnp.asarray(logits))
+            value, grad = jax.value_and_grad(lambda o: bce(o, label, LossSpec(reduction=reduction)))(jnp.asarray(logits))
             assert abs(float(value) - ref) <= FP64 * abs(ref) and rel_err(np.asarray(grad), dref)[1] <= FP64
         per = np.asarray(optax.sigmoid_binary_cross_entropy(jnp.asarray(logits), jnp.ones(5)))
         assert per.shape == (5,) and np.isfinite(per).all() and abs(per[0] - 40.0) <= FP64 * 40
+
+    def test_bce_on_probabilities_is_pytorchs(self, backend):
+        """loss.on="probabilities" (seed 002's BCELoss): the value and PyTorch's gradient formula, the
+        oracle's to roundoff, including p = 0 and 1 exactly (log clamped at -100). Autodiff of the
+        clamped logs -- what the formula would give without the custom VJP -- is NaN there."""
+        jax, jnp, _, _ = _frameworks()
+        from gansuite.backends.jax.train import bce
+
+        p = np.asarray([0.0, 1e-30, 0.2, 0.5, 0.9, 1.0 - 1e-12, 1.0])
+        for reduction in ("mean", "sum"):
+            loss = LossSpec(reduction=reduction, on="probabilities")
+            for label in (0.0, 1.0):
+                ref, dref = L.bce_probabilities(p, label, reduction)
+                value, grad = jax.value_and_grad(lambda o: bce(o, label, loss))(jnp.asarray(p))
+                assert abs(float(value) - ref) <= FP64 * abs(ref) and rel_err(np.asarray(grad), dref)[1] <= FP64
+
+        def autodiff(o: Any) -> Any:
+            return -jnp.maximum(jnp.log(o), -100.0).sum()  # label 1, no custom VJP
+        assert np.isnan(np.asarray(jax.grad(autodiff)(jnp.asarray(p)))[0])
+
+    def test_flatten_and_reshape_are_c_major_over_nchw(self, backend):
+        """Flax activations are NHWC: a plain reshape flattens H-major, not PyTorch's x.view(B, -1) of
+        NCHW (equal for one channel only, as in seed 002's 1x28x28). models' Flatten/Reshape transpose."""
+        _, jnp, _, _ = _frameworks()
+        from gansuite.backends.jax.models import build_layer
+        from gansuite.common.spec import Flatten, Reshape
+
+        x = np.random.default_rng(8).standard_normal((2, 3, 4, 5))  # NCHW, 3 channels
+        flat = build_layer(Flatten(), (3, 4, 5), "0", jnp.float64, "parity")
+        assert rel_err(np.asarray(_nhwc(x).reshape(2, -1)), x.reshape(2, -1))[1] > WRONG  # plain reshape
+        np.testing.assert_array_equal(np.asarray(flat(_nhwc(x))), x.reshape(2, -1))
+        back = build_layer(Reshape((3, 4, 5)), (60,), "1", jnp.float64, "parity")
+        np.testing.assert_array_equal(_nchw(back(jnp.asarray(x.reshape(2, -1)))), x)
+
+    def test_train_epoch_draws_on_the_device_and_refuses_what_it_cannot_feed(self, backend):
+        """mlp-gan-tiny (the G step's fresh z) in fast mode: the scan draws z and z_gen from the key
+        as train_step does. A conditional GAN (real labels come with the data) and a parity run of a
+        model with draws are refused in one line."""
+        from gansuite.common.errors import GanSuiteError
+
+        spec = preset("mlp-gan-tiny")
+        p = init_params(spec, 0)
+        streams = Streams(spec, 0)
+        reals = np.stack([streams.real(i) for i in range(3)])
+        opts = BuildOptions(dtype="float64", mode="fast", seed=5)
+        stepped = backend.build(spec, p, None, opts)
+        steps = [backend.train_step(stepped, r, None).loss_D for r in reals]
+        scanned = backend.build(spec, p, None, opts)
+        np.testing.assert_allclose(backend.train_epoch(scanned, reals)["loss_D"], steps, rtol=FP64, atol=0)
+        with pytest.raises(GanSuiteError, match="parity mode"):
+            backend.train_epoch(backend.build(spec, p, None, BuildOptions(dtype="float64")), reals)
+        cspec = preset("cgan-tiny")
+        creals = np.stack([Streams(cspec, 0).real(0)])
+        with pytest.raises(GanSuiteError, match="labels"):
+            backend.train_epoch(backend.build(cspec, init_params(cspec, 0), None, opts), creals)
 
     def test_optax_adam_is_pytorchs_and_its_neighbours_are_not(self, backend):
         """optax.adam(eps, eps_root=0) is the spec's Adam (eps after the bias correction) to roundoff

@@ -28,7 +28,7 @@ from gansuite.common.params import init_params, is_buffer  # noqa: E402
 from gansuite.common.parity import rel_err  # noqa: E402
 from gansuite.common.presets import preset  # noqa: E402
 from gansuite.common.protocol import BuildOptions  # noqa: E402
-from gansuite.common.spec import AdamSpec, BatchNorm, Conv2d, ConvTranspose2d  # noqa: E402
+from gansuite.common.spec import AdamSpec, BatchNorm, Conv2d, ConvTranspose2d, LossSpec  # noqa: E402
 from gansuite.common.streams import Streams  # noqa: E402
 
 
@@ -379,8 +379,8 @@ class TestTensorflowSpecifics:
         keras_mean = float(keras.losses.BinaryCrossentropy(from_logits=True, dtype="float64")(ones, t))
         assert abs(keras_mean - ref_mean) <= 1e-14 * ref_mean and abs(keras_mean - ref_sum) > 1.0
         lg = tf.constant(logits)
-        assert abs(float(train.bce(lg, 1.0, "sum")) - ref_sum) <= 1e-14 * ref_sum
-        assert abs(float(train.bce(lg, 1.0, "mean")) - ref_mean) <= 1e-14 * ref_mean
+        assert abs(float(train.bce(lg, 1.0, LossSpec(reduction="sum"))) - ref_sum) <= 1e-14 * ref_sum
+        assert abs(float(train.bce(lg, 1.0, LossSpec(reduction="mean"))) - ref_mean) <= 1e-14 * ref_mean
 
     # -- graph mode, fast mode, settings, oneDNN ----------------------------------------------------
 

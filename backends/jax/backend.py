@@ -50,7 +50,9 @@ class JaxBackend(Backend):
             raise GanSuiteError("jax: jax_enable_x64 is off; the JAX backend needs it (float64 parity)")
 
     def create_state(self, spec: GANSpec, options: BuildOptions, dtype: Any, device: jax.Device) -> JaxState:
-        # Zeros of the right (Flax-layout) shapes and dtype; the template writes the values next.
+        # Zeros of the right (Flax-layout) shapes and dtype; the template writes the values next. An
+        # embed_concat table is one more "params" leaf (nn.Embed's "embedding", layout.module_key), so
+        # write/read_tensor and the Adam moments (which mirror "params") carry it with no special case.
         nets: dict[str, Any] = {net: {"params": {}, "batch_stats": {}} for net in ("G", "D")}
         for name, shape in param_shapes(spec).items():
             coll, mod, var = layout.module_key(name, layer_of(spec, name))

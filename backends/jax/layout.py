@@ -16,7 +16,10 @@ ConvTranspose2d    ``kernel`` (kh, kw,       ``W.transpose(2, 3, 1, 0)`` with
 (in, out, kh, kw)  out, in)                  ``transpose_kernel=True`` (models.py)
 BN weight / bias   ``scale`` / ``bias``      identity
 BN running stats   ``batch_stats`` mean/var  identity (var stays UNBIASED: models.py)
+EmbedConcat        ``nn.Embed`` table        identity (both (num_classes, dim))
+(classes, dim)     ``embedding``
 NCHW activations   NHWC                      ``x.transpose(0, 2, 3, 1)``
+labels int64       int32                     :func:`labels_to_framework`
 =================  ========================  ===================================
 
 Adam moments are elementwise, so they use the parameter conversion unchanged.
@@ -38,7 +41,7 @@ import numpy as np
 
 from gansuite.common.layout import (kernel_from_channels_last, kernel_to_channels_last, layer_index, nchw_to_nhwc,
                                     nhwc_to_nchw)
-from gansuite.common.spec import BatchNorm, Layer
+from gansuite.common.spec import BatchNorm, EmbedConcat, Layer
 
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 
@@ -66,14 +69,24 @@ def activations_from_framework(x: jax.Array) -> np.ndarray:
     return np.ascontiguousarray(nhwc_to_nchw(np.asarray(jax.device_get(x))), dtype=np.float64)
 
 
+def labels_to_framework(labels: np.ndarray, device: jax.Device) -> jax.Array:
+    """Class labels -> int32 array: nn.Embed's lookup (``jnp.take``) takes any integer dtype and
+    refuses floats. int32 is JAX's own index dtype (the default without x64; with x64 on, which this
+    backend needs, an untyped integer array would be int64), so it is set explicitly: one dtype, one
+    compiled signature, whatever integer type the caller had. Class ids fit it."""
+    return jax.device_put(np.ascontiguousarray(labels, dtype=np.int32), device)
+
+
 def module_key(name: str, layer: Layer) -> tuple[str, str, str]:
     """``"G.3.weight"`` -> ``(collection, module, variable)`` in that net's Flax variables.
 
     Layer i of the spec is the submodule named ``str(i)`` (models.Net), as in torch's
-    ``nn.Sequential``; Flax calls the weights ``kernel`` / ``scale`` and keeps BatchNorm's
-    running statistics in the separate ``batch_stats`` collection.
+    ``nn.Sequential``; Flax calls the weights ``kernel`` / ``scale`` (an embedding's table
+    ``embedding``) and keeps BatchNorm's running statistics in the separate ``batch_stats`` collection.
     """
     index, tensor = str(layer_index(name)), name.rsplit(".", 1)[1]
+    if isinstance(layer, EmbedConcat):
+        return ("params", index, "embedding")  # nn.Embed's one variable (canonical "weight")
     if isinstance(layer, BatchNorm):
         return {
             "weight": ("params", index, "scale"),

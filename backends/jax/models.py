@@ -1,4 +1,5 @@
-"""Build G and D as Flax linen modules from the spec, every default set explicitly; the pure forward.
+"""Build G and D as Flax linen modules from the spec, with the labels and dropout masks, every default
+set explicitly; the pure forward.
 
 Parameters are never initialised here: ``Net.init`` is never called. The
 variables are written by the backend through layout.py and are passed to ``apply``.
@@ -22,9 +23,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from gansuite.common.errors import GanSuiteError
 from gansuite.common.layout import conv_transpose_input_padding
-from gansuite.common.spec import (BatchNorm, Conv2d, ConvTranspose2d, Dense, GANSpec, Layer, LeakyReLU, NetSpec, ReLU,
-                                  Tanh)
+from gansuite.common.spec import (BatchNorm, Conv2d, ConvTranspose2d, Dense, Dropout, EmbedConcat, Flatten, GANSpec,
+                                  Layer, LeakyReLU, NetSpec, ReLU, Reshape, Sigmoid, Tanh)
 
 from .layout import DTYPES
 
@@ -136,7 +138,44 @@ def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: An
         return functools.partial(nn.leaky_relu, negative_slope=layer.slope)
     if isinstance(layer, Tanh):
         return jnp.tanh
+    if isinstance(layer, Sigmoid):
+        return jax.nn.sigmoid
+    if isinstance(layer, Flatten):
+        return _flatten
+    if isinstance(layer, Reshape):
+        return functools.partial(_reshape, shape=layer.shape)
+    if isinstance(layer, Dropout):
+        # Fast mode with no host masks only (Net applies a host mask itself, and a pure forward skips
+        # the layer). Flax's Dropout is deterministic unless told otherwise (deterministic=None must be
+        # given at the call): train mode here. It draws from the "dropout" RNG collection (the key
+        # train.py passes per pass), one mask per element (broadcast_dims=()), and computes
+        # select(keep, x / (1 - p), 0): PyTorch multiplies by 1 / (1 - p), a rounding apart -- fast
+        # mode draws its own masks, so no parity row compares the two.
+        return nn.Dropout(rate=layer.p, broadcast_dims=(), deterministic=False, rng_collection="dropout", name=name)
+    if isinstance(layer, EmbedConcat):
+        # nn.Embed's table "embedding" is (num_embeddings, features): PyTorch's nn.Embedding.weight
+        # layout, so layout.py converts nothing. dtype=None would compute in the table's dtype anyway;
+        # set, like param_dtype (default float32), to the state's. Its default embedding_init
+        # (variance scaling, not nn.Embedding's N(0, 1)) is never run: the table is written from the
+        # canonical params. Net concatenates the looked-up rows after the features.
+        return nn.Embed(num_embeddings=layer.num_classes, features=layer.dim, dtype=dtype, param_dtype=dtype,
+                        name=name)
     raise TypeError(f"unsupported layer {layer!r}")
+
+
+def _flatten(x: jax.Array) -> jax.Array:
+    """``x.view(B, -1)`` (seed 002): C-major over NCHW. Flax's activations are NHWC, whose plain
+    reshape is H-major; transpose back to NCHW first (a no-op order for one channel, not for more)."""
+    if x.ndim == 4:
+        x = x.transpose(0, 3, 1, 2)
+    return x.reshape(x.shape[0], -1)
+
+
+def _reshape(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """``x.view(B, *shape)`` of a flat input, C-major: to the canonical ``(C, H, W)``, then to Flax's
+    NHWC (layout.activations_to_framework's rule: only 4-D batches are channels-last)."""
+    y = x.reshape(x.shape[0], *shape)
+    return y.transpose(0, 2, 3, 1) if y.ndim == 4 else y
 
 
 class Net(nn.Module):
@@ -144,6 +183,11 @@ class Net(nn.Module):
 
     ``use_running_average=False`` is PyTorch's train mode (BatchNorm: batch statistics, running
     statistics updated: apply with ``mutable=["batch_stats"]``); True is eval mode.
+
+    ``labels`` (int array, or None for an unconditional net) feed the embed_concat layer. A Dropout
+    layer multiplies by ``masks[i]`` when given (parity: common/draws.py's pre-scaled keep mask, in
+    Flax's layout), draws its own mask with ``own_dropout`` (fast mode: apply with
+    ``rngs={"dropout": key}``), else is the identity (the pure forwards: eval).
     """
 
     net: NetSpec
@@ -151,11 +195,26 @@ class Net(nn.Module):
     mode: str
 
     @nn.compact
-    def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, use_running_average: bool, labels: jax.Array | None = None,
+                 masks: dict[int, jax.Array] | None = None, own_dropout: bool = False) -> jax.Array:
         shapes = [self.net.input_shape, *self.net.shapes()]
+        masks = masks or {}
         for i, layer in enumerate(self.net.layers):
+            if isinstance(layer, Dropout):
+                if i in masks:
+                    x = x * masks[i]  # PyTorch's F.dropout: x * (keep / (1 - p)), the factor pre-formed
+                elif own_dropout:
+                    x = self.layer(layer, shapes[i], str(i))(x)
+                continue  # no mask, no own draws: eval-mode dropout is the identity
             f = self.layer(layer, shapes[i], str(i))
-            x = f(x, use_running_average) if isinstance(layer, BatchNorm) else f(x)
+            if isinstance(layer, EmbedConcat):
+                if labels is None:
+                    raise GanSuiteError(f"labels: layer {i} (embed_concat) needs the labels; none given")
+                x = jnp.concatenate([x, f(labels)], axis=-1)  # torch.cat([x, emb(labels)], 1): features first
+            elif isinstance(layer, BatchNorm):
+                x = f(x, use_running_average)
+            else:
+                x = f(x)
         return x
 
     def layer(self, layer: Layer, input_shape: tuple[int, ...], name: str) -> Callable[..., jax.Array]:
@@ -183,26 +242,30 @@ class StepConfig:
                 build_net(self.spec.discriminator, "D", dt, self.mode))
 
 
-def _forward(train: Any, x: jax.Array, cfg: StepConfig, net: str, bn: str) -> jax.Array:
-    """Pure forward of G or D: BN with batch ("batch", updates discarded) or running statistics."""
+def _forward(train: Any, x: jax.Array, labels: jax.Array | None, cfg: StepConfig, net: str, bn: str) -> jax.Array:
+    """Pure forward of G or D: BN with batch ("batch", updates discarded) or running statistics;
+    Dropout off (no masks, no own draws)."""
     G, D = cfg.nets()
     module = G if net == "G" else D
     variables = {"params": train[net]["params"], "batch_stats": train[net]["batch_stats"]}
     if bn == "batch":
-        y, _ = module.apply(variables, x, use_running_average=False, mutable=["batch_stats"])  # discarded
+        y, _ = module.apply(variables, x, use_running_average=False, labels=labels,
+                            mutable=["batch_stats"])  # discarded
     else:
-        y = module.apply(variables, x, use_running_average=True)
+        y = module.apply(variables, x, use_running_average=True, labels=labels)
     return y
 
 
+# labels are a traced argument (not static): one executable serves every label vector of a shape.
 _FORWARD = jax.jit(_forward, static_argnames=("cfg", "net", "bn"))
 
 
-def forward(state: Any, net: str, x: jax.Array, bn: str) -> jax.Array:
-    """Net ``net`` on ``x``: BatchNorm on batch ("batch") or running ("running") statistics; no state
-    change (JAX is functional: the updated running statistics are dropped in :func:`_forward`)."""
-    run = _compiled(state, "forward", _FORWARD, (state.train, x), {"cfg": state.cfg, "net": net, "bn": bn})
-    return run(state.train, x)
+def forward(state: Any, net: str, x: jax.Array, bn: str, labels: jax.Array | None) -> jax.Array:
+    """Net ``net`` on ``x`` (and ``labels``): BatchNorm on batch ("batch") or running ("running")
+    statistics, Dropout off; no state change (JAX is functional: the updated running statistics are
+    dropped in :func:`_forward`)."""
+    run = _compiled(state, "forward", _FORWARD, (state.train, x, labels), {"cfg": state.cfg, "net": net, "bn": bn})
+    return run(state.train, x, labels)
 
 
 # One executable per (function, static config, argument signature, device), shared by every state

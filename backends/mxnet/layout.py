@@ -7,6 +7,7 @@ against the oracle by the parity tests, and by ``test_layouts_match_pytorch``):
 * ``nn.Conv2D`` weight ``(channels, in_channels, kh, kw)`` = OIHW;
 * ``nn.Conv2DTranspose`` weight ``(in_channels, channels, kh, kw)`` = ``(in, out, kh, kw)``,
   and its ``padding`` crops like PyTorch's: ``out = (in - 1) s - 2p + k + output_padding``;
+* ``nn.Embedding`` weight ``(input_dim, output_dim)`` = PyTorch's ``nn.Embedding`` ``(num_classes, dim)``;
 * activations NCHW (``layout='NCHW'`` is Gluon's default; set explicitly in models.py).
 
 So every conversion here is the identity plus a dtype/context move; what differs
@@ -24,6 +25,8 @@ from mxnet import nd
 from gansuite.common.spec import BatchNorm, Layer
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
+#: The labels' dtype (see labels_to_framework).
+LABEL_DTYPE = np.float32
 
 #: canonical tensor name -> Gluon parameter name, for the layers whose names differ.
 _BATCH_NORM_NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "running_mean", "running_var": "running_var"}
@@ -48,11 +51,23 @@ def activations_from_framework(x: nd.NDArray) -> np.ndarray:
     return x.asnumpy().astype(np.float64)
 
 
+def labels_to_framework(labels: np.ndarray, device: mx.Context) -> nd.NDArray:
+    """Class labels -> float32 NDArray, the index dtype MXNet's ``Embedding`` operator is documented
+    with (Gluon feeds it ``nd.array`` data, float32 by default; its examples index with floats).
+
+    float32 holds every integer below 2^24 exactly, and it is independent of the nets' dtype, so
+    one dtype serves both precisions and the hybridized graphs never see a second input dtype
+    (fast mode's device-drawn labels are cast to it too, train.py). Measured on 1.9.1: int32,
+    int64, float32 and float64 indices give the same rows and weight gradients, bit for bit."""
+    return nd.array(np.ascontiguousarray(labels), ctx=device, dtype=LABEL_DTYPE)
+
+
 def module_key(name: str, layer: Layer) -> str:
     """``"G.3.weight"`` -> the Gluon parameter name ``"G_3_gamma"`` (net prefix ``G_``, layer prefix ``3_``).
 
     models.py gives net ``G`` the prefix ``"G_"`` and its layer ``i`` the prefix ``"<i>_"``,
-    so Gluon's own names carry the canonical layer index.
+    so Gluon's own names carry the canonical layer index. An embed_concat layer's table is its
+    ``nn.Embedding``'s own ``weight`` (models.py), ``"D_1_weight"``: the canonical name as it is.
     """
     net, index, tensor = name.split(".")
     if isinstance(layer, BatchNorm):

@@ -1,15 +1,18 @@
-"""Build G and D as Gluon ``HybridSequential`` nets from the spec, every default set explicitly; the pure forward."""
+"""Build G and D as Gluon ``HybridSequential`` nets from the spec (:class:`GANNet`, whose forward also
+carries the labels and dropout masks), every default set explicitly; the pure forward."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import mxnet as mx
 import numpy as np
 from mxnet import nd
 from mxnet.gluon import nn
 
 from gansuite.common.layout import layer_index
-from gansuite.common.spec import BatchNorm, Conv2d, ConvTranspose2d, Dense, Layer, LeakyReLU, NetSpec, ReLU, Tanh
+from gansuite.common.spec import (BatchNorm, Conv2d, ConvTranspose2d, Dense, Dropout, EmbedConcat, Flatten, Layer,
+                                  LeakyReLU, NetSpec, ReLU, Reshape, Sigmoid, Tanh)
 
 
 def _normalise(F: Any, xc: Any, var: Any, gamma: Any, beta: Any, eps: float, bshape: tuple[int, ...]) -> Any:
@@ -101,21 +104,50 @@ class TorchBatchNorm(nn.BatchNorm):
 class GANNet(nn.HybridSequential):
     """``HybridSequential`` whose forward also returns each BatchNorm's updated running stats.
 
-    ``net(x)`` -> ``(y, running_mean_0, running_var_0, running_mean_1, ...)`` in layer order
-    (a list when hybridized, a tuple otherwise), the running statistics as they are after
-    this batch: one (compiled) call gives the output and what train.py commits, and
-    nothing is mutated inside the graph.
+    ``net(x, *inputs)`` -> ``(y, running_mean_0, running_var_0, running_mean_1, ...)`` in layer
+    order (a list when hybridized, a tuple otherwise), the running statistics as they are after
+    this batch: one (compiled) call gives the output and what train.py commits, and nothing is
+    mutated inside the graph. ``inputs``: the labels (a conditional net, for its embed_concat
+    layer), then one pre-scaled keep mask per Dropout layer in layer order, or no masks at all
+    (MXNet's own dropout: fast mode without host draws). Positional NDArrays, not a dict or None:
+    a hybridized block's graph is traced from, and bound to, its flat input list.
     """
 
-    def hybrid_forward(self, F: Any, x: Any) -> tuple[Any, ...]:
+    def hybrid_forward(self, F: Any, x: Any, *inputs: Any) -> tuple[Any, ...]:
+        labels, masks = (inputs[0], inputs[1:]) if self.conditional else (None, inputs)
+        mask_of = dict(zip(self.dropout_layers, masks))
         stats = []
-        for block in self._children.values():
+        for i, block in enumerate(self._children.values()):
             if isinstance(block, TorchBatchNorm):
                 x, new_mean, new_var = block(x)
                 stats += [new_mean, new_var]
+            elif isinstance(block, EmbedConcatBlock):
+                x = block(x, labels)
+            elif isinstance(block, MaskedDropout) and i in mask_of:
+                x = block(x, mask_of[i])
             else:
                 x = block(x)
         return (x, *stats)
+
+    @property
+    def conditional(self) -> bool:
+        return any(isinstance(b, EmbedConcatBlock) for b in self._children.values())
+
+    @property
+    def dropout_layers(self) -> list[int]:
+        """Spec indices of the Dropout layers, the order of their masks in the inputs."""
+        return [i for i, b in enumerate(self._children.values()) if isinstance(b, MaskedDropout)]
+
+    def train_forward(self, x: nd.NDArray, labels: nd.NDArray | None,
+                      masks: dict[int, nd.NDArray]) -> list[nd.NDArray]:
+        """``net(x, labels, masks in layer order)``. A hybridized net's graph is bound to the
+        number of its inputs (Gluon raises on another): when that changes (host masks vs MXNet's
+        own dropout in one state), the graph is dropped and traced again for the new inputs."""
+        inputs = ([labels] if self.conditional else []) + [masks[i] for i in self.dropout_layers if masks]
+        if self._active and getattr(self, "_n_inputs", len(inputs)) != len(inputs):
+            self._clear_cached_op()
+        self._n_inputs = len(inputs)
+        return self(x, *inputs)
 
     def batch_norms(self) -> list[TorchBatchNorm]:
         return [b for b in self._children.values() if isinstance(b, TorchBatchNorm)]
@@ -126,8 +158,9 @@ class GANNet(nn.HybridSequential):
             bn.running_mean.set_data(stats[i])
             bn.running_var.set_data(stats[i + 1])
 
-    def forward_pure(self, x: nd.NDArray, bn: str) -> nd.NDArray:
-        """Output only, with batch (``"batch"``) or running (``"running"``) BN statistics; no state changes.
+    def forward_pure(self, x: nd.NDArray, bn: str, labels: nd.NDArray | None = None) -> nd.NDArray:
+        """Output only, with batch (``"batch"``) or running (``"running"``) BN statistics, Dropout
+        off (the identity: eval semantics, as the spec's pure forwards); no state changes.
 
         Layer by layer, so the same code serves the hybridized nets (Gluon bakes a graph
         at its first call; a mode switch inside it would need a second graph).
@@ -135,6 +168,10 @@ class GANNet(nn.HybridSequential):
         for block in self._children.values():
             if isinstance(block, TorchBatchNorm):
                 x = block.forward_running(x) if bn == "running" else block(x)[0]
+            elif isinstance(block, EmbedConcatBlock):
+                x = block(x, labels)
+            elif isinstance(block, MaskedDropout):
+                continue
             else:
                 x = block(x)
         return x
@@ -154,6 +191,62 @@ class ExactLeakyReLU(nn.LeakyReLU):
         return F.maximum(x, x * self._alpha)
 
 
+class MaskedDropout(nn.Dropout):
+    """``nn.Dropout(p)`` whose keep mask can be given: ``x * mask``, the mask pre-scaled
+    (``keep / (1 - p)``, common/draws.py), so every backend drops the same units in parity mode.
+
+    One elementwise product of x and the given array, so the rounding is the oracle's ``x * mask``
+    exactly (MXNet's own Dropout op computes ``x * keep * (1 / (1 - p))``, two roundings, from its
+    own RNG). Without a mask it IS Gluon's Dropout, which acts only in train mode (inside
+    ``autograd.record()``): fast mode with no host draws. ``axes=()`` (Gluon's default, set):
+    independent units, as ``nn.Dropout``'s, no shared mask along any axis.
+    """
+
+    def __init__(self, layer: Dropout, prefix: str) -> None:
+        super().__init__(rate=layer.p, axes=(), prefix=prefix)
+
+    def hybrid_forward(self, F: Any, x: Any, mask: Any = None) -> Any:
+        if mask is not None:
+            return x * mask
+        return super().hybrid_forward(F, x)
+
+
+class EmbedConcatBlock(nn.Embedding):
+    """Seed 002's ``label_emb = nn.Embedding(k, d)`` and ``torch.cat([x, label_emb(labels)], 1)``:
+    Gluon's ``nn.Embedding`` (its parameter, named ``"<i>_weight"``: the canonical name, see
+    layout.module_key) whose forward also concatenates, the features FIRST.
+
+    Defaults set: ``dtype`` is Gluon's float32 unless given (it types the op's weight, so it follows
+    the net's dtype, also on :meth:`cast`); ``sparse_grad=False``: a dense gradient, as PyTorch's
+    default (a row_sparse one would make Adam's update lazy, rows without a label untouched);
+    the weight initializer is Zero (Gluon's is the global one given to ``initialize``): build()
+    overwrites the table from the canonical params (PyTorch's N(0, 1), common/params.py).
+    The labels come as float32 (layout.labels_to_framework)."""
+
+    def __init__(self, layer: EmbedConcat, dtype: type, prefix: str) -> None:
+        super().__init__(layer.num_classes, layer.dim, dtype=np.dtype(dtype).name,
+                         weight_initializer=mx.init.Zero(), sparse_grad=False, prefix=prefix)
+
+    def cast(self, dtype: Any) -> None:
+        self._kwargs["dtype"] = np.dtype(dtype).name  # the Embedding op's weight dtype
+        super().cast(dtype)
+
+    def hybrid_forward(self, F: Any, x: Any, labels: Any, weight: Any) -> Any:
+        return F.concat(x, super().hybrid_forward(F, labels, weight), dim=1)
+
+
+class FlatReshape(nn.HybridBlock):
+    """``x.view(B, *shape)``: Flatten (``shape = (F,)``) or Reshape, C order. MXNet's activations are
+    NCHW, the canonical layout, so a plain reshape is the canonical flatten (no transpose)."""
+
+    def __init__(self, shape: tuple[int, ...], prefix: str) -> None:
+        super().__init__(prefix=prefix)
+        self.shape = tuple(shape)
+
+    def hybrid_forward(self, F: Any, x: Any) -> Any:
+        return F.reshape(x, shape=(0, *self.shape))  # 0: keep the batch axis as it is
+
+
 def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: type, mode: str) -> nn.HybridBlock:
     """One spec layer, cast to ``dtype`` (before initialisation: its arrays are created in it).
 
@@ -161,12 +254,13 @@ def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: ty
     its parameters are ``"G_3_weight"`` and so on (layout.module_key). ``mode`` is unused: Gluon
     has no per-layer precision setting, and hybridize is set on the whole net (backend.py).
     """
-    block = _block(layer, len(input_shape), f"{layer_index(name)}_")
+    block = _block(layer, input_shape, f"{layer_index(name)}_", dtype)
     block.cast(dtype)
     return block
 
 
-def _block(layer: Layer, input_rank: int, prefix: str) -> nn.HybridBlock:
+def _block(layer: Layer, input_shape: tuple[int, ...], prefix: str, dtype: type) -> nn.HybridBlock:
+    input_rank = len(input_shape)
     if isinstance(layer, Dense):
         # Gluon's weight is (units, in_units) = PyTorch's (out, in). flatten=False: act on the
         # last axis like nn.Linear (the default flattens every non-batch axis into one).
@@ -191,6 +285,14 @@ def _block(layer: Layer, input_rank: int, prefix: str) -> nn.HybridBlock:
         return ExactLeakyReLU(alpha=layer.slope, prefix=prefix)
     if isinstance(layer, Tanh):
         return nn.Activation("tanh", prefix=prefix)
+    if isinstance(layer, Sigmoid):
+        return nn.Activation("sigmoid", prefix=prefix)
+    if isinstance(layer, (Flatten, Reshape)):
+        return FlatReshape(layer.output_shape(input_shape), prefix)
+    if isinstance(layer, Dropout):
+        return MaskedDropout(layer, prefix)
+    if isinstance(layer, EmbedConcat):
+        return EmbedConcatBlock(layer, dtype, prefix)
     raise TypeError(f"unsupported layer {layer!r}")
 
 
@@ -203,10 +305,11 @@ def build_net(net: NetSpec, name: str, dtype: type, mode: str) -> GANNet:
     return model
 
 
-def forward(state: Any, net: str, x: nd.NDArray, bn: str) -> nd.NDArray:
-    """Net ``net`` on ``x``: BatchNorm on batch ("batch") or running ("running") statistics; no state change.
+def forward(state: Any, net: str, x: nd.NDArray, bn: str, labels: nd.NDArray | None) -> nd.NDArray:
+    """Net ``net`` on ``x`` (and ``labels``): BatchNorm on batch ("batch") or running ("running")
+    statistics, Dropout off; no state change.
 
     Outside autograd.record(): nothing is recorded and no running statistic is committed (only
     train.py commits them), so this changes no state.
     """
-    return (state.G if net == "G" else state.D).forward_pure(x, bn)
+    return (state.G if net == "G" else state.D).forward_pure(x, bn, labels)

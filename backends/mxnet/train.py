@@ -9,8 +9,10 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
-from gansuite.common.spec import AdamSpec
+from gansuite.common.draws import pass_masks
+from gansuite.common.spec import AdamSpec, LossSpec
 
+from .layout import LABEL_DTYPE
 from .models import GANNet
 
 
@@ -131,15 +133,48 @@ def make_adam(cfg: AdamSpec, params: Iterable[gluon.Parameter], mode: str) -> gl
 # name-scope bookkeeping at construction).
 _BCE = gluon.loss.SigmoidBinaryCrossEntropyLoss(from_sigmoid=False, batch_axis=0)
 
+#: PyTorch's binary_cross_entropy: each log clamped at -100, the backward's denominator at least 1e-12.
+_LOG_CLAMP, _BACKWARD_EPS = -100.0, 1e-12
 
-def bce(logits: nd.NDArray, label: float, reduction: str) -> nd.NDArray:
+
+def _probability_bce(p: nd.NDArray, target: float, reduction: str) -> nd.NDArray:
+    """PyTorch's ``BCELoss`` on D's Sigmoid output (``loss.on="probabilities"``, seed 002), reduced.
+
+    Value, per element: ``-(t max(log p, -100) + (1 - t) max(log1p(-p), -100))``, then the mean or
+    sum. Gradient: PyTorch's own formula ``(p - t) / max((1 - p) p, 1e-12)`` (the oracle's), not
+    autograd of the value: that sends ``0 * inf`` = NaN into the gradient wherever p is exactly 0
+    or 1 (a saturated float32 D: log's backward divides by p, log1p's by 1 - p, and the clamp's zero
+    does not cancel an inf), where PyTorch gives a finite +-1e12. Gluon has no such loss (its
+    SigmoidBCELoss(from_sigmoid=True) adds 1e-12 inside each log, Keras-like: not the spec).
+
+    The gradient is attached with native operators only: ``value + (s - BlockGrad(s))`` with
+    ``s = sum(p * BlockGrad(g))`` is the value exactly (``s - s`` is 0) and back-propagates ``g`` to
+    p, times the head gradient (the oracle's order: per-element gradient, / n, then the loss scale).
+    Not an ``autograd.Function``: its Python backward runs as an engine callback and measured, it
+    deadlocks MXNet's threaded engine intermittently (3 of 6 runs of one mlp-gan iteration hung in
+    the next ``asnumpy``).
+    """
+    with autograd.pause():
+        per = -(target * nd.maximum(nd.log(p), _LOG_CLAMP) + (1 - target) * nd.maximum(nd.log1p(-p), _LOG_CLAMP))
+        value = per.mean() if reduction == "mean" else per.sum()
+        grad = (p - target) / nd.maximum((1 - p) * p, _BACKWARD_EPS)
+        if reduction == "mean":
+            grad = grad / p.size
+    surrogate = (p * grad).sum()  # recorded: d/dp = grad (grad is a constant, computed under pause)
+    return value + (surrogate - nd.BlockGrad(surrogate))
+
+
+def bce(out: nd.NDArray, label: float, loss: LossSpec) -> nd.NDArray:
+    """The spec's BCE on D's output ``(B,)``: on a logit, or on D's Sigmoid output (``loss.on``)."""
+    if loss.on == "probabilities":
+        return _probability_bce(out, label, loss.reduction)
     # Gluon's SigmoidBCELoss returns one value per example, the MEAN over every non-batch axis
     # (here one element: logits are (B,)); the batch reduction is the spec's and is explicit
     # ('sum' in d2l, 'mean' in the tutorial). d2l's MXNet tab instead keeps the per-example
     # vector (backward of a vector = of its sum) and calls trainer.step(batch_size): the spec's
     # "per_example", back-propagated (and reported) as the sum, its 1/B applied by the Trainer.
-    per_example = _BCE(logits, _constant(logits, label))
-    return per_example.mean() if reduction == "mean" else per_example.sum()
+    per_example = _BCE(out, _constant(out, label))
+    return per_example.mean() if loss.reduction == "mean" else per_example.sum()
 
 
 _CONSTANTS: dict[tuple[Any, ...], nd.NDArray] = {}
@@ -153,9 +188,11 @@ def _constant(like: nd.NDArray, value: float) -> nd.NDArray:
     return _CONSTANTS[key]
 
 
-def _forward(net: GANNet, x: nd.NDArray) -> nd.NDArray:
-    """One training forward: output, and the running statistics committed right after (the spec)."""
-    y, *stats = net(x)
+def _forward(net: GANNet, x: nd.NDArray, labels: nd.NDArray | None = None,
+             masks: dict[int, nd.NDArray] | None = None) -> nd.NDArray:
+    """One training forward (``labels`` for a conditional net, ``masks`` its Dropout layers' from the
+    host; none: MXNet's own dropout): output, and the running statistics committed right after (the spec)."""
+    y, *stats = net.train_forward(x, labels, masks or {})
     if stats:
         with autograd.pause():
             net.commit_running_stats(stats)
@@ -174,8 +211,35 @@ def _grads(params: dict[str, gluon.Parameter], batch: int) -> dict[str, nd.NDArr
     return {k: p.grad().copy() if batch == 1 else p.grad() * (1.0 / batch) for k, p in params.items()}
 
 
-def train_iteration(state: Any, real: nd.NDArray, z: nd.NDArray,
-                    with_grads: bool) -> tuple[dict[str, float], dict[str, nd.NDArray] | None]:
+class _Draws:
+    """The iteration's labels, fresh noise and dropout masks: the host's (parity, and fast mode fed
+    from the host), or in fast mode with device noise (``train_step(real, None, draws)``: the
+    template keeps only the real batch's labels) MXNet's own: the fake labels and z_gen from its
+    device RNG (seeded at build, as device_noise), dropout from Gluon's Dropout op in train mode
+    (no masks reach the nets). Only what is missing is drawn."""
+
+    def __init__(self, state: Any, draws: dict[str, nd.NDArray], real_rows: int, rows: int) -> None:
+        spec, ctx = state.spec, state.device
+        self.draws = dict(draws)
+        if spec.conditional:
+            for key, n in (("labels", real_rows), ("fake_labels", rows), ("fake_labels_gen", rows)):
+                if key not in self.draws:
+                    # randint draws integers; cast to the labels' dtype (layout.labels_to_framework)
+                    self.draws[key] = nd.random.randint(0, spec.num_classes, shape=(n,), dtype="int32",
+                                                        ctx=ctx).astype(LABEL_DTYPE)
+        if spec.train.g_noise == "fresh" and "z_gen" not in self.draws:
+            self.draws["z_gen"] = nd.random.normal(0.0, 1.0, shape=(rows, *spec.latent_shape), ctx=ctx,
+                                                   dtype=state.dtype)
+
+    def get(self, key: str) -> nd.NDArray | None:
+        return self.draws.get(key)
+
+    def masks(self, pass_name: str, net: str) -> dict[int, nd.NDArray]:
+        return pass_masks(self.draws, pass_name, net)
+
+
+def train_iteration(state: Any, real: nd.NDArray, z: nd.NDArray, with_grads: bool,
+                    draws: dict[str, nd.NDArray]) -> tuple[dict[str, float], dict[str, nd.NDArray] | None]:
     """D step then G step in the spec's sequence. Returns the host scalars and, if asked, the
     gradients keyed by canonical name (rescaled as Adam sees them: per_example's 1/B included).
 
@@ -183,11 +247,14 @@ def train_iteration(state: Any, real: nd.NDArray, z: nd.NDArray,
     D(real) (``"fake_first"``, seed 004); one backward of the summed loss (``d_backward="joint"``)
     or one per pass, the first pass's gradients copied and added to the second's by hand
     (``"separate"``: seed 004's ``gradr += gradf``, the tutorial's two backward calls). z may have
-    more rows than real (``noise_batch="batch_size"``): each BCE reduces over its own batch.
+    more rows than real (``noise_batch="batch_size"``): each BCE reduces over its own batch. A
+    conditional GAN: D(real) sees the batch's labels, G and D(fake) the fake labels; the G step
+    reuses the D step's fake (``g_noise="reuse"``) or runs G on a new z with new labels
+    (``"fresh"``, seed 002). Each pass multiplies by its own dropout masks (``draws``).
 
-    The losses and the three logit vectors come back as ONE device vector ``[loss_D, loss_G,
-    D(x) logits, D(G(z)) logits before and after D's step]``: one host copy (the iteration's only
-    sync) for all, and the sigmoid means are taken on the host in float64.
+    The losses and D's three output vectors come back as ONE device vector ``[loss_D, loss_G,
+    D(x), D(G(z)) before and after D's step]``: one host copy (the iteration's only sync) for all,
+    and the probability means are taken on the host in float64.
     """
     G, D, trainer_G, trainer_D, loss = state.G, state.D, state.trainer_G, state.trainer_D, state.spec.loss
     train = state.spec.train
@@ -195,6 +262,7 @@ def train_iteration(state: Any, real: nd.NDArray, z: nd.NDArray,
     t0 = time.perf_counter()
     grads: dict[str, nd.NDArray] | None = {} if with_grads else None
     separate = train.d_backward == "separate"
+    d = _Draws(state, draws, real.shape[0], z.shape[0])
 
     # -- D step: maximise log D(x) + log(1 - D(G(z))) --
     # Inside autograd.record() Gluon is in train mode; our BatchNorm uses batch statistics anyway.
@@ -206,12 +274,13 @@ def train_iteration(state: Any, real: nd.NDArray, z: nd.NDArray,
     for which in order:
         with autograd.record():
             if which == "real":
-                out = _forward(D, real).reshape(-1)
+                out = _forward(D, real, d.get("labels"), d.masks("real", "D")).reshape(-1)
             else:
-                fake = _forward(G, z)  # the only G forward of the iteration; reused below
-                out = _forward(D, fake.detach()).reshape(-1)
+                labels = d.get("fake_labels")
+                fake = _forward(G, z, labels, d.masks("fake", "G"))  # reused by a "reuse" G step
+                out = _forward(D, fake.detach(), labels, d.masks("fake", "D")).reshape(-1)
             label = loss.real_label if which == "real" else loss.fake_label
-            outs[which], losses[which] = out, bce(out, label, loss.reduction)
+            outs[which], losses[which] = out, bce(out, label, loss)
             scaled = loss.d_loss_scale * losses[which]
         if separate:
             scaled.backward()
@@ -229,14 +298,18 @@ def train_iteration(state: Any, real: nd.NDArray, z: nd.NDArray,
         grads.update(_grads(state.trainable["D"], d_batch))
     trainer_D.step(d_batch)
 
-    # -- G step: maximise log D(G(z)), through the updated D, same fake --
-    # `fake` still holds G's recorded graph (loss_D's backward stopped at fake.detach()).
+    # -- G step: maximise log D(G(z)), through the updated D: the same fake, or G on a new z --
+    # A reused `fake` still holds G's recorded graph (loss_D's backward stopped at fake.detach()).
     # D's gradients are recomputed here too (as in PyTorch) and overwritten by the next D step.
+    fresh = train.g_noise == "fresh"
+    labels = d.get("fake_labels_gen" if fresh else "fake_labels")
     with autograd.record():
-        out_gen = _forward(D, fake).reshape(-1)
-        loss_G = bce(out_gen, loss.real_label, loss.reduction)
+        if fresh:  # seed 002: z = torch.randn(...); fake_images = G(z) (G's running stats advance again)
+            fake = _forward(G, d.get("z_gen"), labels, d.masks("gen", "G"))
+        out_gen = _forward(D, fake, labels, d.masks("gen", "D")).reshape(-1)
+        loss_G = bce(out_gen, loss.real_label, loss)
     loss_G.backward()
-    g_batch = _step_batch(loss.reduction, z.shape[0])
+    g_batch = _step_batch(loss.reduction, fake.shape[0])  # B = the G step's rows
     if grads is not None:
         grads.update(_grads(state.trainable["G"], g_batch))
     trainer_G.step(g_batch)
@@ -247,13 +320,14 @@ def train_iteration(state: Any, real: nd.NDArray, z: nd.NDArray,
         state.compile_s = time.perf_counter() - t0
     state.steps += 1
     n_real, n_fake = real.shape[0], z.shape[0]  # D(x) rows, then D(G(z)) before and after D's step
-    logits = np.split(values[2:], [n_real, n_real + n_fake])
-    D_x, D_G_z1, D_G_z2 = (float(_sigmoid(row).mean()) for row in logits)
+    outputs = np.split(values[2:], [n_real, n_real + n_fake])
+    D_x, D_G_z1, D_G_z2 = (float(_probability(row, loss).mean()) for row in outputs)
     scalars = {"loss_D": float(values[0]), "loss_G": float(values[1]), "D_x": D_x, "D_G_z1": D_G_z1,
                "D_G_z2": D_G_z2}
     return scalars, grads
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    """exp(-log(1 + exp(-x))): no overflow for any logit."""
-    return np.exp(-np.logaddexp(0.0, -x))
+def _probability(out: np.ndarray, loss: LossSpec) -> np.ndarray:
+    """D's outputs as probabilities, on the host: D's own Sigmoid output (``loss.on``), or the
+    sigmoid of a logit as exp(-log(1 + exp(-x))): no overflow for any logit."""
+    return out if loss.on == "probabilities" else np.exp(-np.logaddexp(0.0, -out))

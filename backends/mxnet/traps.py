@@ -157,8 +157,8 @@ def _applied_d_gradient_error(model: str, per_example_loss: bool, step_batch_siz
                                              + stock_loss(out_fake, nd.full(out_fake.shape, loss_spec.fake_label,
                                                                             _CTX, dtype=st.dtype)))
         else:
-            loss = loss_spec.d_loss_scale * (bce(out_real.reshape(-1), loss_spec.real_label, loss_spec.reduction)
-                                             + bce(out_fake.reshape(-1), loss_spec.fake_label, loss_spec.reduction))
+            loss = loss_spec.d_loss_scale * (bce(out_real.reshape(-1), loss_spec.real_label, loss_spec)
+                                             + bce(out_fake.reshape(-1), loss_spec.fake_label, loss_spec))
     loss.backward()
     trainable = st.trainable["D"]
     before = {k: p.data().asnumpy() for k, p in trainable.items()}

@@ -16,23 +16,24 @@ from gansuite.common.protocol import Backend, BackendState, BuildOptions, device
 from gansuite.common.spec import GANSpec
 
 from . import device_name, grappler_rewrites_on, onednn_enabled, op_determinism_enabled
-from .models import _canonical_variables, build_net
-from .train import SpecAdam, _make_noise, _make_step, make_adam
+from .models import SpecNet, _canonical_variables, build_net
+from .train import SpecAdam, _make_draws, _make_noise, _make_step, make_adam
 
 
 @dataclass
 class TensorflowState(BackendState):
-    G: keras.Sequential
-    D: keras.Sequential
-    G_vars: dict[str, keras.Variable]  # canonical name -> variable (parameters and BN buffers)
+    G: SpecNet  # keras.Sequential whose run() also takes labels and dropout masks
+    D: SpecNet
+    G_vars: dict[str, keras.Variable]  # canonical name -> variable (parameters, BN buffers, embedding tables)
     D_vars: dict[str, keras.Variable]
     G_params: dict[str, keras.Variable]  # the trainable ones, canonical order: what Adam and the tapes see
     D_params: dict[str, keras.Variable]
     opt_G: SpecAdam
     opt_D: SpecAdam
     step_fn: Callable  # the iteration: tf.function (XLA in fast mode) or plain eager
-    rng: tf.random.Generator  # device RNG for fast-mode noise
+    rng: tf.random.Generator  # device RNG for fast-mode noise, labels and dropout masks
     noise_fn: Callable[[int], tf.Tensor]  # batch size -> noise from rng (XLA-compiled with the step)
+    draws_fn: Callable[[int, int, tuple[str, ...]], dict[str, tf.Tensor]]  # fast mode's missing draws from rng
     jit_compile: bool
     graph: bool  # step_fn is a tf.function
     compile_s: float | None = None  # first call of step_fn: tracing + (XLA) compilation + one step
@@ -88,12 +89,14 @@ class TensorflowBackend(Backend):
             G_params, D_params = ({k: v for k, v in vs.items() if not is_buffer(k)} for vs in (G_vars, D_vars))
             opt_G = make_adam(spec.train.optim_G, list(G_params.values()), options.mode)
             opt_D = make_adam(spec.train.optim_D, list(D_params.values()), options.mode)
-            # Device-side noise (device_noise): TF's counter-based Philox generator, seeded here.
+            # Device-side noise (device_noise) and fast mode's labels and dropout masks (train._make_draws):
+            # TF's counter-based Philox generator, seeded here.
             rng = tf.random.Generator.from_seed(options.seed, alg="philox")
         step_fn, jit, graph = _make_step(options, spec, G, D, G_params, D_params, opt_G, opt_D)
         noise_fn = _make_noise(rng, channels_last_shape(spec.latent_shape), dtype, jit)
+        draws_fn = _make_draws(rng, spec, dtype, jit)
         return TensorflowState(spec, options, dtype, device, G, D, G_vars, D_vars, G_params, D_params, opt_G, opt_D,
-                               step_fn, rng, noise_fn, jit, graph)
+                               step_fn, rng, noise_fn, draws_fn, jit, graph)
 
     def write_tensor(self, state: TensorflowState, name: str, value: tf.Tensor) -> None:
         self.read_tensor(state, name).assign(value)

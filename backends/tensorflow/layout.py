@@ -28,13 +28,15 @@ import numpy as np
 import tensorflow as tf
 
 from gansuite.common.layout import kernel_from_channels_last, kernel_to_channels_last, nchw_to_nhwc, nhwc_to_nchw
-from gansuite.common.spec import BatchNorm, Layer
+from gansuite.common.spec import BatchNorm, EmbedConcat, Layer
 
 DTYPES = {"float32": tf.float32, "float64": tf.float64}
 
 # canonical tensor name -> Keras weight attribute. BatchNormalization calls its
-# affine parameters gamma/beta and its buffers moving_mean/moving_variance.
+# affine parameters gamma/beta and its buffers moving_mean/moving_variance; Embedding its
+# table "embeddings" (already the canonical (num_classes, dim): no transpose).
 _KERAS_ATTR = {"weight": "kernel", "bias": "bias"}
+_KERAS_EMBED_ATTR = {"weight": "embeddings"}
 _KERAS_BN_ATTR = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
                   "running_var": "moving_variance"}
 
@@ -64,11 +66,21 @@ def activations_from_framework(x: tf.Tensor) -> np.ndarray:
     return np.ascontiguousarray(nhwc_to_nchw(np.asarray(x.numpy(), dtype=np.float64)))
 
 
+def labels_to_framework(labels: np.ndarray, device: str) -> tf.Tensor:
+    """Class labels -> int64 tensor on ``device``: the indices of ``tf.gather`` (Keras Embedding's
+    ``ops.take``), which takes int32 or int64. int64 because it is the canonical dtype (no cast), and
+    because TF treats int32 as its shape/host dtype (on a GPU, int32 tensors of many ops live in host
+    memory); int64 indices are plain device data. Keras Embedding casts only non-integer indices."""
+    with tf.device(device):
+        return tf.constant(np.ascontiguousarray(labels, dtype=np.int64), dtype=tf.int64)
+
+
 def module_key(name: str, layer: Layer) -> tuple[str, str]:
     """``"G.3.weight"`` -> (Keras layer name ``"G.3"``, attribute ``"kernel"`` / ``"gamma"`` ...).
 
     Layer i of net G is the Keras layer named ``"G.<i>"`` (models.build_net), as torch's
     ``nn.Sequential`` child ``"<i>"``."""
     layer_name, tensor = name.rsplit(".", 1)
-    attrs = _KERAS_BN_ATTR if isinstance(layer, BatchNorm) else _KERAS_ATTR
+    attrs = (_KERAS_BN_ATTR if isinstance(layer, BatchNorm) else _KERAS_EMBED_ATTR if isinstance(layer, EmbedConcat)
+             else _KERAS_ATTR)
     return layer_name, attrs[tensor]

@@ -1,4 +1,5 @@
-"""Build G and D as ``keras.Sequential`` from the spec, every default set explicitly; the pure forward."""
+"""Build G and D from the spec as a ``keras.Sequential`` (:class:`SpecNet`) whose ``run`` also carries the
+labels and dropout masks, every default set explicitly; the pure forward."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import tensorflow as tf
 
 from gansuite.common.layout import channels_last_shape, layer_of, same_or_valid_conv, same_or_valid_conv_transpose
 from gansuite.common.params import is_buffer, param_shapes
-from gansuite.common.spec import (BatchNorm, Conv2d, ConvTranspose2d, Dense, GANSpec, Layer, LeakyReLU, NetSpec,
-                                  ReLU, Tanh)
+from gansuite.common.spec import (BatchNorm, Conv2d, ConvTranspose2d, Dense, Dropout, EmbedConcat, Flatten, GANSpec,
+                                  Layer, LeakyReLU, NetSpec, ReLU, Reshape, Sigmoid, Tanh)
 
 from .layout import module_key
 
@@ -92,6 +93,83 @@ class SpecLeakyReLU(keras.layers.LeakyReLU):
         return tf.where(inputs > 0, inputs, inputs * tf.constant(self.negative_slope, inputs.dtype))
 
 
+class SpecDropout(keras.layers.Layer):
+    """``nn.Dropout(p)`` as a multiply by a given keep mask, pre-scaled ``keep / (1 - p)`` (common/draws.py):
+    in parity mode every backend multiplies by the same host mask, so the four frameworks drop the same
+    units; in fast mode the mask is drawn on the device from the backend's seeded Philox generator
+    (train._make_draws); no mask (the pure forwards, eval semantics) is the identity.
+
+    Not ``keras.layers.Dropout``: its mask cannot be given, and its default ``seed=None`` seeds its own
+    SeedGenerator from Python's ``random`` (a second, unseeded RNG beside the backend's). Its arithmetic
+    would be the same: ``tf.nn.experimental.stateless_dropout`` computes ``x * (1 / (1 - p))`` times
+    the 0/1 keep mask, i.e. per element exactly ``x * mask`` with this pre-scaled mask."""
+
+    def __init__(self, rate: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rate = float(rate)  # the spec's p; the masks carry it already (kept for get_config/readers)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rate": self.rate}
+
+    def call(self, inputs: tf.Tensor, keep: tf.Tensor | None = None) -> tf.Tensor:
+        # The argument is not called ``mask``: Keras's Layer.__call__ treats that name as its masking API.
+        return inputs if keep is None else inputs * keep
+
+
+class SpecEmbedConcat(keras.layers.Embedding):
+    """Seed 002's ``label_emb = nn.Embedding(k, d)`` and ``torch.cat([x, label_emb(labels)], 1)``: the
+    features first, then the label's row of the table. The table is Keras's own ``embeddings`` variable
+    ``(k, d)``, already PyTorch's (canonical) layout; Embedding.call is ``tf.gather`` on it (ops.take).
+
+    Keras defaults set against the spec: ``embeddings_initializer="uniform"`` (U(-0.05, 0.05); unused:
+    the table is loaded), ``mask_zero=False`` (True would make label 0 a padding mask), no LoRA, no
+    regulariser or constraint. The tape's gradient of the table is ``tf.IndexedSlices`` (one row per
+    example); train.py densifies it, each class's rows summed as the oracle's ``np.add.at``.
+
+    The labels are a second input, which ``keras.Sequential`` cannot route: :meth:`SpecNet.run` passes
+    them. ``compute_output_shape`` lets the Sequential build its graph symbolically without them."""
+
+    def __init__(self, num_classes: int, dim: int, **kwargs: Any) -> None:
+        super().__init__(input_dim=num_classes, output_dim=dim, embeddings_initializer=_UNUSED_INIT,
+                         embeddings_regularizer=None, embeddings_constraint=None, mask_zero=False,
+                         lora_rank=None, **kwargs)
+
+    def call(self, inputs: tf.Tensor, labels: tf.Tensor | None = None) -> tf.Tensor:  # type: ignore[override]
+        if labels is None:
+            raise ValueError(f"{self.name}: a conditional net needs labels (embed_concat)")
+        return tf.concat([inputs, super().call(labels)], axis=-1)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (*input_shape[:-1], input_shape[-1] + self.output_dim)
+
+    def compute_output_spec(self, inputs: Any, labels: Any = None) -> keras.KerasTensor:
+        return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=self.compute_dtype)
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> None:
+        return None
+
+
+class SpecNet(keras.Sequential):
+    """``keras.Sequential`` (layer i of the spec named ``"<net>.<i>"``) plus :meth:`run`, the forward that
+    also routes the labels to the embed_concat layer and each Dropout layer's mask to it, as torch's
+    SpecNet.forward. ``run`` calls the layers in order, exactly as Sequential's own call does, passing
+    ``training`` to BatchNorm (the only layer here that reads it)."""
+
+    def run(self, x: tf.Tensor, training: bool, labels: tf.Tensor | None = None,
+            masks: dict[int, tf.Tensor] | None = None) -> tf.Tensor:
+        masks = masks or {}
+        for layer in self.layers:  # Sequential.layers excludes the InputLayer
+            if isinstance(layer, SpecEmbedConcat):
+                x = layer(x, labels)
+            elif isinstance(layer, SpecDropout):
+                x = layer(x, masks.get(int(layer.name.rsplit(".", 1)[1])))
+            elif isinstance(layer, keras.layers.BatchNormalization):
+                x = layer(x, training=training)
+            else:
+                x = layer(x)
+        return x
+
+
 
 def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: tf.dtypes.DType | str,
                 mode: str) -> list[keras.layers.Layer]:
@@ -138,10 +216,31 @@ def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: tf
         return [SpecLeakyReLU(negative_slope=layer.slope, name=name, dtype=dtype)]
     if isinstance(layer, Tanh):
         return [keras.layers.Activation("tanh", name=name, dtype=dtype)]
+    if isinstance(layer, Sigmoid):
+        return [keras.layers.Activation("sigmoid", name=name, dtype=dtype)]  # tf.nn.sigmoid
+    if isinstance(layer, Flatten):
+        # x.view(B, -1) flattens NCHW C-major (the canonical order: the next Dense's weight columns);
+        # Keras's activations are NHWC, whose flatten is H-major. So NHWC -> NCHW first (Permute's dims
+        # are 1-based, batch excluded). NOT keras.layers.Flatten(data_format="channels_first"): that
+        # transposes the other way (channels_first input to channels-last order before flattening).
+        flatten = keras.layers.Flatten(data_format="channels_last", name=name, dtype=dtype)
+        if len(input_shape) != 3:  # a flat (or non-image) input has the same layout in both conventions
+            return [flatten]
+        return [keras.layers.Permute((3, 1, 2), name=f"{name}.nchw", dtype=dtype), flatten]
+    if isinstance(layer, Reshape):
+        # out.view(B, *shape): the flat vector read C-major into the canonical (C, H, W), then to NHWC.
+        reshape = keras.layers.Reshape(layer.shape, name=name, dtype=dtype)
+        if len(layer.shape) != 3:
+            return [reshape]
+        return [reshape, keras.layers.Permute((2, 3, 1), name=f"{name}.nhwc", dtype=dtype)]
+    if isinstance(layer, Dropout):
+        return [SpecDropout(layer.p, name=name, dtype=dtype)]
+    if isinstance(layer, EmbedConcat):
+        return [SpecEmbedConcat(layer.num_classes, layer.dim, name=name, dtype=dtype)]
     raise TypeError(f"unsupported layer {layer!r}")
 
 
-def build_net(net: NetSpec, name: str, dtype: tf.dtypes.DType | str, mode: str) -> keras.Sequential:
+def build_net(net: NetSpec, name: str, dtype: tf.dtypes.DType | str, mode: str) -> SpecNet:
     """Layer i of the spec is the Keras layer named ``"<name>.<i>"`` (``"D.3"``), as nn.Sequential's child ``"3"``.
 
     A float64 ``dtype`` gives float64 variables AND computations (Keras's dtype policy);
@@ -151,7 +250,7 @@ def build_net(net: NetSpec, name: str, dtype: tf.dtypes.DType | str, mode: str) 
     layers: list = [keras.Input(shape=channels_last_shape(net.input_shape), dtype=dtype, name=f"{name}.input")]
     for i, layer in enumerate(net.layers):
         layers += build_layer(layer, shapes[i], f"{name}.{i}", dtype, mode)
-    return keras.Sequential(layers, name=name)
+    return SpecNet(layers, name=name)
 
 
 def _canonical_variables(spec: GANSpec, net: str, model: keras.Sequential) -> dict[str, keras.Variable]:
@@ -175,10 +274,11 @@ def _frozen_running_stats(variables: dict[str, keras.Variable]) -> Iterator[None
             variables[k].assign(v)
 
 
-def forward(state: Any, net: str, x: tf.Tensor, bn: str) -> tf.Tensor:
-    """Net ``net`` on ``x``: BatchNorm on batch ("batch") or running ("running") statistics; no state change.
+def forward(state: Any, net: str, x: tf.Tensor, bn: str, labels: tf.Tensor | None) -> tf.Tensor:
+    """Net ``net`` on ``x`` (and ``labels``): BatchNorm on batch ("batch") or running ("running")
+    statistics, Dropout off (no masks); no state change.
 
     Keras's ``training`` argument is per call (no mode to restore afterwards, unlike PyTorch's ``.train()``)."""
     model, variables = (state.G, state.G_vars) if net == "G" else (state.D, state.D_vars)
     with tf.device(state.device), _frozen_running_stats(variables):
-        return model(x, training=(bn == "batch"))
+        return model.run(x, bn == "batch", labels)

@@ -1,4 +1,4 @@
-"""One training iteration in the tutorial's call order (see common/protocol.py).
+"""One training iteration in the tutorial's call order, with the spec's variants (see common/protocol.py).
 
 A custom step with ``tf.GradientTape``, as d2l's TensorFlow tab writes it, not
 ``model.fit``: the iteration has two optimisers, three D forwards and one G
@@ -13,8 +13,11 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
+from gansuite.common.draws import mask_key, pass_masks, passes_of
+from gansuite.common.errors import GanSuiteError
+from gansuite.common.layout import channels_last_shape
 from gansuite.common.protocol import BuildOptions
-from gansuite.common.spec import AdamSpec, GANSpec
+from gansuite.common.spec import AdamSpec, Dropout, GANSpec, LossSpec
 
 
 class SpecAdam(keras.optimizers.Adam):
@@ -102,36 +105,123 @@ def make_adam(cfg: AdamSpec, params: list[keras.Variable], mode: str) -> SpecAda
     return opt
 
 
-def bce(logits: tf.Tensor, label: float, reduction: str) -> tf.Tensor:
-    # BCE-with-logits on the raw logit, reduced as the spec says. keras.losses.BinaryCrossentropy
-    # defaults to from_logits=False (clips probabilities to [1e-7, 1 - 1e-7]) and to the
-    # "sum_over_batch_size" reduction; neither is used. TF's formula is the oracle's:
-    # max(x, 0) - x*t + log(1 + exp(-|x|)). "per_example" is back-propagated as the batch sum and
-    # reported as it; its 1/B is applied to the parameter gradients afterwards (_rescale).
-    target = tf.fill(tf.shape(logits), tf.cast(label, logits.dtype))
-    per_example = tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=logits)
-    return tf.reduce_mean(per_example) if reduction == "mean" else tf.reduce_sum(per_example)
+#: PyTorch's binary_cross_entropy (aten/src/ATen/native/Loss.cpp), as common/oracle_layers.py has them:
+#: each log clamped at -100, and the backward's denominator max((1 - p) p, 1e-12).
+_BCE_LOG_CLAMP = -100.0
+_BCE_BACKWARD_EPS = 1e-12
 
 
-def train_iteration(state: Any, real: tf.Tensor, z: tf.Tensor,
-                    with_grads: bool) -> tuple[dict[str, Any], dict[str, tf.Tensor] | None]:
+def bce(out: tf.Tensor, label: float, loss: LossSpec) -> tf.Tensor:
+    """The spec's BCE on D's output, reduced as the spec says. On a logit: BCE-with-logits, TF's formula
+    being the oracle's, max(x, 0) - x*t + log(1 + exp(-|x|)). On D's Sigmoid output
+    (``loss.on="probabilities"``, seed 002's ``nn.BCELoss()``): PyTorch's BCELoss (_bce_probabilities).
+    keras.losses.BinaryCrossentropy is used for neither: it defaults to from_logits=False, and on
+    probabilities it clips p to [1e-7, 1 - 1e-7] (a loss of at most 16.1 where PyTorch's reaches 100,
+    and a zero gradient outside the clip), with the "sum_over_batch_size" reduction.
+    "per_example" is back-propagated as the batch sum and reported as it; its 1/B is applied to the
+    parameter gradients afterwards (_rescale)."""
+    # tf.constant(label, dtype), not tf.cast(label, dtype): tf.cast of a Python float goes through float32.
+    target = tf.fill(tf.shape(out), tf.constant(label, out.dtype))
+    if loss.on == "probabilities":
+        per_example = _bce_probabilities(out, target)
+    else:
+        per_example = tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=out)
+    return tf.reduce_mean(per_example) if loss.reduction == "mean" else tf.reduce_sum(per_example)
+
+
+def _bce_probabilities(p: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
+    """PyTorch's BCELoss per element, ``-(t max(log p, -100) + (1 - t) max(log(1 - p), -100))`` (log1p(-p),
+    as the oracle writes log(1 - p)), with PyTorch's own backward ``(p - t) / max((1 - p) p, 1e-12)``.
+
+    A custom gradient because the tape's derivative of the clamped logs is another function where a
+    log is clamped: p rounded to exactly 1 (a float32 sigmoid of a logit above ~17) makes
+    max(log1p(-p), -100) the constant -100, whose derivative the tape takes as 0 (D stops learning
+    from that example), where PyTorch's formula gives p / 1e-12. Elsewhere both are the exact derivative."""
+    clamp = tf.constant(_BCE_LOG_CLAMP, p.dtype)
+
+    @tf.custom_gradient
+    def per_element(p: tf.Tensor) -> tuple[tf.Tensor, Callable[[tf.Tensor], tf.Tensor]]:
+        value = -(t * tf.maximum(tf.math.log(p), clamp) + (1.0 - t) * tf.maximum(tf.math.log1p(-p), clamp))
+
+        def grad(dy: tf.Tensor) -> tf.Tensor:
+            return dy * ((p - t) / tf.maximum((1.0 - p) * p, tf.constant(_BCE_BACKWARD_EPS, p.dtype)))
+
+        return value, grad
+
+    return per_element(p)
+
+
+def _probability(out: tf.Tensor, loss: LossSpec) -> tf.Tensor:
+    """D's output as a probability, for the D(x) / D(G(z)) scalars."""
+    return out if loss.on == "probabilities" else tf.sigmoid(out)
+
+
+def train_iteration(state: Any, real: tf.Tensor, z: tf.Tensor, with_grads: bool,
+                    draws: dict[str, tf.Tensor]) -> tuple[dict[str, Any], dict[str, tf.Tensor] | None]:
     """One iteration: ``state.step_fn`` (a tf.function, or the eager step), scalars fetched to the host.
+
+    ``draws`` (labels, the G step's fresh z, dropout masks: common/draws.py, already in this layout)
+    are the step's fourth argument, a dict of tensors, so a tf.function traces once per set of keys
+    and shapes, not per call. Fast mode draws what the caller did not give (_complete_draws).
 
     The first call with an input signature is timed for the benchmark harness (settings()):
     tracing alone, then tracing + (XLA) compilation + one step; later calls reuse the function."""
     with tf.device(state.device):
-        signature = (tuple(real.shape), tuple(z.shape), bool(with_grads))
+        draws = _complete_draws(state, real, z, draws)
+        signature = (tuple(real.shape), tuple(z.shape), bool(with_grads),
+                     tuple((k, tuple(v.shape)) for k, v in sorted(draws.items())))
         if not state.graph or signature in state.traced:
-            return _to_host(state.step_fn(real, z, with_grads))
+            return _to_host(state.step_fn(real, z, with_grads, draws))
         t0 = time.perf_counter()
-        state.step_fn.get_concrete_function(real, z, with_grads)
+        state.step_fn.get_concrete_function(real, z, with_grads, draws)
         t1 = time.perf_counter()
-        out = _to_host(state.step_fn(real, z, with_grads))
+        out = _to_host(state.step_fn(real, z, with_grads, draws))
         t2 = time.perf_counter()
         if state.compile_s is None:
             state.trace_s, state.compile_s = t1 - t0, t2 - t0
         state.traced.add(signature)
         return out
+
+
+def _needed_draws(spec: GANSpec, real_rows: int, rows: int) -> dict[str, tuple[str, tuple[int, ...], float]]:
+    """Every draw one iteration of ``spec`` takes, keyed as common/draws.py keys them: ``key -> (kind,
+    shape in this backend's layout (masks of a conv layer NHWC), dropout p)``; kind is "labels",
+    "noise" or "mask". ``real_rows``: the real batch's rows, ``rows``: the noise rows."""
+    need: dict[str, tuple[str, tuple[int, ...], float]] = {}
+    fresh = spec.train.g_noise == "fresh"
+    if spec.conditional:
+        need["labels"] = ("labels", (real_rows,), 0.0)
+        need["fake_labels"] = ("labels", (rows,), 0.0)
+        if fresh:
+            need["fake_labels_gen"] = ("labels", (rows,), 0.0)
+    if fresh:
+        need["z_gen"] = ("noise", (rows, *channels_last_shape(spec.latent_shape)), 0.0)
+    for net, net_spec in (("G", spec.generator), ("D", spec.discriminator)):
+        shapes = [net_spec.input_shape, *net_spec.shapes()]
+        for i, layer in enumerate(net_spec.layers):
+            if isinstance(layer, Dropout):
+                for pass_name in passes_of(spec, net):
+                    n = real_rows if pass_name == "real" else rows
+                    need[mask_key(pass_name, net, i)] = ("mask", (n, *channels_last_shape(shapes[i])), layer.p)
+    return need
+
+
+def _complete_draws(state: Any, real: tf.Tensor, z: tf.Tensor, draws: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """The draws the step takes: the caller's (parity mode: all of them, else a one-line error naming the
+    missing ones, as the oracle's) and, in fast mode, whatever the caller did not give drawn on the
+    device from the backend's seeded Philox generator (state.draws_fn): the fake labels, the G step's z
+    and every dropout mask, and the real batch's labels too when none are given (the backend cannot
+    know them; a caller training a CGAN in fast mode passes ``draws={"labels": ...}``). Keys the spec
+    does not use are dropped, so the step's signature stays that of the spec."""
+    need = _needed_draws(state.spec, int(real.shape[0]), int(z.shape[0]))
+    given = {k: v for k, v in draws.items() if k in need}
+    missing = tuple(k for k in need if k not in given)
+    if not missing:
+        return given
+    if state.options.mode == "parity":
+        raise GanSuiteError(f"draws: model {state.spec.name!r} needs {', '.join(missing)} from common/draws.py "
+                            "(Streams.batch(i).draws)")
+    return {**given, **state.draws_fn(int(real.shape[0]), int(z.shape[0]), missing)}
 
 
 def _to_host(result: tuple[dict[str, tf.Tensor], dict[str, tf.Tensor] | None]
@@ -157,30 +247,44 @@ def _rows(x: tf.Tensor) -> tf.Tensor | int:
     return x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
 
 
-def _make_step(options: BuildOptions, spec: GANSpec, G: keras.Model, D: keras.Model,
+def _dense(grads: list[tf.Tensor | tf.IndexedSlices]) -> list[tf.Tensor]:
+    """The tape's gradients as dense tensors. An embedding table's gradient is ``tf.IndexedSlices`` (the
+    gradient of tf.gather: one row per example and pass); converting sums each class's rows
+    (unsorted_segment_sum, in row order), the oracle's ``np.add.at``. Adam and the exported gradients
+    take the dense table."""
+    return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+
+
+def _make_step(options: BuildOptions, spec: GANSpec, G: Any, D: Any,
                G_params: dict[str, keras.Variable], D_params: dict[str, keras.Variable], opt_G: SpecAdam,
                opt_D: SpecAdam) -> tuple[Callable, bool, bool]:
-    """The iteration as a function of ``(real, z, with_grads)``: ``(step_fn, jit_compile, graph)``, where
+    """The iteration as a function of ``(real, z, with_grads, draws)``: ``(step_fn, jit_compile, graph)``, where
     ``step_fn`` is a tf.function (``graph``; XLA-compiled if ``jit_compile``) or the eager Python step.
 
-    ``G_params`` / ``D_params``: canonical name -> trainable variable, canonical order.
-    Every forward passes ``training=True``: BatchNorm uses batch statistics and updates its
-    running ones in all four forwards, as PyTorch's train mode does.
+    ``G`` / ``D``: models.SpecNet. ``G_params`` / ``D_params``: canonical name -> trainable variable,
+    canonical order. Every forward runs with ``training=True``: BatchNorm uses batch statistics and
+    updates its running ones in every forward, as PyTorch's train mode does. Each forward gets its
+    pass's labels and dropout masks from ``draws`` (common/draws.py's keys): D(real) the batch's
+    labels and ``mask/real/D.*``, G and D(fake) the fake labels and ``mask/fake/*``, the G step
+    ``fake_labels_gen`` and ``mask/gen/*`` with ``train.g_noise="fresh"``.
 
     The spec's options: ``train.d_order`` (D's real pass before or after G(z) and D(fake): only
     the order of D's BN running-stat updates changes), ``train.d_backward`` (one gradient of the
     summed loss, or one per pass summed by hand), ``loss.reduction == "per_example"`` (1/B on
     the gradients: B the real rows for D, z's rows for G). ``real`` and ``z`` may have different
-    rows (``train.noise_batch``): every reduction runs over its own batch.
+    rows (``train.noise_batch``): every reduction runs over its own batch. ``train.g_noise="fresh"``
+    (seed 002): the G step runs G again, on ``draws["z_gen"]``, after D's Adam step.
     """
     loss, train = spec.loss, spec.train
     real_first, separate = train.d_order == "real_first", train.d_backward == "separate"
+    fresh = train.g_noise == "fresh"
 
-    def step(real: tf.Tensor, z: tf.Tensor,
-             with_grads: bool) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor] | None]:
+    def step(real: tf.Tensor, z: tf.Tensor, with_grads: bool,
+             draws: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor] | None]:
         """D step then G step, exactly the tutorial's sequence. Returns tensors (no host sync)."""
         # The tf.Variables behind the Keras variables: GradientTape.watch accepts only TF types.
         g_vars, d_vars = [v.value for v in G_params.values()], [v.value for v in D_params.values()]
+        labels, fake_labels = draws.get("labels"), draws.get("fake_labels")  # None: an unconditional GAN
         # One tape per net, each watching only its own variables: tape_D then never records G(z)
         # (PyTorch's fake.detach()), and tape_G records G(z) once, here, for the G step below.
         with tf.GradientTape(watch_accessed_variables=False) as tape_G:
@@ -191,13 +295,15 @@ def _make_step(options: BuildOptions, spec: GANSpec, G: keras.Model, D: keras.Mo
             with tf.GradientTape(watch_accessed_variables=False, persistent=separate) as tape_D:
                 tape_D.watch(d_vars)
                 if real_first:  # the tutorial: D(real), G(z), D(fake)
-                    out_real = tf.reshape(D(real, training=True), [-1])
-                fake = G(z, training=True)  # the only G forward of the iteration; reused below
-                out_fake = tf.reshape(D(tf.stop_gradient(fake), training=True), [-1])
+                    out_real = tf.reshape(D.run(real, True, labels, pass_masks(draws, "real", "D")), [-1])
+                # G's D-step forward, recorded by tape_G too: the "reuse" G step differentiates through it
+                fake = G.run(z, True, fake_labels, pass_masks(draws, "fake", "G"))
+                out_fake = tf.reshape(D.run(tf.stop_gradient(fake), True, fake_labels,
+                                            pass_masks(draws, "fake", "D")), [-1])
                 if not real_first:  # seed 004: G(z), D(fake), then D(real)
-                    out_real = tf.reshape(D(real, training=True), [-1])
-                l_real = bce(out_real, loss.real_label, loss.reduction)
-                l_fake = bce(out_fake, loss.fake_label, loss.reduction)
+                    out_real = tf.reshape(D.run(real, True, labels, pass_masks(draws, "real", "D")), [-1])
+                l_real = bce(out_real, loss.real_label, loss)
+                l_fake = bce(out_fake, loss.fake_label, loss)
                 loss_D = loss.d_loss_scale * (l_real + l_fake)
                 if separate:
                     scaled = {"real": loss.d_loss_scale * l_real, "fake": loss.d_loss_scale * l_fake}
@@ -207,21 +313,26 @@ def _make_step(options: BuildOptions, spec: GANSpec, G: keras.Model, D: keras.Mo
                     # (the tutorial's errD_real.backward(); errD_fake.backward(); seed 004's
                     # copied-and-added gradients). a + b == b + a in IEEE: the order is not a number.
                     first, second = ("real", "fake") if real_first else ("fake", "real")
-                    g_first = tape_D.gradient(scaled[first], d_vars)
-                    g_second = tape_D.gradient(scaled[second], d_vars)
+                    g_first = _dense(tape_D.gradient(scaled[first], d_vars))
+                    g_second = _dense(tape_D.gradient(scaled[second], d_vars))
                     grads_D = [a + b for a, b in zip(g_first, g_second)]
                     del tape_D
                 else:
-                    grads_D = tape_D.gradient(loss_D, d_vars)
+                    grads_D = _dense(tape_D.gradient(loss_D, d_vars))
                 grads_D = _rescale(grads_D, loss.reduction, _rows(real))
                 opt_D.apply(grads_D, list(D_params.values()))
 
-            # -- G step: maximise log D(G(z)), through the updated D, same fake --
+            # -- G step: maximise log D(G(z)), through the updated D: the same fake, or G on a new z --
             # Not D.trainable = False (Keras's GAN idiom): that would also switch D's BatchNorm to
             # inference mode. D's variables are simply not differentiated here.
-            out_gen = tf.reshape(D(fake, training=True), [-1])
-            loss_G = bce(out_gen, loss.real_label, loss.reduction)
-        grads_G = _rescale(tape_G.gradient(loss_G, g_vars), loss.reduction, _rows(z))
+            if fresh:  # seed 002: z = torch.randn(...); fake_images = G(z), after D's step
+                gen_labels = draws.get("fake_labels_gen")
+                fake = G.run(draws["z_gen"], True, gen_labels, pass_masks(draws, "gen", "G"))
+            else:
+                gen_labels = fake_labels
+            out_gen = tf.reshape(D.run(fake, True, gen_labels, pass_masks(draws, "gen", "D")), [-1])
+            loss_G = bce(out_gen, loss.real_label, loss)
+        grads_G = _rescale(_dense(tape_G.gradient(loss_G, g_vars)), loss.reduction, _rows(fake))  # B: G step's rows
         opt_G.apply(grads_G, list(G_params.values()))
 
         grads = None
@@ -230,9 +341,9 @@ def _make_step(options: BuildOptions, spec: GANSpec, G: keras.Model, D: keras.Mo
         scalars = {
             "loss_D": loss_D,
             "loss_G": loss_G,
-            "D_x": tf.reduce_mean(tf.sigmoid(out_real)),
-            "D_G_z1": tf.reduce_mean(tf.sigmoid(out_fake)),
-            "D_G_z2": tf.reduce_mean(tf.sigmoid(out_gen)),
+            "D_x": tf.reduce_mean(_probability(out_real, loss)),
+            "D_G_z1": tf.reduce_mean(_probability(out_fake, loss)),
+            "D_G_z2": tf.reduce_mean(_probability(out_gen, loss)),
         }
         return scalars, grads
 
@@ -259,5 +370,29 @@ def _make_noise(rng: tf.random.Generator, latent_shape: tuple[int, ...], dtype: 
 
     def draw(batch_size: int) -> tf.Tensor:
         return rng.normal((batch_size, *latent_shape), dtype=dtype)
+
+    return tf.function(draw, jit_compile=True, autograph=False) if jit_compile else draw
+
+
+def _make_draws(rng: tf.random.Generator, spec: GANSpec, dtype: tf.dtypes.DType,
+                jit_compile: bool) -> Callable[[int, int, tuple[str, ...]], dict[str, tf.Tensor]]:
+    """Fast mode's own draws: ``(real_rows, rows, keys)`` -> those of common/draws.py's draws (train._needed_draws)
+    from ``rng``, the backend's seeded Philox generator: labels uniform in 0..k-1 (int64), the fresh z
+    N(0, 1), dropout masks ``(u >= p) / (1 - p)`` with u ~ U[0, 1), pre-scaled as the host's. Outside
+    the XLA step, XLA-compiled on its own, for the reason _make_noise gives; the step then multiplies
+    by the masks whoever drew them (one code path, one trace for host-fed and device draws)."""
+
+    def draw(real_rows: int, rows: int, keys: tuple[str, ...]) -> dict[str, tf.Tensor]:
+        need, out = _needed_draws(spec, real_rows, rows), {}
+        for key in keys:
+            kind, shape, p = need[key]
+            if kind == "labels":
+                out[key] = rng.uniform(shape, minval=0, maxval=spec.num_classes, dtype=tf.int64)
+            elif kind == "noise":
+                out[key] = rng.normal(shape, dtype=dtype)
+            else:
+                keep = rng.uniform(shape, dtype=dtype) >= tf.constant(p, dtype)
+                out[key] = tf.cast(keep, dtype) * tf.constant(1.0 / (1.0 - p), dtype)
+        return out
 
     return tf.function(draw, jit_compile=True, autograph=False) if jit_compile else draw

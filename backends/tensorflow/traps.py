@@ -131,7 +131,7 @@ def _bce_from_logits(default: bool) -> float:
         got = keras.losses.BinaryCrossentropy()(tf.ones((len(logits), 1), tf.float64),
                                                 tf.constant(logits[:, None], tf.float64))
     else:
-        got = bce(tf.constant(logits, tf.float64), loss.real_label, loss.reduction)
+        got = bce(tf.constant(logits, tf.float64), loss.real_label, loss)
     return rel_err(np.asarray(float(got)), np.asarray(ref))[1]
 
 

@@ -37,6 +37,11 @@ def activations_from_framework(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().numpy().astype(np.float64)
 
 
+def labels_to_framework(labels: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Class labels -> int64 tensor: the index dtype ``nn.Embedding`` / ``F.embedding`` take."""
+    return torch.as_tensor(np.ascontiguousarray(labels, dtype=np.int64), device=device)
+
+
 def module_key(name: str, layer: Layer) -> str:
     """``"G.3.weight"`` -> the key in that net's ``nn.Sequential`` state_dict, ``"3.weight"``
     (PyTorch's BatchNorm names are the canonical ones: weight, bias, running_mean, running_var)."""

@@ -1,4 +1,5 @@
-"""Build G and D as ``nn.Sequential`` from the spec, every default set explicitly; the pure forward."""
+"""Build G and D from the spec as an ``nn.Sequential`` (:class:`SpecNet`) whose forward also carries
+the labels and dropout masks, every default set explicitly; the pure forward."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gansuite.common.spec import BatchNorm, Conv2d, ConvTranspose2d, Dense, Layer, LeakyReLU, NetSpec, ReLU, Tanh
+from gansuite.common.spec import (BatchNorm, Conv2d, ConvTranspose2d, Dense, Dropout, EmbedConcat, Flatten, Layer,
+                                  LeakyReLU, NetSpec, ReLU, Reshape, Sigmoid, Tanh)
 
 
 def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: torch.dtype, mode: str) -> nn.Module:
@@ -49,7 +51,62 @@ def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: to
         return nn.LeakyReLU(negative_slope=layer.slope)
     if isinstance(layer, Tanh):
         return nn.Tanh()
+    if isinstance(layer, Sigmoid):
+        return nn.Sigmoid()
+    if isinstance(layer, Flatten):
+        return nn.Flatten(start_dim=1)  # x.view(B, -1): NCHW flattened C-major, the canonical order
+    if isinstance(layer, Reshape):
+        return nn.Unflatten(1, layer.shape)  # out.view(B, *shape)
+    if isinstance(layer, Dropout):
+        return _MaskedDropout(layer.p)
+    if isinstance(layer, EmbedConcat):
+        return _EmbedConcat(layer.num_classes, layer.dim, dtype)
     raise TypeError(f"unsupported layer {layer!r}")
+
+
+class _MaskedDropout(nn.Module):
+    """``nn.Dropout(p)`` whose keep mask can be given: in parity mode every backend multiplies by the
+    same pre-scaled mask from common/draws.py (``x * (keep / (1 - p))``, PyTorch's own grouping in
+    F.dropout), so the four frameworks drop the same units. Without a mask it is PyTorch's dropout
+    when asked (fast mode's own RNG) and the identity otherwise (pure forwards: eval semantics)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, own_rng: bool = False) -> torch.Tensor:
+        if mask is not None:
+            return x * mask
+        return F.dropout(x, self.p, training=True) if own_rng else x
+
+
+class _EmbedConcat(nn.Module):
+    """Seed 002's ``label_emb = nn.Embedding(k, d)`` and ``torch.cat([x, label_emb(labels)], 1)``. The
+    table is this module's own ``weight`` (not a child Embedding) so its state_dict key is the
+    canonical ``"<i>.weight"``; F.embedding is exactly what nn.Embedding.forward calls."""
+
+    def __init__(self, num_classes: int, dim: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_classes, dim, dtype=dtype))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, F.embedding(labels, self.weight)], 1)
+
+
+class SpecNet(nn.Sequential):
+    """``nn.Sequential`` (children ``"0"``, ``"1"``, ... as the spec numbers them) whose forward also
+    routes the labels to the embed_concat layer and each Dropout layer's mask to it."""
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None,  # type: ignore[override]
+                masks: dict[int, torch.Tensor] | None = None, own_dropout: bool = False) -> torch.Tensor:
+        for i, module in enumerate(self):
+            if isinstance(module, _EmbedConcat):
+                x = module(x, labels)
+            elif isinstance(module, _MaskedDropout):
+                x = module(x, (masks or {}).get(i), own_dropout)
+            else:
+                x = module(x)
+        return x
 
 
 class _BiasedRunningVar:
@@ -82,11 +139,11 @@ class _BiasedBatchNorm2d(_BiasedRunningVar, nn.BatchNorm2d):
     pass
 
 
-def build_net(net: NetSpec, name: str, dtype: torch.dtype, mode: str) -> nn.Sequential:
+def build_net(net: NetSpec, name: str, dtype: torch.dtype, mode: str) -> SpecNet:
     """Layer i of the spec is child ``str(i)``, so state_dict keys are ``"<i>.weight"``."""
     shapes = [net.input_shape, *net.shapes()]
-    model = nn.Sequential(*(build_layer(layer, shapes[i], f"{name}.{i}", dtype, mode)
-                            for i, layer in enumerate(net.layers)))
+    model = SpecNet(*(build_layer(layer, shapes[i], f"{name}.{i}", dtype, mode)
+                      for i, layer in enumerate(net.layers)))
     model.train()  # BatchNorm in train mode throughout, as the tutorial (never .eval()).
     return model
 
@@ -103,12 +160,13 @@ def _frozen_running_stats(net: nn.Module) -> Iterator[None]:
                 v.copy_(saved[k])
 
 
-def forward(state: Any, net: str, x: torch.Tensor, bn: str) -> torch.Tensor:
-    """Net ``net`` on ``x``: BatchNorm on batch ("batch") or running ("running") statistics; no state change."""
+def forward(state: Any, net: str, x: torch.Tensor, bn: str, labels: torch.Tensor | None) -> torch.Tensor:
+    """Net ``net`` on ``x`` (and ``labels``): BatchNorm on batch ("batch") or running ("running")
+    statistics, Dropout off; no state change."""
     module = state.G if net == "G" else state.D
     with torch.no_grad(), _frozen_running_stats(module):
         module.train(bn == "batch")
         try:
-            return module(x)
+            return module(x, labels)
         finally:
             module.train()

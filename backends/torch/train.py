@@ -8,7 +8,8 @@ from typing import Any, Iterable
 import torch
 import torch.nn.functional as F
 
-from gansuite.common.spec import AdamSpec
+from gansuite.common.draws import pass_masks
+from gansuite.common.spec import AdamSpec, LossSpec
 
 
 class _EpsHatAdam(torch.optim.Optimizer):
@@ -59,13 +60,22 @@ def make_adam(cfg: AdamSpec, params: Iterable[torch.nn.Parameter], mode: str) ->
                             fused=True if fused else None)
 
 
-def bce(logits: torch.Tensor, label: float, reduction: str) -> torch.Tensor:
-    # BCE-with-logits on the raw logit (the tutorial: Sigmoid + BCELoss, identical unless |logit| > ~16).
-    # "per_example" (MXNet's per-example loss + Trainer.step(B)) is back-propagated as the SUM; its
-    # 1/B is applied to the parameter gradients afterwards (_rescale), as MXNet's rescale_grad.
-    target = torch.full_like(logits, label)
-    return F.binary_cross_entropy_with_logits(logits, target, reduction="sum" if reduction == "per_example"
-                                              else reduction)
+def bce(out: torch.Tensor, label: float, loss: LossSpec) -> torch.Tensor:
+    """The spec's BCE on D's output. On a logit: BCE-with-logits (the tutorial's Sigmoid + BCELoss,
+    identical unless |logit| > ~16). On D's Sigmoid output (``loss.on="probabilities"``, seed 002's
+    ``nn.BCELoss()``): F.binary_cross_entropy, which clamps each log at -100 -- the spec's definition.
+    "per_example" (MXNet's per-example loss + Trainer.step(B)) is back-propagated as the SUM; its
+    1/B is applied to the parameter gradients afterwards (_rescale), as MXNet's rescale_grad."""
+    target = torch.full_like(out, label)
+    reduction = "sum" if loss.reduction == "per_example" else loss.reduction
+    if loss.on == "probabilities":
+        return F.binary_cross_entropy(out, target, reduction=reduction)
+    return F.binary_cross_entropy_with_logits(out, target, reduction=reduction)
+
+
+def _probability(out: torch.Tensor, loss: LossSpec) -> torch.Tensor:
+    """D's output as a probability, for the D(x) / D(G(z)) scalars."""
+    return out if loss.on == "probabilities" else torch.sigmoid(out)
 
 
 def _rescale(module: torch.nn.Module, reduction: str, batch: int) -> None:
@@ -78,27 +88,55 @@ def _rescale(module: torch.nn.Module, reduction: str, batch: int) -> None:
                 p.grad.mul_(scale)
 
 
-def _d_passes(state: Any, real: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+class _Draws:
+    """The iteration's labels, fresh noise and dropout masks: the host's (parity, and fast mode fed
+    from the host) or, in fast mode with device noise (the template then passes only the real
+    labels), from the backend's device RNG and PyTorch's own dropout (``own_dropout``)."""
+
+    def __init__(self, state: Any, draws: dict[str, torch.Tensor], rows: int) -> None:
+        spec = state.spec
+        self.draws = dict(draws)
+        self.own_dropout = state.options.mode == "fast" and "fake_labels" not in draws and \
+            not any(k.startswith("mask/") for k in draws)
+        if self.own_dropout:
+            k, rng = spec.num_classes, state.rng
+            if spec.conditional:
+                for key in ("fake_labels", "fake_labels_gen"):
+                    self.draws[key] = torch.randint(0, k, (rows,), generator=rng, device=state.device)
+            if spec.train.g_noise == "fresh":
+                self.draws["z_gen"] = torch.randn((rows, *spec.latent_shape), generator=rng, device=state.device,
+                                                  dtype=state.dtype)
+
+    def get(self, key: str) -> torch.Tensor | None:
+        return self.draws.get(key)
+
+    def masks(self, pass_name: str, net: str) -> dict[int, torch.Tensor]:
+        return pass_masks(self.draws, pass_name, net)
+
+
+def _d_passes(state: Any, real: torch.Tensor, z: torch.Tensor, draws: _Draws) -> tuple[torch.Tensor, ...]:
     """D's two passes and their backward(s), as train.d_order and train.d_backward say:
     real first (the tutorial) or fake first (seed 004: G(z), D(fake), D(real); only the order in
     which D's BN running statistics advance differs); one backward of the summed loss ("joint") or
     one backward per pass ("separate": the tutorial's errD_real.backward(); errD_fake.backward()),
-    the two gradients summed by autograd's accumulation into .grad. G runs once. z may have more
-    rows than real (train.noise_batch="batch_size"): each BCE reduces over its own batch."""
+    the two gradients summed by autograd's accumulation into .grad. z may have more rows than real
+    (train.noise_batch="batch_size"): each BCE reduces over its own batch. A conditional GAN: D(real)
+    sees the batch's labels, G and D(fake) the fake labels."""
     G, D, loss, train = state.G_run, state.D_run, state.spec.loss, state.spec.train
-    separate = train.d_backward == "separate"
+    separate, own = train.d_backward == "separate", draws.own_dropout
     out: dict[str, torch.Tensor] = {}
 
     def real_pass() -> None:
-        out["real"] = D(real).reshape(-1)
-        out["bce_real"] = bce(out["real"], loss.real_label, loss.reduction)
+        out["real"] = D(real, draws.get("labels"), draws.masks("real", "D"), own).reshape(-1)
+        out["bce_real"] = bce(out["real"], loss.real_label, loss)
         if separate:
             (loss.d_loss_scale * out["bce_real"]).backward()
 
     def fake_pass() -> None:
-        out["fake_img"] = G(z)  # the only G forward of the iteration; reused by the G step
-        out["fake"] = D(out["fake_img"].detach()).reshape(-1)
-        out["bce_fake"] = bce(out["fake"], loss.fake_label, loss.reduction)
+        labels = draws.get("fake_labels")
+        out["fake_img"] = G(z, labels, draws.masks("fake", "G"), own)  # reused by a "reuse" G step
+        out["fake"] = D(out["fake_img"].detach(), labels, draws.masks("fake", "D"), own).reshape(-1)
+        out["bce_fake"] = bce(out["fake"], loss.fake_label, loss)
         if separate:
             (loss.d_loss_scale * out["bce_fake"]).backward()
 
@@ -110,27 +148,34 @@ def _d_passes(state: Any, real: torch.Tensor, z: torch.Tensor) -> tuple[torch.Te
     return out["real"], out["fake"], out["fake_img"], loss_D
 
 
-def train_iteration(state: Any, real: torch.Tensor, z: torch.Tensor,
-                    with_grads: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
-    """D step then G step, exactly the tutorial's sequence. Returns device scalars (no sync) and,
-    if asked, the gradients keyed by canonical name (after the per_example rescale: what Adam sees)."""
-    D, opt_G, opt_D, loss = state.D_run, state.opt_G, state.opt_D, state.spec.loss
+def train_iteration(state: Any, real: torch.Tensor, z: torch.Tensor, with_grads: bool,
+                    draws: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """D step then G step, exactly the tutorial's sequence (seed 002: the G step on a fresh z).
+    Returns device scalars (no sync) and, if asked, the gradients keyed by canonical name (after the
+    per_example rescale: what Adam sees)."""
+    G, D, opt_G, opt_D, loss = state.G_run, state.D_run, state.opt_G, state.opt_D, state.spec.loss
     grads: dict[str, torch.Tensor] | None = {} if with_grads else None
+    d = _Draws(state, draws, z.shape[0])
 
     # -- D step: maximise log D(x) + log(1 - D(G(z))) --
     state.D.zero_grad(set_to_none=True)
-    out_real, out_fake, fake, loss_D = _d_passes(state, real, z)
+    out_real, out_fake, fake, loss_D = _d_passes(state, real, z, d)
     _rescale(state.D, loss.reduction, real.shape[0])  # B = the real batch for D's step
     if grads is not None:
         grads.update({f"D.{k}": p.grad.detach().clone() for k, p in state.D.named_parameters()})
     opt_D.step()
 
-    # -- G step: maximise log D(G(z)), through the updated D, same fake --
+    # -- G step: maximise log D(G(z)), through the updated D: the same fake, or G on a new z --
     state.G.zero_grad(set_to_none=True)
-    out_gen = D(fake).reshape(-1)
-    loss_G = bce(out_gen, loss.real_label, loss.reduction)
+    if state.spec.train.g_noise == "fresh":  # seed 002: z = torch.randn(...); fake_images = G(z)
+        labels = d.get("fake_labels_gen")
+        fake = G(d.get("z_gen"), labels, d.masks("gen", "G"), d.own_dropout)
+    else:
+        labels = d.get("fake_labels")
+    out_gen = D(fake, labels, d.masks("gen", "D"), d.own_dropout).reshape(-1)
+    loss_G = bce(out_gen, loss.real_label, loss)
     loss_G.backward()
-    _rescale(state.G, loss.reduction, z.shape[0])  # B = z's rows for G's step
+    _rescale(state.G, loss.reduction, fake.shape[0])  # B = the G step's rows
     if grads is not None:
         grads.update({f"G.{k}": p.grad.detach().clone() for k, p in state.G.named_parameters()})
     opt_G.step()
@@ -138,8 +183,8 @@ def train_iteration(state: Any, real: torch.Tensor, z: torch.Tensor,
     scalars = {
         "loss_D": loss_D.detach(),
         "loss_G": loss_G.detach(),
-        "D_x": torch.sigmoid(out_real.detach()).mean(),
-        "D_G_z1": torch.sigmoid(out_fake.detach()).mean(),
-        "D_G_z2": torch.sigmoid(out_gen.detach()).mean(),
+        "D_x": _probability(out_real.detach(), loss).mean(),
+        "D_G_z1": _probability(out_fake.detach(), loss).mean(),
+        "D_G_z2": _probability(out_gen.detach(), loss).mean(),
     }
     return scalars, grads
