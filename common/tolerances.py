@@ -51,7 +51,14 @@ backend's run of its preset, float64, losses and parameters after every iteratio
 comparison's trajectory (Gaussian GANs: the full 2500 iterations; DCGANs: 3 at batch 8).
 Two float64 implementations of the same arithmetic in a different operation order differ by
 ~1e-16 per operation; Adam's steps ``lr * g / (|g| + eps)`` amplify that where gradients are
-near zero (above), so end-to-end parameters are held to 1e-10, not 1e-12.
+near zero (above), so end-to-end parameters are held to 1e-10, not 1e-12. That bound depends on
+the batch: on the first batch of glyph digits (dcgan, batch 8) D.6.bias[239]'s gradient is 2.7 eps,
+left of two passes' parts of 8.8e-3 that cancel, and Adam's first step turns its float64 roundoff
+(3.8e-17..6.6e-17 in the seed code, torch and JAX) into 2.8e-10..4.8e-10 of the tensor's scale
+against the oracle (JAX vs seed 000's code: 2.0e-10, largest after iteration 1, then shrinking);
+the oracle's own parameters move by up to 3.2e-10 under float64 roundoff there
+(tests/test_oracle.py). So the comparison's batches are the shapes (common/experiments.COMPARE_DATA),
+where the same roundoff moves them by 8e-12.
 """
 
 from __future__ import annotations
