@@ -99,14 +99,17 @@ class PortBackend(GANProtocol):
             raise GanSuiteError("impl: a port starts from fresh Adam state; resume is not part of verify")
         return PortState(self.cls(spec, {k: np.array(v, np.float64) for k, v in params.items()}, options.dtype), spec)
 
-    def generate(self, state: PortState, z: np.ndarray, bn: str = "batch") -> np.ndarray:
+    def generate(self, state: PortState, z: np.ndarray, bn: str = "batch", labels: np.ndarray | None = None) -> np.ndarray:
         return np.asarray(state.port.generate(z), np.float64)
 
-    def discriminate(self, state: PortState, x: np.ndarray, bn: str = "batch") -> np.ndarray:
+    def discriminate(self, state: PortState, x: np.ndarray, bn: str = "batch", labels: np.ndarray | None = None) -> np.ndarray:
         out = np.asarray(state.port.discriminate(x), np.float64).reshape(len(x))
         return _logit(out) if getattr(self.cls, "outputs", "logits") == "probabilities" else out
 
-    def train_step(self, state: PortState, real: np.ndarray, z: np.ndarray | None, with_grads: bool = False) -> StepOutput:
+    def train_step(self, state: PortState, real: np.ndarray, z: np.ndarray | None, with_grads: bool = False,
+                   draws: dict | None = None) -> StepOutput:
+        if draws:  # labels, fresh noise, dropout masks: the port API has no place for them yet
+            raise GanSuiteError("impl: gansuite verify checks unconditional GANs without dropout or fresh G noise")
         if z is None:
             raise GanSuiteError("impl: a port takes its noise from common/ (parity mode)")
         losses = state.port.train_step(real, z)

@@ -136,8 +136,8 @@ class _DivergesAt:
     def __getattr__(self, name):
         return getattr(self._backend, name)
 
-    def train_step(self, state, real, z, with_grads=False):
-        out = self._backend.train_step(state, real, z, with_grads)
+    def train_step(self, state, real, z, with_grads=False, draws=None):
+        out = self._backend.train_step(state, real, z, with_grads, draws)
         self._calls += 1
         if self._calls == self._at + 1:
             out.loss_G = float("nan")

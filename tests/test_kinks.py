@@ -42,8 +42,8 @@ class _FlippedOracle(OracleBackend):
     name = "oracle-with-one-flip"
     flipped = None
 
-    def d_step(self, state: OracleState, real: np.ndarray, z: np.ndarray) -> DStep:
-        d = super().d_step(state, real, z)
+    def d_step(self, state: OracleState, real: np.ndarray, z: np.ndarray, draws=None) -> DStep:
+        d = super().d_step(state, real, z, draws)
         candidates = near_kinks(state.spec.discriminator, d.run_fake, "D(fake)", kink_margin("float32"))
         self.flipped = candidates[0]
         set_flips({"D(fake)": d.run_fake}, [self.flipped])

@@ -26,7 +26,7 @@ from gansuite.common.spec import BatchNorm, Layer
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 #: The labels' dtype (see labels_to_framework).
-LABEL_DTYPE = np.float32
+_LABEL_DTYPE = np.float32
 
 #: canonical tensor name -> Gluon parameter name, for the layers whose names differ.
 _BATCH_NORM_NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "running_mean", "running_var": "running_var"}
@@ -59,7 +59,7 @@ def labels_to_framework(labels: np.ndarray, device: mx.Context) -> nd.NDArray:
     one dtype serves both precisions and the hybridized graphs never see a second input dtype
     (fast mode's device-drawn labels are cast to it too, train.py). Measured on 1.9.1: int32,
     int64, float32 and float64 indices give the same rows and weight gradients, bit for bit."""
-    return nd.array(np.ascontiguousarray(labels), ctx=device, dtype=LABEL_DTYPE)
+    return nd.array(np.ascontiguousarray(labels), ctx=device, dtype=_LABEL_DTYPE)
 
 
 def module_key(name: str, layer: Layer) -> str:

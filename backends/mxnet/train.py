@@ -12,7 +12,7 @@ from mxnet import autograd, gluon, nd
 from gansuite.common.draws import pass_masks
 from gansuite.common.spec import AdamSpec, LossSpec
 
-from .layout import LABEL_DTYPE
+from .layout import _LABEL_DTYPE as LABEL_DTYPE
 from .models import GANNet
 
 
