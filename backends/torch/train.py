@@ -90,22 +90,24 @@ def _rescale(module: torch.nn.Module, reduction: str, batch: int) -> None:
 
 class _Draws:
     """The iteration's labels, fresh noise and dropout masks: the host's (parity, and fast mode fed
-    from the host) or, in fast mode with device noise (the template then passes only the real
-    labels), from the backend's device RNG and PyTorch's own dropout (``own_dropout``)."""
+    from the host), and in fast mode whatever the host did not give (with device noise the template
+    passes only the real labels) from the backend's device RNG, and PyTorch's own dropout when no
+    masks were given (``own_dropout``). Parity mode's draws are complete (Backend.train_step checks)."""
 
     def __init__(self, state: Any, draws: dict[str, torch.Tensor], rows: int) -> None:
-        spec = state.spec
+        spec, fast = state.spec, state.options.mode == "fast"
         self.draws = dict(draws)
-        self.own_dropout = state.options.mode == "fast" and "fake_labels" not in draws and \
-            not any(k.startswith("mask/") for k in draws)
-        if self.own_dropout:
-            k, rng = spec.num_classes, state.rng
-            if spec.conditional:
-                for key in ("fake_labels", "fake_labels_gen"):
-                    self.draws[key] = torch.randint(0, k, (rows,), generator=rng, device=state.device)
-            if spec.train.g_noise == "fresh":
-                self.draws["z_gen"] = torch.randn((rows, *spec.latent_shape), generator=rng, device=state.device,
-                                                  dtype=state.dtype)
+        self.own_dropout = fast and not any(k.startswith("mask/") for k in draws)
+        if not fast:
+            return
+        rng = state.rng
+        if spec.conditional:
+            for key in ("fake_labels", "fake_labels_gen"):
+                if key not in self.draws:
+                    self.draws[key] = torch.randint(0, spec.num_classes, (rows,), generator=rng, device=state.device)
+        if spec.train.g_noise == "fresh" and "z_gen" not in self.draws:
+            self.draws["z_gen"] = torch.randn((rows, *spec.latent_shape), generator=rng, device=state.device,
+                                              dtype=state.dtype)
 
     def get(self, key: str) -> torch.Tensor | None:
         return self.draws.get(key)
