@@ -39,8 +39,10 @@ from .spec import LeakyReLU, NetSpec, ReLU
 
 #: Greedy acceptance: a flip must reduce the summed (error / tolerance) by at least this factor.
 MIN_IMPROVEMENT = 0.9
-#: At most this many candidates are tried per round, largest potential effect first.
+#: Candidates are tried per round in windows of this many, largest potential effect first; when
+#: no flip in a window helps, the next window is tried, up to MAX_WINDOWS of them per round.
 MAX_CANDIDATES = 64
+MAX_WINDOWS = 4
 
 
 @dataclass
@@ -114,19 +116,29 @@ def follow_backend_branches(
     (Measured, JAX float32 at batch 8 of glyph digits: the one input JAX rounded across its kink,
     in D(fake), was 71st of 96 in D(real) + D(fake) order but 34th by effect, on dcgan; 65th and
     29th on dcgan-mxnet. Outside the window it was never tried, and on dcgan a spurious flip at
-    0.9 of its margin was taken instead: D.3.bias 1.55e-2, D.0.weight 7.8e-4 left unexplained.)"""
+    0.9 of its margin was taken instead: D.3.bias 1.55e-2, D.0.weight 7.8e-4 left unexplained.)
+    A round whose first window holds no helpful flip goes on to the next windows (MAX_WINDOWS):
+    the effect ranks by the incoming gradient alone, not by what a flip does to the tensors
+    that are off, so the one that explains them may rank below 64. (CI's machine, MXNet float32,
+    dcgan: G.3.weight 9.6e-5 off after the 64-window search; it does not reproduce on the
+    development machine, whose float32 rounding puts no input across a kink there, so whether the
+    explaining flip lay below the window is not measured.)"""
     candidates = sorted(candidates, key=lambda k: -k.effect)
     flipped: list[Kink] = []
     grads = recompute()
     best = score(grads)
     while not good_enough(grads):
         trial_best: tuple[float, Kink, Params] | None = None
-        for k in [c for c in candidates if c not in flipped][:MAX_CANDIDATES]:
-            set_flips(runs, flipped + [k])
-            g = recompute()
-            s = score(g)
-            if s < MIN_IMPROVEMENT * best and (trial_best is None or s < trial_best[0]):
-                trial_best = (s, k, g)
+        remaining = [c for c in candidates if c not in flipped]
+        for start in range(0, min(len(remaining), MAX_WINDOWS * MAX_CANDIDATES), MAX_CANDIDATES):
+            for k in remaining[start:start + MAX_CANDIDATES]:
+                set_flips(runs, flipped + [k])
+                g = recompute()
+                s = score(g)
+                if s < MIN_IMPROVEMENT * best and (trial_best is None or s < trial_best[0]):
+                    trial_best = (s, k, g)
+            if trial_best is not None:  # the best of the first window that holds a helpful flip
+                break
         if trial_best is None:
             break
         best, kink, grads = trial_best

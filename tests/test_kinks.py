@@ -118,3 +118,27 @@ def test_candidates_of_every_pass_are_ranked_together():
                                              lambda g: g["w"][0] == 0.0)
     assert [k.run for k in flipped] == ["D(fake)"], [k.describe() for k in flipped]
     assert grads["w"][0] == 0.0
+
+
+def test_a_round_goes_past_the_first_window_when_nothing_in_it_helps():
+    """The effect ranks candidates by their incoming gradient only: the flip that explains the
+    backend may rank below the first MAX_CANDIDATES. Here 70 larger-effect candidates explain
+    nothing and the 71st explains all: it is found in the second window. Beyond MAX_WINDOWS
+    windows nothing is tried (the search stays bounded)."""
+    from gansuite.common.kinks import MAX_CANDIDATES, MAX_WINDOWS, Kink, follow_backend_branches
+    from gansuite.common.oracle import NetRun
+
+    def search(position: int) -> list:
+        runs = {"D(fake)": NetRun(caches=[{"x": np.full(position + 1, 1e-9), "flip": None}])}
+        candidates = [Kink("D(fake)", 0, i, 1e-9, 1e-6, 1.0 - i * 1e-4) for i in range(position + 1)]
+
+        def recompute() -> dict:
+            flip = runs["D(fake)"].caches[0]["flip"]
+            return {"w": np.array([0.0 if flip is not None and flip[position] else 1.0])}
+
+        _, flipped = follow_backend_branches(runs, candidates, recompute, lambda g: float(g["w"][0]) + 1e-9,
+                                             lambda g: g["w"][0] == 0.0)
+        return flipped
+
+    assert [k.index for k in search(MAX_CANDIDATES + 6)] == [MAX_CANDIDATES + 6]
+    assert search(MAX_WINDOWS * MAX_CANDIDATES) == []
