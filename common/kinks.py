@@ -98,6 +98,20 @@ def flip_signature(run: NetRun) -> tuple:
                  if isinstance(c, dict) and c.get("flip") is not None)
 
 
+def _windows(remaining: list[Kink]) -> list[list[Kink]]:
+    """A round's candidate windows, in order: the largest effects of all passes together, in
+    windows of MAX_CANDIDATES, MAX_WINDOWS of them; then each pass's own largest MAX_CANDIDATES
+    not tried yet (a pass whose effects are all smaller than another's still gets its best tried)."""
+    windows = [remaining[i:i + MAX_CANDIDATES] for i in range(0, min(len(remaining), MAX_WINDOWS * MAX_CANDIDATES),
+                                                                 MAX_CANDIDATES)]
+    tried = {id(k) for w in windows for k in w}
+    for run in dict.fromkeys(k.run for k in remaining):
+        own = [k for k in remaining if k.run == run and id(k) not in tried][:MAX_CANDIDATES]
+        if own:
+            windows.append(own)
+    return windows
+
+
 def follow_backend_branches(
     runs: dict[str, NetRun],
     candidates: list[Kink],
@@ -117,7 +131,7 @@ def follow_backend_branches(
     in D(fake), was 71st of 96 in D(real) + D(fake) order but 34th by effect, on dcgan; 65th and
     29th on dcgan-mxnet. Outside the window it was never tried, and on dcgan a spurious flip at
     0.9 of its margin was taken instead: D.3.bias 1.55e-2, D.0.weight 7.8e-4 left unexplained.)
-    A round whose first window holds no helpful flip goes on to the next windows (MAX_WINDOWS):
+    A round whose first window holds no helpful flip goes on to the next windows (``_windows``):
     the effect ranks by the incoming gradient alone, not by what a flip does to the tensors
     that are off, so the one that explains them may rank below 64. (CI's machine, MXNet float32,
     dcgan: G.3.weight 9.6e-5 off after the 64-window search; it does not reproduce on the
@@ -129,9 +143,8 @@ def follow_backend_branches(
     best = score(grads)
     while not good_enough(grads):
         trial_best: tuple[float, Kink, Params] | None = None
-        remaining = [c for c in candidates if c not in flipped]
-        for start in range(0, min(len(remaining), MAX_WINDOWS * MAX_CANDIDATES), MAX_CANDIDATES):
-            for k in remaining[start:start + MAX_CANDIDATES]:
+        for window in _windows([c for c in candidates if c not in flipped]):
+            for k in window:
                 set_flips(runs, flipped + [k])
                 g = recompute()
                 s = score(g)
