@@ -35,14 +35,15 @@ from .params import init_params
 from .presets import preset
 from .protocol import DTYPES, BuildOptions, GANProtocol
 from .registry import get_backend
-from .spec import GANSpec
+from .spec import Conv2d, ConvTranspose2d, GANSpec
 from .streams import Streams
 from .seeds import systems_for
 from .trajectory import run_trajectory, trajectory_iterations
 from .verify import PortBackend, load_port
 
 #: Every preset that names a seed system (tiny test variants aside).
-COMPARE_MODELS = ("gaussian", "gaussian-mxnet", "gaussian-tensorflow", "dcgan", "dcgan-mnist", "dcgan-mxnet")
+COMPARE_MODELS = ("gaussian", "gaussian-mxnet", "gaussian-tensorflow", "dcgan", "dcgan-mnist", "dcgan-mxnet",
+                  "mlp-gan", "cgan")
 CONVERSION_STEPS = (3, 2)  # train 3 iterations, checkpoint, then 2 more in the receiving backend
 CONVERSION_MODELS = ("gaussian", "dcgan-tiny")
 
@@ -57,11 +58,24 @@ CONVERSION_MODELS = ("gaussian", "dcgan-tiny")
 COMPARE_DATA = ["data.kind=shapes", "data.n_examples=256"]
 
 
+#: Seed 002's flat models keep their own data (28x28 glyph digits WITH labels, which the CGAN
+#: needs and the shapes do not have), cut to the same 256 examples.
+COMPARE_DATA_FLAT = ["data.n_examples=256"]
+
+
 def compare_spec(model: str) -> GANSpec:
-    """The specs compared. Full-size DCGANs run at batch 8 so the float64 oracle stays affordable."""
-    if not model.startswith("gaussian"):
-        return apply_overrides(preset(model), ["train.batch_size=8", *COMPARE_DATA])
-    return preset(model)
+    """The specs compared. Full-size DCGANs and seed 002's MLPs run at batch 8 so the float64
+    oracle stays affordable."""
+    if model.startswith("gaussian"):
+        return preset(model)
+    spec = preset(model)
+    return apply_overrides(spec, ["train.batch_size=8", *(COMPARE_DATA_FLAT if _is_flat(spec) else COMPARE_DATA)])
+
+
+def _is_flat(spec: GANSpec) -> bool:
+    """No convolution in either net (seed 002's MLP GAN and CGAN)."""
+    return not any(isinstance(layer, (Conv2d, ConvTranspose2d))
+                   for net in (spec.generator, spec.discriminator) for layer in net.layers)
 
 
 def _artifacts(out: Path, backend: str) -> Path:

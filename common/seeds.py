@@ -46,6 +46,10 @@ SEED_SYSTEMS: tuple[SeedSystem, ...] = (
                known_gap="Keras's Adam rounds beta_1 and beta_2 through float32 in its bias corrections even in "
                          "float64 (0.9990000128746033): params 1.05e-5 off after one iteration; an oracle with "
                          "those betas agrees to 7e-14"),
+    SeedSystem("002-mlp-torch", "seed 002: the book chapter's MLP GAN, 8.3 (PyTorch)", "mlp-gan", "torch",
+               "gansuite.benchmarks.peers.seed002_torch:MlpGanPort"),
+    SeedSystem("002-cgan-torch", "seed 002: the book chapter's conditional GAN, 8.5 (PyTorch)", "cgan", "torch",
+               "gansuite.benchmarks.peers.seed002_torch:CganPort"),
     SeedSystem("003-torch", "seed 003: DCGAN on FashionMNIST (PyTorch)", "dcgan-mnist", "torch",
                "gansuite.benchmarks.peers.seed003_torch:SeedPort"),
     SeedSystem("004-mxnet", "seed 004: MXNet's symbolic DCGAN (mx.sym + mx.mod.Module)", "dcgan-mxnet", "mxnet",

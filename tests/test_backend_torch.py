@@ -25,13 +25,16 @@ class TestTorchBackend(BackendContract):
 #: Each torch seed system's port on its preset at test size (same classes and loop, narrower nets).
 SEED_PORTS = [("gansuite.benchmarks.peers.tutorial_torch:SeedPort", "dcgan-tiny"),
               ("gansuite.benchmarks.peers.d2l_torch:SeedPort", "gaussian"),
-              ("gansuite.benchmarks.peers.seed003_torch:SeedPort", "dcgan-mnist-tiny")]
+              ("gansuite.benchmarks.peers.seed003_torch:SeedPort", "dcgan-mnist-tiny"),
+              ("gansuite.benchmarks.peers.seed002_torch:MlpGanPort", "mlp-gan-tiny"),
+              ("gansuite.benchmarks.peers.seed002_torch:CganPort", "cgan-tiny")]
 
 
 def test_seed_ports_cover_the_torch_seed_systems():
     ports = {p for p, _ in SEED_PORTS}
     assert {s.port for s in systems_for("torch")} == ports
-    assert {preset(m).name for _, m in SEED_PORTS} == {"dcgan-tiny", "gaussian", "dcgan-mnist-tiny"}
+    assert {preset(m).name for _, m in SEED_PORTS} == {"dcgan-tiny", "gaussian", "dcgan-mnist-tiny",
+                                                       "mlp-gan-tiny", "cgan-tiny"}
 
 
 @pytest.mark.parametrize("impl,model", SEED_PORTS)
@@ -44,6 +47,39 @@ def test_seed_code_matches_oracle(impl, model):
     assert {c.check for c in checks if c.tolerance is not None} == {"forward", "one iteration"}
     for c in checks:
         assert c.rel_err <= SEED_CODE, c
+
+
+@pytest.mark.parametrize("model", ["cgan-tiny", "mlp-gan-tiny"])
+def test_a_port_without_draws_is_refused_in_one_line(model):
+    """A port written for plain GANs (no ``labels`` / ``draws`` keywords) on a conditional model with
+    dropout (cgan-tiny) or one with fresh G noise (mlp-gan-tiny): one clear line, before any run."""
+    from gansuite.common.errors import GanSuiteError
+
+    plain = load_port("gansuite.benchmarks.peers.seed003_torch:SeedPort")  # train_step(real, z)
+    with pytest.raises(GanSuiteError) as err:
+        verify(PortBackend(plain), preset(model), "float64", 1)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("impl: ") and "draws=None" in msg, msg
+    assert ("labels=None" in msg) == (model == "cgan-tiny"), msg
+
+
+def test_seed002_cgan_port_uses_the_canonical_dropout_masks():
+    """The CGAN port's nn.Dropout multiplies by the given masks: other masks, other D step; the
+    pure forwards are the identity (no torch RNG): two calls agree exactly."""
+    from gansuite.common.streams import Streams
+
+    spec = preset("cgan-tiny")
+    port = PortBackend(load_port("gansuite.benchmarks.peers.seed002_torch:CganPort"))
+    batch, params = Streams(spec, 0).batch(0), init_params(spec, 0)
+    st = port.build(spec, params, None, BuildOptions(dtype="float64"))
+    d1 = port.discriminate(st, batch.real, "batch", batch.draws["labels"])
+    np.testing.assert_array_equal(d1, port.discriminate(st, batch.real, "batch", batch.draws["labels"]))
+    flipped = {k: (v if not k.startswith("mask/real/") else v[::-1].copy()) for k, v in batch.draws.items()}
+    losses = []
+    for draws in (batch.draws, batch.draws, flipped):
+        st = port.build(spec, params, None, BuildOptions(dtype="float64"))
+        losses.append(port.train_step(st, batch.real, batch.z, draws=draws).loss_D)
+    assert losses[0] == losses[1] != losses[2]
 
 
 def test_seed003_noise_rows_on_a_short_batch():
