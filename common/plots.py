@@ -84,7 +84,9 @@ def save_gaussian_scatter(real: np.ndarray, fake: np.ndarray, path: str | os.Pat
     return _save(plt, fig, path)
 
 
-QUALITY_LABELS = {"frechet_digits": "Frechet distance, digit-classifier features", "swd": "sliced Wasserstein (x1e3)"}
+QUALITY_LABELS = {"frechet_digits": "Frechet distance, digit-classifier features", "swd": "sliced Wasserstein (x1e3)",
+                  "label_error": "samples not read as their label (conditional G)"}
+LINEAR_METRICS = ("label_error",)  # a fraction in [0, 1], which may reach 0
 
 
 def save_quality_curves(runs: dict[str, dict], path: str | os.PathLike, title: str = "") -> Path:
@@ -100,7 +102,7 @@ def save_quality_curves(runs: dict[str, dict], path: str | os.PathLike, title: s
         first = next(iter(runs.values()))
         if metric in first["baselines"]["collapsed"]:
             ax.axhline(first["baselines"]["collapsed"][metric], ls="--", c="grey", lw=1, label="collapsed G (data mean)")
-        ax.set_yscale("log")
+        ax.set_yscale("linear" if metric in LINEAR_METRICS else "log")
         ax.set_xlabel("iteration")
         ax.set_ylabel(QUALITY_LABELS[metric])
         ax.legend(fontsize=8)

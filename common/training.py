@@ -107,8 +107,8 @@ def train(cfg: RunConfig) -> dict[str, Any]:
         save_checkpoint(ckpt_path, Checkpoint(spec, p, o, cfg.seed, next_iteration, hist, meta))
 
     def measure_quality(done: int) -> None:
-        scores = quality.measure(generate_many(backend, state, streams.fixed_noise(quality.n),
-                                               streams.fixed_labels(quality.n)))
+        labels = streams.fixed_labels(quality.n)
+        scores = quality.measure(generate_many(backend, state, streams.fixed_noise(quality.n), labels), labels)
         quality_history.setdefault("iteration", []).append(float(done))
         for k, v in scores.items():
             quality_history.setdefault(k, []).append(v)
@@ -217,7 +217,7 @@ def write_outputs(cfg: RunConfig, state: Any, streams: Streams, history: dict[st
             summary["quality"] = {"examples": quality.n, "metrics": sorted(k for k in quality_history if k != "iteration"),
                                   "digit_classifier_holdout_accuracy": (quality.classifier.holdout_accuracy
                                                                         if quality.classifier else None),
-                                  "baselines": quality.baselines(),
+                                  "baselines": quality.baselines(streams.fixed_labels(quality.n)),
                                   "over_training": [dict(zip(quality_history, map(float, row)))
                                                     for row in zip(*quality_history.values())]}
             plots.save_quality_curves({summary["backend"]: summary["quality"]}, cfg.out_dir / "quality.png",
