@@ -1,0 +1,165 @@
+"""Seed 002's VAE (section 8.1) transcribed in PyTorch, in float64, against the oracle of
+common/vae.py: the same canonical parameters, the same x and eps (``torch.randn_like`` replaced
+by the eps stream), three iterations of the seed's loop body; losses, gradients, updated
+parameters and Adam moments must agree to 1e-12 relative (of each tensor's largest entry).
+
+Runs in the torch env (``python3 -m tox -e torch``); tests/conftest.py collects it only in envs
+that declare torch."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch  # the torch env: tests/conftest.py collects this file only there
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gansuite.common.data import load_dataset
+from gansuite.common.vae import (SEED_002_NAMES, init_vae_params, vae_backward, vae_batch, vae_forward,
+                                 vae_loss, vae_state, vae_step, vae_tiny_preset)
+
+# Tolerance: both sides compute the same float64 expressions; they differ by summation order
+# (BLAS mm, torch's and numpy's reductions) and Adam's arrangement (torch: lerp, addcmul,
+# sqrt(v)/sqrt(bc2) + eps; the oracle: m/bc1 / (sqrt(v/bc2) + eps)): a few ulp per op. Relative
+# to each tensor's largest entry, so entries that cancel to ~0 (a parameter a step moved through
+# zero) are not held to a relative bound their value cannot carry.
+RTOL = 1e-12
+
+
+# -- the seed's code (8.1.3, step 4), line for line ------------------------------------------
+
+
+class VAE(nn.Module):
+    def __init__(self, image_size=784, h_dim=400, z_dim=20):
+        super(VAE, self).__init__()
+        self.fc1 = nn.Linear(image_size, h_dim)
+        self.fc2 = nn.Linear(h_dim, z_dim)
+        self.fc3 = nn.Linear(h_dim, z_dim)
+        self.fc4 = nn.Linear(z_dim, h_dim)
+        self.fc5 = nn.Linear(h_dim, image_size)
+
+    def encode(self, x):
+        h = F.relu(self.fc1(x))
+        return self.fc2(h), self.fc3(h)
+
+    # 用mu,log_var生成一个潜在空间点z,mu,log_var为两个统计参数,我们假设
+    # 这个假设分布能生成图像。
+    def reparameterize(self, mu, log_var):
+        std = torch.exp(log_var/2)
+        eps = torch.randn_like(std)
+        return mu + eps * std
+
+    def decode(self, z):
+        h = F.relu(self.fc4(z))
+        return F.sigmoid(self.fc5(h))
+
+    def forward(self, x):
+        mu, log_var = self.encode(x)
+        z = self.reparameterize(mu, log_var)
+        x_reconst = self.decode(z)
+        return x_reconst, mu, log_var
+
+
+def seed_iteration(model, optimizer, x):
+    """The body of the seed's ``for i, (x, _) in enumerate(data_loader)`` (x already
+    ``x.to(device).view(-1, image_size)``); the loss lines are 8.1.2's."""
+    x_reconst, mu, log_var = model(x)
+    with warnings.catch_warnings():  # size_average is deprecated (= reduction='sum'); kept as the seed
+        warnings.simplefilter("ignore", UserWarning)
+        reconst_loss = F.binary_cross_entropy(x_reconst, x, size_average=False)
+    kl_div = - 0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp())
+    loss = reconst_loss + kl_div
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return reconst_loss.item(), kl_div.item(), loss.item()
+
+
+# -- harness ----------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _seed_model(spec, params):
+    model = VAE(image_size=spec.features, h_dim=spec.hidden, z_dim=spec.latent).double()
+    model.load_state_dict({SEED_002_NAMES[k]: torch.from_numpy(np.array(v)) for k, v in params.items()})
+    return model
+
+
+def _feed_eps(monkeypatch, eps: np.ndarray) -> None:
+    """``torch.randn_like(std)`` returns the eps stream's draws (checked to have std's shape)."""
+    eps_t = torch.from_numpy(eps)
+
+    def randn_like(std, *args, **kwargs):
+        assert tuple(std.shape) == eps.shape and std.dtype == torch.float64
+        return eps_t.clone()
+
+    monkeypatch.setattr(torch, "randn_like", randn_like)
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+def test_three_seed_iterations_match_the_oracle(monkeypatch):
+    spec = vae_tiny_preset()
+    dataset = load_dataset(spec.data, 0)
+    params = init_vae_params(spec, 0)
+    model = _seed_model(spec, params)
+    optimizer = torch.optim.Adam(model.parameters(), lr=spec.train.optim.lr)
+    state = vae_state(spec, params)
+    named = dict(model.named_parameters())
+    worst = {"loss": 0.0, "grad": 0.0, "param": 0.0, "moment": 0.0}
+    for it in range(3):
+        x, eps = vae_batch(spec, dataset, 0, it)
+        _feed_eps(monkeypatch, eps)
+        seed_losses = seed_iteration(model, optimizer, torch.from_numpy(x.copy()))
+        out = vae_step(state, x, eps, with_grads=True)
+        for s, o in zip(seed_losses, (out.reconstruction, out.kl, out.total)):
+            worst["loss"] = max(worst["loss"], abs(s - o) / abs(o))
+            assert s == pytest.approx(o, rel=RTOL, abs=0)
+        for name, key in SEED_002_NAMES.items():
+            p = named[key]
+            worst["grad"] = max(worst["grad"], _rel(p.grad.numpy(), out.grads[name]))
+            worst["param"] = max(worst["param"], _rel(p.detach().numpy(), state.params[name]))
+            adam = optimizer.state[p]
+            assert int(adam["step"]) == state.opt.step == it + 1
+            worst["moment"] = max(worst["moment"], _rel(adam["exp_avg"].numpy(), state.opt.m[name]),
+                                  _rel(adam["exp_avg_sq"].numpy(), state.opt.v[name]))
+    print("seed vs oracle, worst relative (of each tensor's max) over 3 steps:",
+          {k: f"{v:.1e}" for k, v in worst.items()})
+    assert all(v <= RTOL for v in worst.values()), worst
+    moved = max(_rel(state.params[k], params[k]) for k in params)
+    assert moved > 1e-3  # three steps did move the parameters
+
+
+def test_the_seed_clamps_the_bce_like_the_oracle(monkeypatch):
+    """Saturated reconstructions (exactly 0 and 1) where x disagrees: 100 per pixel in both, and
+    the same (zero, finite) gradients through the saturated sigmoid."""
+    spec = vae_tiny_preset()
+    params = init_vae_params(spec, 0)
+    params["Dec.2.weight"][:] = 0.0
+    sign = np.where(np.arange(spec.features) % 2 == 0, 1.0, -1.0)
+    params["Dec.2.bias"][:] = 1000.0 * sign
+    x = np.stack([(sign < 0).astype(np.float64), np.where(sign > 0, 0.25, 0.75)])
+    eps = np.random.default_rng(0).standard_normal((2, spec.latent))
+    model = _seed_model(spec, params)
+    _feed_eps(monkeypatch, eps)
+    seed = seed_iteration(model, torch.optim.Adam(model.parameters(), lr=1e-3), torch.from_numpy(x.copy()))
+    out = vae_forward(params, spec, x, eps)
+    oracle = vae_loss(spec, out)
+    assert seed[0] == oracle[0] == 100.0 * spec.features + 75.0 * spec.features
+    assert seed[2] == pytest.approx(oracle[2], rel=RTOL)
+    grads = vae_backward(params, spec, x, eps, out)
+    for name, key in SEED_002_NAMES.items():
+        g = dict(model.named_parameters())[key].grad.numpy()
+        assert np.isfinite(g).all()
+        np.testing.assert_allclose(g, grads[name], rtol=RTOL, atol=RTOL * max(np.abs(grads[name]).max(), 1e-300))
