@@ -64,6 +64,11 @@ def _dropout_layers(net: NetSpec) -> list[tuple[int, Dropout, tuple[int, ...]]]:
     return [(i, layer, shapes[i]) for i, layer in enumerate(net.layers) if isinstance(layer, Dropout)]
 
 
+def raise_missing_labels(spec: GANSpec) -> None:
+    raise GanSuiteError(f"data: model {spec.name!r} is conditional but data kind {spec.data.kind!r} has "
+                        "no labels; allowed: glyphs, or idx with its labels file")
+
+
 def iteration_draws(spec: GANSpec, seed: int, iteration: int, real_labels: np.ndarray | None,
                     real_rows: int) -> Draws:
     """Every draw of iteration ``iteration`` (see the module docstring); empty for a plain GAN."""
@@ -72,8 +77,7 @@ def iteration_draws(spec: GANSpec, seed: int, iteration: int, real_labels: np.nd
     fresh = spec.train.g_noise == "fresh"
     if spec.conditional:
         if real_labels is None:
-            raise GanSuiteError(f"data: model {spec.name!r} is conditional but data kind {spec.data.kind!r} has "
-                                "no labels; allowed: glyphs, or idx with its labels file")
+            raise_missing_labels(spec)
         out["labels"] = np.asarray(real_labels, np.int64)
         out["fake_labels"] = _rng(seed, STREAM_LABELS, iteration, 0).integers(0, spec.num_classes, rows)
         if fresh:

@@ -23,7 +23,7 @@ from typing import Iterator
 import numpy as np
 
 from .data import Dataset, load_dataset
-from .draws import Draws, cut_draws, iteration_draws
+from .draws import Draws, cut_draws, iteration_draws, raise_missing_labels
 from .spec import GANSpec
 
 STREAM_ORDER = 3
@@ -54,6 +54,8 @@ class Streams:
         self.spec = spec
         self.seed = int(seed)
         self.dataset = dataset if dataset is not None else load_dataset(spec.data, seed)
+        if spec.conditional and self.dataset.labels is None:  # refused before any work is done
+            raise_missing_labels(spec)
         bs, n = spec.train.batch_size, self.dataset.n
         self.iterations_per_epoch = n // bs if spec.train.drop_last else -(-n // bs)
         if self.iterations_per_epoch == 0:

@@ -99,6 +99,12 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     (["train", "--model", "dcgan-tiny", "--data", "{tmp}/nowhere", "--out", "{tmp}"], "error: data.path: '"),
     (["train", "--backend", BACKEND, "--out", "{tmp}/file.txt/sub"], "error: out: cannot write to"),
     (["sample", "--checkpoint", "{tmp}/none.safetensors"], "error: checkpoint: '"),
+    # seed 002: a conditional model on data without labels, refused before any work; a flat MLP
+    # on images of another size
+    (["train", "--backend", BACKEND, "--model", "cgan-tiny", "--set", "data.kind=shapes", "--out", "{tmp}/c"],
+     "error: data: model 'cgan-tiny' is conditional but data kind 'shapes' has no labels; allowed: glyphs"),
+    (["train", "--backend", BACKEND, "--model", "mlp-gan-tiny", "--set", "data.image_size=32", "--out", "{tmp}/m"],
+     "error: data: examples have shape (1, 32, 32) but the generator outputs (1, 28, 28)"),
 ])
 def test_bad_input_is_one_line_no_traceback(tmp_path, capsys, args, message):
     (tmp_path / "file.txt").write_text("x")
@@ -107,6 +113,21 @@ def test_bad_input_is_one_line_no_traceback(tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip()
     assert err.startswith(message), err
     assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_conditional_sampling_takes_labels_in_range_only(tmp_path, capsys):
+    """``gansuite sample --label`` on a CGAN checkpoint: a class outside 0..9 is one line, and
+    --label on an unconditional model too; nothing is written for either."""
+    assert run_cli("train", "--backend", BACKEND, "--model", "cgan-tiny", "--iterations", "1", "--no-progress",
+                   "--out", str(tmp_path / "run")) == 0
+    ckpt = str(tmp_path / "run" / "checkpoint.safetensors")
+    capsys.readouterr()
+    assert run_cli("sample", "--backend", BACKEND, "--checkpoint", ckpt, "--label", "10", "--out", str(tmp_path / "s.png")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: label: must be in 0..9 for model 'cgan-tiny', got 10", err
+    assert not (tmp_path / "s.png").exists()
+    assert run_cli("sample", "--backend", BACKEND, "--checkpoint", ckpt, "--label", "3", "--out", str(tmp_path / "s3.png")) == 0
+    assert (tmp_path / "s3.png").exists()
 
 
 def test_missing_framework_names_its_tox_env(capsys, tmp_path):
