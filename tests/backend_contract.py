@@ -204,7 +204,7 @@ class BackendContract:
         out = backend.train_step(st, b.real, b.z, draws=b.draws)
         ref = OracleBackend()
         ref_out = ref.train_step(ref.build(spec, params, None, BuildOptions()), b.real, b.z, draws=b.draws)
-        for k in ("loss_D", "D_x", "D_G_z1"):
+        for k in ("loss_D", "D_x", "D_G_z1", "loss_G", "D_G_z2"):  # the G step too (fresh z_gen where the preset draws one)
             assert abs(getattr(out, k) - getattr(ref_out, k)) <= 1e-4 * max(1.0, abs(getattr(ref_out, k))), k
 
     def test_trace_file_round_trip(self, backend, tmp_path):
