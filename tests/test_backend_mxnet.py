@@ -26,6 +26,7 @@ from gansuite.common.protocol import BuildOptions
 from gansuite.common.registry import get_backend
 from gansuite.common.spec import AdamSpec, BatchNorm, ConvTranspose2d
 from gansuite.common.streams import Streams
+from gansuite.common.tolerances import tolerance
 
 
 class TestMxnetBackend(BackendContract):
@@ -270,12 +271,16 @@ print(rel_err(b.discriminate(st, fake), o.discriminate(ref, fake))[1])
 """
 
 
-def test_onednn_float32_convolutions_are_less_accurate(mx):
-    """The measurement behind switching oneDNN off: full-size DCGAN D logits on the oracle's
-    G(z) (batch 4, float32) vs the oracle, oneDNN on (a fresh process: the flag is read once)
-    vs off (here). Measured: 4.2e-6 with oneDNN, 1.3e-6 native."""
+def test_onednn_float32_convolutions_are_other_kernels_within_the_forward_tolerance(mx):
+    """oneDNN (a fresh process: the flag is read once) runs other float32 convolution kernels
+    than MXNet's native ones: full-size DCGAN D logits on the oracle's G(z) (batch 4) differ
+    from the native result, and both stay within the float32 forward tolerance, so fast mode
+    with oneDNN is correct; parity refuses it because its one-iteration step is not held to
+    1e-5 (backends/mxnet/__init__.py). How far apart the two land depends on the CPU:
+    measured 4.2e-6 (oneDNN) vs 1.3e-6 (native) on the 2-core dev machine, 1.5e-6 vs 1.26e-6
+    on CI's, so the gap itself is not asserted."""
     if not mx.runtime.Features().is_enabled("MKLDNN"):
-        pytest.skip("this MXNet build has no oneDNN")
+        pytest.fail("the pinned mxnet==1.9.1 wheel is built with oneDNN; this one is not")
     env = {**os.environ, "MXNET_MKLDNN_ENABLED": "1"}
     res = subprocess.run([sys.executable, "-c", _D_ERROR_SCRIPT], env=env, capture_output=True, text=True,
                          timeout=300)
@@ -284,8 +289,9 @@ def test_onednn_float32_convolutions_are_less_accurate(mx):
     here = {}
     exec(_D_ERROR_SCRIPT.replace("print(", "here['err'] = ("), {"here": here})
     native_err = here["err"]
-    assert native_err < 3e-6, native_err
-    assert onednn_err > 2 * native_err, (onednn_err, native_err)
+    forward = tolerance("float32", "forward")
+    assert native_err < forward and onednn_err < forward, (onednn_err, native_err, forward)
+    assert onednn_err != native_err, "oneDNN on and off gave the same logits: the flag did not take"
 
 
 def test_hybridize_does_not_change_arithmetic(mx):
