@@ -163,3 +163,12 @@ def test_the_seed_clamps_the_bce_like_the_oracle(monkeypatch):
         g = dict(model.named_parameters())[key].grad.numpy()
         assert np.isfinite(g).all()
         np.testing.assert_allclose(g, grads[name], rtol=RTOL, atol=RTOL * max(np.abs(grads[name]).max(), 1e-300))
+
+
+# -- the torch backend's VAE (backends/torch/vae.py) through the contract every backend passes --
+
+from vae_contract import VAEContract  # noqa: E402
+
+
+class TestTorchVAE(VAEContract):
+    backend_name = "torch"
