@@ -18,6 +18,7 @@ from .overrides import apply_overrides
 from .presets import PRESETS, preset
 from .protocol import BN_MODES, DTYPES, MODES
 from .spec import GANSpec
+from .vae import VAE_PRESETS, VAESpec
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Run and compare the same GANs on PyTorch, TensorFlow, JAX and MXNet.")
@@ -37,8 +38,12 @@ def resolve_spec(model: str, spec_file: Optional[Path], data: Optional[Path], ep
             raise GanSuiteError(f"spec: file {str(spec_file)!r} does not exist")
         text = spec_file.read_text()
         spec = GANSpec.from_toml(text) if spec_file.suffix == ".toml" else GANSpec.from_json(text)
-    else:
+    elif model in VAE_PRESETS:
+        spec = VAE_PRESETS[model]()
+    elif model in PRESETS:
         spec = preset(model)
+    else:
+        raise GanSuiteError(f"model: unknown model {model!r}; allowed: {', '.join([*PRESETS, *VAE_PRESETS])}")
     extra: list[str] = []
     if data is not None:
         if not data.exists():
@@ -57,7 +62,7 @@ def resolve_spec(model: str, spec_file: Optional[Path], data: Optional[Path], ep
 @app.command()
 def train(
     backend: str = typer.Option("torch", help="torch | jax | tensorflow | mxnet | oracle"),
-    model: str = typer.Option("gaussian", help=f"one of: {', '.join(PRESETS)}"),
+    model: str = typer.Option("gaussian", help=f"one of: {', '.join([*PRESETS, *VAE_PRESETS])}"),
     out: Path = typer.Option(..., help="output folder (checkpoint, summary.json, PNGs)"),
     data: Optional[Path] = typer.Option(None, help="image folder, or MNIST/FashionMNIST IDX file/folder"),
     split: Optional[str] = typer.Option(None, help="IDX folders: train (train-*, the default) | test (t10k-*)"),
@@ -93,6 +98,12 @@ def train(
     if quality_every < 0:
         raise GanSuiteError(f"quality-every: must be 0 (10 over the run) or a positive integer, got {quality_every}")
     spec = resolve_spec(model, spec_file, data, epochs, set_, split)
+    if isinstance(spec, VAESpec):
+        return _train_vae(spec, backend, RunConfig(spec=spec, backend=None, out_dir=out, seed=seed, dtype=dtype,
+                                                   mode=mode, device=device, iterations=iterations,
+                                                   checkpoint_every=checkpoint_every, resume=resume,
+                                                   progress=progress, log_every=log_every,
+                                                   quality_every=quality_every), tensorboard)
     be = get_backend(backend)
     summary = run_training(RunConfig(spec=spec, backend=be, out_dir=out, seed=seed, dtype=dtype, mode=mode,
                                      device=device, iterations=iterations, checkpoint_every=checkpoint_every,
@@ -106,6 +117,24 @@ def train(
                             "final": summary["quality"]["over_training"][-1],
                             "collapsed_baseline": summary["quality"]["baselines"]["collapsed"]}
     typer.echo(json.dumps(brief, indent=2))
+
+
+def _train_vae(spec: VAESpec, backend: str, cfg: Any, tensorboard: Optional[Path]) -> None:
+    """Seed 002's VAE: its own loop (common/vae_training.py), the same options as a GAN run."""
+    from .vae_backend import get_vae_backend
+    from .vae_training import train_vae
+
+    if tensorboard is not None:
+        raise GanSuiteError(f"tensorboard: not written for the VAE ({spec.name!r}); its losses are in "
+                            f"losses.png and summary.json; omit --tensorboard")
+    cfg.backend = get_vae_backend(backend)
+    summary = train_vae(cfg)
+    evals = summary["eval"]["over_training"]
+    typer.echo(json.dumps({"model": summary["model"], "backend": summary["backend"],
+                           "iterations": summary["iterations"], "examples_per_s": summary["examples_per_s"],
+                           "final_per_example": summary["final_per_example"],
+                           "eval_loss_per_example": {"initial": evals[0]["total"], "final": evals[-1]["total"]}},
+                          indent=2))
 
 
 @app.command()
@@ -133,6 +162,10 @@ def sample(
     _choice("dtype", dtype, DTYPES)
     if n <= 0:
         raise GanSuiteError(f"n: must be a positive integer, got {n}")
+    from .checkpoint import checkpoint_family
+
+    if checkpoint_family(checkpoint) == "vae":
+        return _sample_vae(checkpoint, backend, n, out, seed, dtype, label)
     ck = load_checkpoint(checkpoint)
     be = get_backend(backend)
     state = be.build(ck.spec, ck.params, ck.opt, BuildOptions(dtype=dtype))
@@ -147,6 +180,28 @@ def sample(
     else:
         plots.save_grid(fake, out, 10 if labels is not None and label is None else 8)
     typer.echo(f"wrote {out} ({n} samples from {ck.spec.name}, iteration {ck.next_iteration}, {be.name})")
+
+
+def _sample_vae(checkpoint: Path, backend: str, n: int, out: Path, seed: int, dtype: str,
+                label: Optional[int]) -> None:
+    """The seed's sampled grid from a VAE checkpoint: ``Dec(z)`` of standard normal z."""
+    import numpy as np
+
+    from . import plots
+    from .checkpoint import load_vae_checkpoint
+    from .protocol import BuildOptions
+    from .vae_backend import get_vae_backend
+
+    ck = load_vae_checkpoint(checkpoint)
+    if label is not None:
+        raise GanSuiteError(f"label: model {ck.spec.name!r} is not conditional; omit --label")
+    vae = get_vae_backend(backend)
+    state = vae.build(ck.spec, ck.params, ck.opt, BuildOptions(dtype=dtype))
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 6])))
+    flat = vae.decode(state, rng.standard_normal((n, ck.spec.latent)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plots.save_grid(flat.reshape(n, *ck.spec.data.example_shape()) * 2.0 - 1.0, out, 8)
+    typer.echo(f"wrote {out} ({n} samples from {ck.spec.name}, iteration {ck.next_iteration}, {vae.name})")
 
 
 def _sample_labels(spec: Any, label: int | None, n: int) -> Any:

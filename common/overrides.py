@@ -37,7 +37,8 @@ def _parse_value(key: str, text: str, current: Any) -> Any:
 
 
 def apply_overrides(spec: GANSpec, assignments: Iterable[str]) -> GANSpec:
-    """Return ``spec`` with each ``dotted.key=value`` applied, validated as a whole."""
+    """Return ``spec`` with each ``dotted.key=value`` applied, validated as a whole (a GANSpec, or
+    seed 002's VAESpec: each rebuilds itself with its own ``from_dict``)."""
     d = spec.to_dict()
     for item in assignments:
         if "=" not in item:
@@ -66,4 +67,4 @@ def apply_overrides(spec: GANSpec, assignments: Iterable[str]) -> GANSpec:
             else:
                 node = node[part_key]
                 in_layer = in_layer and not isinstance(node, list)
-    return GANSpec.from_dict(d)
+    return type(spec).from_dict(d)

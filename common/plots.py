@@ -74,6 +74,21 @@ def save_loss_curves(history: dict[str, np.ndarray], path: str | os.PathLike, ti
     return _save(plt, fig, path)
 
 
+def save_vae_loss_curves(history: dict[str, np.ndarray], path: str | os.PathLike, title: str = "") -> Path:
+    """Seed 002's VAE: reconstruction (BCE), KL and their sum per example, against iterations."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    it = np.arange(1, len(history["total"]) + 1)
+    for key, label in (("total", "total (BCE + KL)"), ("reconstruction", "reconstruction (BCE)"), ("kl", "KL")):
+        ax.plot(it, history[key], label=label, lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss per example")
+    ax.legend()
+    ax.set_title(title or "VAE loss during training")
+    return _save(plt, fig, path)
+
+
 def save_gaussian_scatter(real: np.ndarray, fake: np.ndarray, path: str | os.PathLike, title: str = "") -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))

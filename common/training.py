@@ -40,8 +40,8 @@ QUALITY_PREFIX = "quality/"  # checkpoint history keys of the quality measuremen
 
 @dataclass
 class RunConfig:
-    spec: GANSpec
-    backend: GANProtocol
+    spec: GANSpec  # or common.vae.VAESpec: common/vae_training.py runs the VAE on the same config
+    backend: GANProtocol  # or a common.vae_backend.VAEProtocol (the VAE)
     out_dir: Path
     seed: int = 0
     dtype: str = "float32"

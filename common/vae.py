@@ -58,6 +58,12 @@ from .streams import STREAM_ORDER
 #: 2 data, 3 order, 4 noise, 5 fixed noise, 6 labels (and the CLI's sample z), 7 fresh G noise
 #: (and the digit classifier), 8 dropout masks.
 STREAM_VAE_EPS = 9
+#: The training loop's fixed draws (common/vae_training.py): the sampled grid's z and the
+#: evaluation's eps, the same in every backend and every run with that seed.
+STREAM_VAE_FIXED = 10
+
+#: What one VAE iteration reports, the seed's three ``.item()`` values (summed over the batch).
+VAE_SCALARS = ("reconstruction", "kl", "total")
 
 VAE_NETS = ("E", "mu", "logvar", "Dec")
 RECONSTRUCTIONS = ("bce_sum",)
@@ -196,6 +202,10 @@ class VAESpec:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
+    @staticmethod
+    def from_dict(d: Any) -> "VAESpec":
+        return vae_spec_from_dict(d)
+
 
 def _vae(name: str, source: str, features: int, hidden: int, latent: int, batch_size: int, epochs: int,
          data: DataSpec) -> VAESpec:
@@ -227,6 +237,36 @@ def vae_tiny_preset() -> VAESpec:
     """The seed-002 VAE at test size: 784-32-4, batch 16, 2 epochs of 256 glyph digits."""
     return _vae("vae-tiny", "seed 002, 8.1 at test size (784-32-4)", 784, 32, 4, 16, 2,
                 DataSpec(kind="glyphs", n_examples=256, image_size=28, channels=1))
+
+
+#: The VAE presets (the GANs' are common/presets.PRESETS; ``gansuite train --model`` takes both).
+VAE_PRESETS = {"vae": vae_preset, "vae-tiny": vae_tiny_preset}
+
+
+def vae_spec_from_dict(d: Any) -> VAESpec:
+    """A :meth:`VAESpec.to_dict` back into a spec (a checkpoint's ``spec``), validated as built;
+    an unknown or missing key is a one-line SpecError naming it."""
+    from .spec import _from_plain
+
+    if not isinstance(d, dict):
+        raise SpecError("spec", f"must be a table/object, got {type(d).__name__}")
+    d = dict(d)
+    if d.pop("model", "vae") != "vae":
+        raise SpecError("model", "is not a VAE spec; allowed: vae")
+    nested = {"encoder": NetSpec, "decoder": NetSpec, "loss": VAELossSpec, "init": NetInit, "data": DataSpec}
+    known = {"name", "source", "latent", "train", *nested}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise SpecError("spec", f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
+    kwargs = {k: (_from_plain(nested[k], v, k) if k in nested else v) for k, v in d.items() if k != "train"}
+    train = dict(d.get("train") or {})
+    if "optim" in train:
+        train["optim"] = _from_plain(AdamSpec, train["optim"], "train.optim")
+    try:
+        kwargs["train"] = VAETrainSpec(**train)
+        return VAESpec(**kwargs)
+    except TypeError as err:  # a required key is missing
+        raise SpecError("spec", str(err).split(") ", 1)[-1].replace("__init__() ", "")) from None
 
 
 # ---------------------------------------------------------------------------
@@ -284,6 +324,15 @@ def vae_eps(spec: VAESpec, seed: int, iteration: int, rows: int) -> np.ndarray:
     iteration's batch rows (the last batch may be short, as ``std`` is)."""
     _positive_int("rows", rows)
     return _rng(seed, STREAM_VAE_EPS, iteration).standard_normal((int(rows), spec.latent))
+
+
+def vae_fixed_draws(spec: VAESpec, seed: int, n: int) -> dict[str, np.ndarray]:
+    """``{"z", "eps"}``, each standard normal float64 ``(n, latent)`` from
+    ``SeedSequence([seed, STREAM_VAE_FIXED])``: the seed's ``z = torch.randn(batch_size, z_dim)``
+    of the sampled grid, and the eps of the training loop's evaluation."""
+    _positive_int("n", n)
+    rng = _rng(seed, STREAM_VAE_FIXED)
+    return {"z": rng.standard_normal((int(n), spec.latent)), "eps": rng.standard_normal((int(n), spec.latent))}
 
 
 def vae_iterations_per_epoch(spec: VAESpec, n: int) -> int:

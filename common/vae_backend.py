@@ -18,6 +18,7 @@ device)``                              Adam in ``spec.train.optim``'s form over 
 ``write_adam(state, step, m, v)``      the one Adam state (m, v: name -> framework tensor)
 ``read_adam(state)``                   ``(step, m, v)``; moments of a fresh state are zeros
 ``forward(state, x, eps)``             ``(x_reconst, mu, log_var)``, framework tensors
+``decode(state, z)``                   ``Dec(z)``, the seed's ``model.decode(z)`` (sampled grids)
 ``train_iteration(state, x, eps,       the seed's loop body: forward, BCE sum (logs clamped at
 with_grads)``                          -100) + summed KL, ``zero_grad``, backward, Adam step;
                                        returns ({"reconstruction", "kl", "total"}: floats at
@@ -50,10 +51,9 @@ from .errors import GanSuiteError
 from .params import AdamState, Params
 from .protocol import Backend, BuildOptions, check_options
 from .spec import Layer
-from .vae import VAE_NETS, VAEState, VAEStepOutput, VAESpec, vae_forward, vae_param_shapes, vae_state, vae_step
-
-#: What one VAE iteration reports (floats on the host), the seed's three ``.item()`` values.
-VAE_SCALARS = ("reconstruction", "kl", "total")
+from .oracle import net_forward
+from .vae import (VAE_NETS, VAE_SCALARS, VAEState, VAEStepOutput, VAESpec, vae_forward, vae_param_shapes, vae_state,
+                  vae_step)
 
 
 def vae_layer_of(spec: VAESpec, name: str) -> Layer:
@@ -88,6 +88,14 @@ def check_vae_inputs(spec: VAESpec, x: np.ndarray, eps: np.ndarray) -> tuple[np.
     return x, eps
 
 
+def check_latent(spec: VAESpec, z: np.ndarray) -> np.ndarray:
+    """``z`` as float64 ``(B, latent)``; a one-line error otherwise."""
+    z = np.asarray(z, np.float64)
+    if z.ndim != 2 or z.shape[1] != spec.latent:
+        raise GanSuiteError(f"z: must have shape (batch, {spec.latent}) (the latent size), got {z.shape}")
+    return z
+
+
 class VAEProtocol(abc.ABC):
     """The interface every VAE caller uses."""
 
@@ -104,6 +112,10 @@ class VAEProtocol(abc.ABC):
     @abc.abstractmethod
     def forward(self, state: Any, x: np.ndarray, eps: np.ndarray) -> dict[str, np.ndarray]:
         """``{"x_reconst", "mu", "log_var"}`` as float64 (canonical layout); changes no state."""
+
+    @abc.abstractmethod
+    def decode(self, state: Any, z: np.ndarray) -> np.ndarray:
+        """``Dec(z)`` as float64 ``(B, features)`` in [0, 1]; changes no state."""
 
     @abc.abstractmethod
     def train_step(self, state: Any, x: np.ndarray, eps: np.ndarray, with_grads: bool = False) -> VAEStepOutput:
@@ -133,6 +145,9 @@ class OracleVAE(VAEProtocol):
         x, eps = check_vae_inputs(state.spec, x, eps)
         out = vae_forward(state.params, state.spec, x, eps)
         return {k: out[k] for k in ("x_reconst", "mu", "log_var")}
+
+    def decode(self, state: VAEState, z: np.ndarray) -> np.ndarray:
+        return net_forward(state.spec.decoder, state.params, "Dec", check_latent(state.spec, z))[0]
 
     def train_step(self, state: VAEState, x: np.ndarray, eps: np.ndarray, with_grads: bool = False) -> VAEStepOutput:
         x, eps = check_vae_inputs(state.spec, x, eps)
@@ -183,6 +198,12 @@ class VAEBackend(VAEProtocol):
         x_f, eps_f = self._inputs(state, x, eps)
         outs = self.fw.forward(state, x_f, eps_f)
         return {k: self.layout.activations_from_framework(v) for k, v in zip(("x_reconst", "mu", "log_var"), outs)}
+
+    def decode(self, state: VAEBackendState, z: np.ndarray) -> np.ndarray:
+        z = check_latent(state.spec, z)
+        self.backend.configure(state.device, state.options)
+        z_f = self.layout.activations_to_framework(z, state.dtype, state.device)
+        return self.layout.activations_from_framework(self.fw.decode(state, z_f))
 
     def train_step(self, state: VAEBackendState, x: np.ndarray, eps: np.ndarray,
                    with_grads: bool = False) -> VAEStepOutput:

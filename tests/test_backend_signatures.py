@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("torch", "jax", "tensorflow", "mxnet")
-FILES = ("layout.py", "models.py", "train.py", "backend.py", "traps.py")
+FILES = ("layout.py", "models.py", "train.py", "backend.py", "traps.py", "vae.py")
 #: Public names one framework has and the others do not, each with its reason. Nothing else may differ.
 FRAMEWORK_EXTRAS = {
     ("jax", "backend.py", "train_epoch"): "lax.scan over a stack of batches: many iterations in one compiled call",

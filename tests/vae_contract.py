@@ -25,7 +25,8 @@ from gansuite.common.params import AdamState
 from gansuite.common.parity import rel_err
 from gansuite.common.protocol import DTYPES, BuildOptions
 from gansuite.common.tolerances import SEED_CODE, tolerance
-from gansuite.common.vae import init_vae_params, vae_batch, vae_param_shapes, vae_preset, vae_tiny_preset
+from gansuite.common.vae import (init_vae_params, vae_batch, vae_fixed_draws, vae_param_shapes, vae_preset,
+                                 vae_tiny_preset)
 from gansuite.common.vae_backend import OracleVAE, get_vae_backend
 
 #: Float64 iterations held to SEED_CODE (vae-tiny, batch 16: past the first epoch's 16 batches).
@@ -113,6 +114,19 @@ class VAEContract:
         got = vae.forward(st, x, eps)
         err, worst = _worst(got, ref)
         assert err <= tolerance(dtype, "forward"), (worst, err)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("mode", ["parity", "fast"])
+    def test_decode_matches_oracle(self, vae, mode, dtype):
+        """``Dec(z)``, the seed's sampled grid (``model.decode(z)``), in both modes."""
+        spec = _spec("vae")
+        params = init_vae_params(spec, 0)
+        z = vae_fixed_draws(spec, 0, FULL_BATCH)["z"]
+        oracle = OracleVAE()
+        ref = oracle.decode(oracle.build(spec, params, None, BuildOptions(dtype="float64")), z)
+        got = vae.decode(vae.build(spec, params, None, BuildOptions(dtype=dtype, mode=mode)), z)
+        assert got.shape == (FULL_BATCH, spec.features)
+        assert rel_err(got, ref)[1] <= tolerance(dtype, "forward")
 
     @pytest.mark.parametrize("dtype", DTYPES)
     @pytest.mark.parametrize("model", ["vae-tiny", "vae"])

@@ -89,6 +89,11 @@ def forward(state: TorchVAEState, x: torch.Tensor, eps: torch.Tensor) -> tuple[t
         return state.run(state.nets, x, eps)
 
 
+def decode(state: TorchVAEState, z: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return state.nets["Dec"](z)
+
+
 def train_iteration(state: TorchVAEState, x: torch.Tensor, eps: torch.Tensor,
                     with_grads: bool) -> tuple[dict[str, float], dict[str, torch.Tensor] | None]:
     x_reconst, mu, log_var = state.run(state.nets, x, eps)
