@@ -40,10 +40,13 @@ from .streams import Streams
 from .seeds import systems_for
 from .trajectory import run_trajectory, trajectory_iterations
 from .verify import PortBackend, load_port
+from .data import load_dataset
+from .vae_backend import get_vae_backend
+from .vae_compare import VAE_MODEL, VAE_TRAJECTORY, vae_compare_spec, vae_rows_and_outputs, vae_trajectory
 
 #: Every preset that names a seed system (tiny test variants aside).
 COMPARE_MODELS = ("gaussian", "gaussian-mxnet", "gaussian-tensorflow", "dcgan", "dcgan-mnist", "dcgan-mxnet",
-                  "mlp-gan", "cgan")
+                  "mlp-gan", "cgan", "vae")
 CONVERSION_STEPS = (3, 2)  # train 3 iterations, checkpoint, then 2 more in the receiving backend
 CONVERSION_MODELS = ("gaussian", "dcgan-tiny")
 
@@ -91,7 +94,7 @@ def run_phase(backend_name: str, out: Path, models: tuple[str, ...] = COMPARE_MO
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     kinks: list[dict[str, Any]] = []
-    for model in models:
+    for model in (m for m in models if m != VAE_MODEL):  # the VAE: _vae_experiments, below
         spec = compare_spec(model)
         for dtype in DTYPES:
             d_step = None
@@ -105,11 +108,13 @@ def run_phase(backend_name: str, out: Path, models: tuple[str, ...] = COMPARE_MO
             np.savez(art / f"outputs-{model}-{dtype}.npz", **_outputs(backend, spec, dtype, d_step))
             iters = trajectory_iterations(model) if not quick else min(trajectory_iterations(model), 20)
             np.savez(art / f"traj-{model}-{dtype}.npz", **run_trajectory(backend, spec, dtype, iters))
+    if VAE_MODEL in models:
+        _vae_experiments(backend_name, art, rows, quick)
     (art / "rows.json").write_text(json.dumps(rows, indent=1))
     (art / "kinks.json").write_text(json.dumps(kinks, indent=1))
     for model in CONVERSION_MODELS:
         _conversion_source(backend, compare_spec(model), art, model)
-    for system in (s for s in systems_for(backend_name) if s.preset in models):
+    for system in (s for s in systems_for(backend_name) if s.preset in models and s.preset != VAE_MODEL):
         iters = system.iterations if not quick else min(system.iterations, 20)
         port = PortBackend(load_port(system.port), system.key)
         np.savez(art / f"seedtraj-{system.key}.npz",
@@ -119,6 +124,23 @@ def run_phase(backend_name: str, out: Path, models: tuple[str, ...] = COMPARE_MO
             "models": list(models), "quick": quick}
     (art / "meta.json").write_text(json.dumps(meta, indent=1))
     return art
+
+
+def _vae_experiments(backend_name: str, art: Path, rows: list[dict[str, Any]], quick: bool) -> None:
+    """Seed 002's VAE (common/vae_compare.py): rows, outputs and trajectories in both dtypes, and
+    where the seed's code runs (torch), its own float64 trajectory."""
+    spec = vae_compare_spec()
+    dataset = load_dataset(spec.data, 0)
+    vae = get_vae_backend(backend_name)
+    iters = VAE_TRAJECTORY if not quick else min(VAE_TRAJECTORY, 20)
+    for dtype in DTYPES:
+        new_rows, outputs = vae_rows_and_outputs(vae, spec, dtype, dataset)
+        rows += new_rows
+        np.savez(art / f"outputs-{VAE_MODEL}-{dtype}.npz", **outputs)
+        np.savez(art / f"traj-{VAE_MODEL}-{dtype}.npz", **vae_trajectory(vae, spec, dtype, iters, dataset))
+    for system in (s for s in systems_for(backend_name) if s.preset == VAE_MODEL):
+        port = getattr(importlib.import_module(system.port.split(":")[0]), system.port.split(":")[1])()
+        np.savez(art / f"seedtraj-{system.key}.npz", **vae_trajectory(port, spec, "float64", iters, dataset))
 
 
 def _outputs(backend: GANProtocol, spec: GANSpec, dtype: str, d_step: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:

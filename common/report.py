@@ -44,7 +44,7 @@ def build_report(out: Path, availability: dict[str, dict[str, Any]]) -> dict[str
         for (model, dtype), group in itertools.groupby(sorted(rows, key=lambda r: (r["model"], r["dtype"])),
                                                        key=lambda r: (r["model"], r["dtype"])):
             group = list(group)
-            for check in ("forward_G", "forward_D"):
+            for check in ("forward_G", "forward_D", "forward"):  # "forward": the VAE's (x_reconst, mu, log_var)
                 sel = [r for r in group if r["check"] == check]
                 if sel:
                     report["parity"].append(_parity_row(model, dtype, check, b, "oracle", sel))
@@ -123,10 +123,13 @@ def _pairwise(art: Path, model: str, dtype: str, a: str, b: str) -> list[dict[st
     out = []
     with np.load(pa) as za, np.load(pb) as zb:
         for check, keys in (("forward_G", ["forward_G"]), ("forward_D", ["forward_D"]),
+                            ("forward", [k for k in za.files if k.startswith("forward/")]),  # the VAE's
                             ("one_step", [k for k in za.files if k.startswith(("scalar/", "grad/"))])):
             # D gradients in units of their real + fake terms, as vs the oracle (parity.summand_scale)
             errs = [rel_err(za[k], zb[k], float(za[f"scale/{k[5:]}"]) if f"scale/{k[5:]}" in za.files else None)
                     for k in keys if k in zb.files]
+            if not errs:  # a GAN has no "forward", a VAE no forward_G / forward_D
+                continue
             quantity = "forward" if check != "one_step" else "grad"
             tol = 2 * tolerance(dtype, quantity)
             worst = max(e[1] for e in errs)

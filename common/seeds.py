@@ -50,6 +50,8 @@ SEED_SYSTEMS: tuple[SeedSystem, ...] = (
                "gansuite.benchmarks.peers.seed002_torch:MlpGanPort"),
     SeedSystem("002-cgan-torch", "seed 002: the book chapter's conditional GAN, 8.5 (PyTorch)", "cgan", "torch",
                "gansuite.benchmarks.peers.seed002_torch:CganPort"),
+    SeedSystem("002-vae-torch", "seed 002: the book chapter's VAE, 8.1 (PyTorch)", "vae", "torch",
+               "gansuite.benchmarks.peers.seed002_vae_torch:VaeSeedCode"),
     SeedSystem("003-torch", "seed 003: DCGAN on FashionMNIST (PyTorch)", "dcgan-mnist", "torch",
                "gansuite.benchmarks.peers.seed003_torch:SeedPort"),
     SeedSystem("004-mxnet", "seed 004: MXNet's symbolic DCGAN (mx.sym + mx.mod.Module)", "dcgan-mxnet", "mxnet",

@@ -32,7 +32,8 @@ SEED_PORTS = [("gansuite.benchmarks.peers.tutorial_torch:SeedPort", "dcgan-tiny"
 
 def test_seed_ports_cover_the_torch_seed_systems():
     ports = {p for p, _ in SEED_PORTS}
-    assert {s.port for s in systems_for("torch")} == ports
+    # seed 002's VAE is no GAN port: tests/test_backend_torch_vae.py holds its adapter to the oracle
+    assert {s.port for s in systems_for("torch") if s.preset != "vae"} == ports
     assert {preset(m).name for _, m in SEED_PORTS} == {"dcgan-tiny", "gaussian", "dcgan-mnist-tiny",
                                                        "mlp-gan-tiny", "cgan-tiny"}
 

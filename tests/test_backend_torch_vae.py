@@ -8,13 +8,10 @@ that declare torch."""
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
 import torch  # the torch env: tests/conftest.py collects this file only there
-import torch.nn as nn
-import torch.nn.functional as F
 
 from gansuite.common.data import load_dataset
 from gansuite.common.vae import (SEED_002_NAMES, init_vae_params, vae_backward, vae_batch, vae_forward,
@@ -28,53 +25,9 @@ from gansuite.common.vae import (SEED_002_NAMES, init_vae_params, vae_backward, 
 RTOL = 1e-12
 
 
-# -- the seed's code (8.1.3, step 4), line for line ------------------------------------------
-
-
-class VAE(nn.Module):
-    def __init__(self, image_size=784, h_dim=400, z_dim=20):
-        super(VAE, self).__init__()
-        self.fc1 = nn.Linear(image_size, h_dim)
-        self.fc2 = nn.Linear(h_dim, z_dim)
-        self.fc3 = nn.Linear(h_dim, z_dim)
-        self.fc4 = nn.Linear(z_dim, h_dim)
-        self.fc5 = nn.Linear(h_dim, image_size)
-
-    def encode(self, x):
-        h = F.relu(self.fc1(x))
-        return self.fc2(h), self.fc3(h)
-
-    # 用mu,log_var生成一个潜在空间点z,mu,log_var为两个统计参数,我们假设
-    # 这个假设分布能生成图像。
-    def reparameterize(self, mu, log_var):
-        std = torch.exp(log_var/2)
-        eps = torch.randn_like(std)
-        return mu + eps * std
-
-    def decode(self, z):
-        h = F.relu(self.fc4(z))
-        return F.sigmoid(self.fc5(h))
-
-    def forward(self, x):
-        mu, log_var = self.encode(x)
-        z = self.reparameterize(mu, log_var)
-        x_reconst = self.decode(z)
-        return x_reconst, mu, log_var
-
-
-def seed_iteration(model, optimizer, x):
-    """The body of the seed's ``for i, (x, _) in enumerate(data_loader)`` (x already
-    ``x.to(device).view(-1, image_size)``); the loss lines are 8.1.2's."""
-    x_reconst, mu, log_var = model(x)
-    with warnings.catch_warnings():  # size_average is deprecated (= reduction='sum'); kept as the seed
-        warnings.simplefilter("ignore", UserWarning)
-        reconst_loss = F.binary_cross_entropy(x_reconst, x, size_average=False)
-    kl_div = - 0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp())
-    loss = reconst_loss + kl_div
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    return reconst_loss.item(), kl_div.item(), loss.item()
+# The seed's code (8.1.3, step 4), line for line: benchmarks/peers/seed002_vae_torch.py (the
+# comparison runs the same transcription as the "seed code vs preset" row 002-vae-torch).
+from gansuite.benchmarks.peers.seed002_vae_torch import VAE, VaeSeedCode, seed_iteration  # noqa: E402
 
 
 # -- harness ----------------------------------------------------------------------------
@@ -163,6 +116,28 @@ def test_the_seed_clamps_the_bce_like_the_oracle(monkeypatch):
         g = dict(model.named_parameters())[key].grad.numpy()
         assert np.isfinite(g).all()
         np.testing.assert_allclose(g, grads[name], rtol=RTOL, atol=RTOL * max(np.abs(grads[name]).max(), 1e-300))
+
+
+def test_seed_code_adapter_matches_the_oracle_over_the_compare_trajectory():
+    """The adapter the comparison runs (VaeSeedCode: the seed's class and loop behind the VAE
+    protocol) over the comparison's float64 trajectory: parameters to SEED_CODE."""
+    from gansuite.common.protocol import BuildOptions
+    from gansuite.common.tolerances import SEED_CODE
+    from gansuite.common.vae_backend import OracleVAE
+    from gansuite.common.vae_compare import VAE_TRAJECTORY, vae_compare_spec
+
+    spec = vae_compare_spec()
+    dataset = load_dataset(spec.data, 0)
+    params = init_vae_params(spec, 0)
+    seed, oracle = VaeSeedCode(), OracleVAE()
+    a = seed.build(spec, params, None, BuildOptions(dtype="float64"))
+    b = oracle.build(spec, params, None, BuildOptions(dtype="float64"))
+    for it in range(VAE_TRAJECTORY):
+        x, eps = vae_batch(spec, dataset, 0, it)
+        assert seed.train_step(a, x, eps).total == pytest.approx(oracle.train_step(b, x, eps).total, rel=SEED_CODE)
+    (pa, oa), (pb, ob) = seed.export_params(a), oracle.export_params(b)
+    assert oa.step == ob.step == VAE_TRAJECTORY
+    assert max(_rel(pa[k], pb[k]) for k in pb) <= SEED_CODE
 
 
 # -- the torch backend's VAE (backends/torch/vae.py) through the contract every backend passes --

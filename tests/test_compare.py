@@ -57,3 +57,22 @@ def test_compare_report_on_this_backend(tmp_path):
         assert t["err_default"] > 10 * t["err_corrected"], t  # each trap matters, and the fix fixes it
     md = (tmp_path / "report.md").read_text()
     assert "| gaussian | float32 | forward_G |" in md and (tmp_path / "trajectory-gaussian-float32.png").exists()
+
+
+@pytest.mark.skipif(BACKEND is None, reason="needs a framework backend (runs in each backend's tox env)")
+def test_compare_report_holds_the_vae_on_this_backend(tmp_path):
+    """Seed 002's VAE (common/vae_compare.py) in the report: forward and one iteration vs the oracle
+    within tolerance, float64 trajectory never diverging, and on torch the seed's own code row."""
+    run_phase("oracle", tmp_path, models=("vae",), quick=True)
+    run_phase(BACKEND, tmp_path, models=("vae",), quick=True)
+    availability = {name: {"available": True, "version": "x", "reason": None} for name in ("oracle", BACKEND)}
+    report = build_report(tmp_path, availability)
+    rows = {(r["dtype"], r["check"]): r for r in report["parity"] if r["model"] == "vae"}
+    assert set(rows) == {(d, c) for d in ("float32", "float64") for c in ("forward", "one_step", "trajectory")}
+    for (dtype, check), r in rows.items():
+        assert r["backend"] == BACKEND and r["against"] == "oracle"
+        assert r["passed"], r
+    assert rows[("float64", "trajectory")]["final_rel_err"] < 1e-10, rows[("float64", "trajectory")]
+    seed_rows = [r for r in report["seed_code"] if r["system"] == "002-vae-torch"]
+    if BACKEND == "torch":
+        assert len(seed_rows) == 1 and seed_rows[0]["passed"] and seed_rows[0]["iterations"] == 20, seed_rows

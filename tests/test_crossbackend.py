@@ -22,6 +22,12 @@ from gansuite.common.seeds import SEED_SYSTEMS
 from gansuite.common.tolerances import ILL_CONDITIONED
 
 ORACLE_CHECKS = ("forward_G", "forward_D", "one_step")
+#: Seed 002's VAE has one forward (x_reconst, mu, log_var: common/vae_compare.py), not G's and D's.
+VAE_CHECKS = ("forward", "one_step")
+
+
+def _checks(model: str) -> tuple[str, ...]:
+    return VAE_CHECKS if model == "vae" else ORACLE_CHECKS
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +55,8 @@ def test_every_installed_backend_is_in_the_report(report, expected):
         assert info["available"], f"{name}: unavailable: {info['reason']}"
 
 
-@pytest.mark.parametrize("model,dtype,check", list(itertools.product(MODELS, DTYPES, ORACLE_CHECKS)))
+@pytest.mark.parametrize("model,dtype,check", [(m, d, c) for m, d in itertools.product(MODELS, DTYPES)
+                                               for c in _checks(m)])
 def test_every_backend_matches_the_oracle(report, expected, model, dtype, check):
     for name in expected:
         rows = _rows(report, model=model, dtype=dtype, check=check, backend=name, against="oracle")
@@ -66,7 +73,7 @@ def test_every_backend_matches_the_oracle(report, expected, model, dtype, check)
 @pytest.mark.parametrize("model,dtype", list(itertools.product(MODELS, DTYPES)))
 def test_every_pair_of_backends_agrees(report, expected, model, dtype):
     for a, b in itertools.combinations(expected, 2):
-        for check in ORACLE_CHECKS:
+        for check in _checks(model):
             rows = _rows(report, model=model, dtype=dtype, check=check, backend=a, against=b)
             assert len(rows) == 1, f"{a} vs {b}: {len(rows)} rows for {model} {dtype} {check}"
             r = rows[0]
