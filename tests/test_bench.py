@@ -222,3 +222,16 @@ def test_summary_rejects_files_without_the_row_keys(tmp_path, capsys):
     assert summary_main(["--results", str(tmp_path)]) == 2
     assert "does not have the row keys" in capsys.readouterr().err
     assert summary_main(["--results", str(tmp_path / "missing")]) == 2
+
+
+def test_onednn_frameworks_bench_parity_and_fast_in_separate_processes():
+    """TensorFlow and MXNet read their oneDNN switch once per process and parity needs it off:
+    the driver runs their parity rows as the env has it and the other modes with oneDNN on."""
+    from gansuite.benchmarks.drive import FAST_ENV, processes
+
+    assert processes("torch", ["--quick"]) == [(["--quick"], {})]
+    assert processes("tensorflow", ["--quick"]) == [
+        (["--quick", "--modes", "parity"], {}),
+        (["--quick", "--modes", "fast,peer"], {"TF_ENABLE_ONEDNN_OPTS": "1"})]
+    assert processes("mxnet", ["--modes", "fast", "--quick"]) == [(["--quick", "--modes", "fast"], FAST_ENV["mxnet"])]
+    assert processes("mxnet", ["--modes", "parity"]) == [(["--modes", "parity"], {})]

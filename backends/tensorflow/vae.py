@@ -18,7 +18,7 @@ backends/torch/vae.py side by side, the framework differences:
 * compilation as the GAN path (train._make_step): the iteration, the forward and decode are tf.functions
   without XLA in parity mode (bit-identical to eager with grappler's float rewrites off,
   backend.configure; extra={"eager": True} runs them op by op) and XLA-compiled
-  (``jit_compile``, default on) in fast mode.
+  (``jit_compile``: on a GPU by default, not on a CPU: train._fast_uses_xla) in fast mode.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from gansuite.common.vae_backend import VAEBackendState, vae_layer_of
 
 from .layout import module_key
 from .models import SpecNet, build_net
-from .train import SpecAdam, _bce_probabilities, make_adam
+from .train import SpecAdam, _bce_probabilities, _fast_uses_xla, make_adam
 
 
 @dataclass
@@ -69,7 +69,7 @@ def _compile(fn: Callable, options: BuildOptions) -> tuple[Callable, bool, bool]
     tf.function without XLA (extra={"eager": True}: plain eager); fast: XLA unless
     extra={"jit_compile": False}. autograph=False: no tensor-dependent Python control flow."""
     fast = options.mode == "fast"
-    jit = bool(options.extra.get("jit_compile", True)) if fast else False
+    jit = _fast_uses_xla(options) if fast else False  # the GAN step's rule: XLA on a GPU, not on a CPU
     graph = fast or not options.extra.get("eager", False)
     return (tf.function(fn, jit_compile=jit, autograph=False) if graph else fn), jit, graph
 
