@@ -23,6 +23,7 @@ from gansuite.common.presets import preset
 from gansuite.common.protocol import BuildOptions
 from gansuite.common.spec import AdamSpec, BatchNorm, Conv2d, ConvTranspose2d, LossSpec
 from gansuite.common.streams import Streams
+from gansuite.common.tolerances import tolerance
 
 FP64 = 1e-12  # common/tolerances.py, float64
 WRONG = 1e-2  # "a different number": far above any roundoff
@@ -364,6 +365,99 @@ class TestJaxBackend(BackendContract):
                                       optim_D=dataclasses.replace(base.train.optim_D, form="eps_hat")))
         msg = failures(check_one_step(backend, spec, "float64", batch_size=4))
         assert not msg, "\n" + msg
+
+    # -- fast mode: transposed convolutions as sub-pixel convolutions ------------------------------
+
+    @pytest.mark.parametrize("dtype", ["float64", "float32"])
+    @pytest.mark.parametrize("k,s,p,bias", [(4, 2, 1, False), (4, 2, 1, True), (8, 4, 2, False)])
+    def test_subpixel_transposed_conv_equals_lhs_dilated_and_oracle(self, backend, dtype, k, s, p, bias):
+        """Fast mode builds ConvTranspose2d(k = 2s, p = s/2) as the sub-pixel form (models.
+        _SubPixelConvTranspose; parity keeps nn.ConvTranspose). Same variables, same maths: its forward
+        and its autodiff gradients w.r.t. the input and the kernel (and bias) equal the lhs-dilated
+        nn.ConvTranspose's (what parity mode runs) and the float64 oracle layer's, to the dtype's
+        forward / gradient tolerance. A non-square input catches an H/W mix-up."""
+        jax, jnp, nn, _ = _frameworks()
+        from gansuite.backends.jax.layout import param_to_framework
+        from gansuite.backends.jax.models import _SubPixelConvTranspose, build_layer
+
+        layer = ConvTranspose2d(6, 5, k, s, p, bias)
+        dt = {"float64": jnp.float64, "float32": jnp.float32}[dtype]
+        rng = np.random.default_rng(11)
+        x = rng.standard_normal((3, 6, 5, 4))  # NCHW, H != W
+        w = rng.standard_normal((6, 5, k, k))  # PyTorch (in, out, kh, kw)
+        canon = {"weight": w, **({"bias": rng.standard_normal(5)} if bias else {})}
+        ref, cache = L.conv_transpose2d_forward(layer, canon, x)
+        dy = rng.standard_normal(ref.shape)
+        ref_dx, ref_grads = L.conv_transpose2d_backward(layer, canon, cache, dy)
+
+        fast = build_layer(layer, (6, 5, 4), "0", dt, "fast")
+        parity = build_layer(layer, (6, 5, 4), "0", dt, "parity")
+        assert type(fast) is _SubPixelConvTranspose and type(parity) is nn.ConvTranspose
+        cpu = jax.devices("cpu")[0]
+        params = {("kernel" if n == "weight" else n): param_to_framework(f"G.0.{n}", v, layer, np.dtype(dtype), cpu)
+                  for n, v in canon.items()}
+        xj, dyj = jnp.asarray(_nhwc(x), dt), jnp.asarray(_nhwc(dy), dt)
+
+        def run(module: Any) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+            y, vjp = jax.vjp(lambda pr, xx: module.apply({"params": pr}, xx), params, xj)
+            d_params, dx = vjp(dyj)
+            return _nchw(y), _nchw(dx), {n: np.asarray(g) for n, g in d_params.items()}
+
+        y_fast, dx_fast, g_fast = run(fast)
+        y_old, dx_old, g_old = run(parity)
+        fwd, grad = tolerance(dtype, "forward"), tolerance(dtype, "grad")
+        assert rel_err(y_fast, y_old)[1] <= fwd and rel_err(y_fast, ref)[1] <= fwd
+        assert rel_err(dx_fast, dx_old)[1] <= grad and rel_err(dx_fast, ref_dx)[1] <= grad
+        ref_kernel = param_to_framework("G.0.weight", ref_grads["weight"], layer, np.float64, cpu)
+        assert rel_err(g_fast["kernel"], g_old["kernel"])[1] <= grad
+        assert rel_err(g_fast["kernel"], np.asarray(ref_kernel))[1] <= grad
+        if bias:
+            assert rel_err(g_fast["bias"], g_old["bias"])[1] <= grad
+            assert rel_err(g_fast["bias"], ref_grads["bias"])[1] <= grad
+
+    @pytest.mark.parametrize("k,s,p", [(4, 2, 1), (6, 2, 2), (5, 3, 1), (2, 2, 0), (3, 1, 1)])
+    def test_subpixel_phase_taps_general(self, backend, k, s, p):
+        """models._conv_transpose_subpixel for any k - 2p = s (zero taps where a phase has fewer: k5 s3
+        p1), float64, equals lax.conv_transpose with PyTorch's pads; k4 s2 p1's phase taps are the
+        derivation's: y = 2m uses ky 3, 1 on input rows m - 1, m; y = 2m + 1 uses ky 2, 0 on m, m + 1."""
+        jax, jnp, _, _ = _frameworks()
+        from gansuite.backends.jax.models import _conv_transpose_subpixel, _subpixel_taps
+
+        if (k, s, p) == (4, 2, 1):
+            assert _subpixel_taps(4, 2, 1) == ([(1, 0), (0, 1)], [[3, 1], [2, 0]])
+        rng = np.random.default_rng(12)
+        x = jnp.asarray(rng.standard_normal((2, 4, 3, 3)))  # NHWC
+        kernel = jnp.asarray(rng.standard_normal((k, k, 2, 3)))  # (kh, kw, out, in), transpose_kernel=True
+        pad = k - 1 - p
+        ref = jax.lax.conv_transpose(x, kernel, (s, s), ((pad, pad), (pad, pad)), transpose_kernel=True)
+        out = _conv_transpose_subpixel(x, kernel, s, p, None)
+        assert out.shape == ref.shape == (2, 4 * s, 3 * s, 2)
+        assert rel_err(np.asarray(out), np.asarray(ref))[1] <= FP64
+
+    def test_subpixel_only_in_fast_mode_for_k_2s(self, backend):
+        """Which layers take the sub-pixel form: fast mode's k = 2s, p = s/2 transposed convs only.
+        G's first layer (k4 s1 p0) and every parity-mode layer stay nn.ConvTranspose."""
+        _, jnp, nn, _ = _frameworks()
+        from gansuite.backends.jax.models import _SubPixelConvTranspose, build_layer
+
+        def kind(layer: ConvTranspose2d, mode: str) -> type:
+            return type(build_layer(layer, (3, 4, 4), "0", jnp.float32, mode))
+
+        for layer in (ConvTranspose2d(3, 2, 4, 1, 0), ConvTranspose2d(3, 2, 3, 2, 1), ConvTranspose2d(3, 2, 4, 2, 0)):
+            assert kind(layer, "fast") is nn.ConvTranspose
+        for layer in (ConvTranspose2d(3, 2, 4, 2, 1), ConvTranspose2d(3, 2, 8, 4, 2)):
+            assert kind(layer, "fast") is _SubPixelConvTranspose and kind(layer, "parity") is nn.ConvTranspose
+
+    @pytest.mark.parametrize("dtype", ["float64", "float32"])
+    def test_fast_mode_generator_matches_oracle(self, backend, dtype):
+        """dcgan-mnist-tiny's G (four k4 s2 p1 layers, the last with a bias) in fast mode, BatchNorm on
+        batch statistics: G(z) within the dtype's forward tolerance of the oracle, as parity's."""
+        spec = preset("dcgan-mnist-tiny")
+        params, _, z = parity_inputs(spec, 0, 4)
+        st = backend.build(spec, params, None, BuildOptions(dtype=dtype, mode="fast"))
+        ref = OracleBackend()
+        want = ref.generate(ref.build(spec, params, None, BuildOptions()), z)
+        assert rel_err(backend.generate(st, z), want)[1] <= tolerance(dtype, "forward")
 
     # -- dtypes, compilation, fast mode -------------------------------------------------------------
 

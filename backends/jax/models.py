@@ -21,6 +21,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from gansuite.common.errors import GanSuiteError
@@ -79,6 +80,100 @@ class TorchBatchNorm(nn.BatchNorm):
         return y
 
 
+def _subpixel_applies(layer: ConvTranspose2d) -> bool:
+    """Fast mode's sub-pixel form is used for k = 2s, p = s/2, s >= 2 (the DCGANs' k4 s2 p1): every
+    output phase then has exactly 2 x 2 taps (no zero taps) and the output is exactly s * H."""
+    s = layer.stride
+    return s >= 2 and layer.kernel == 2 * s and 2 * layer.padding == s
+
+
+def _subpixel_taps(k: int, s: int, p: int) -> tuple[list[tuple[int, int]], list[list[int]]]:
+    """Per output phase a (output row y = s*m + a), PyTorch's ConvTranspose2d(k, s, p) as a stride-1
+    correlation over the input: ``(pads, taps)`` with ``pads[a]`` the (low, high) zero padding of the
+    input and ``taps[a][t]`` the kernel row that multiplies input row ``m - hi(a) + t`` (``k``: no tap,
+    a zero row). Needs k - 2p == s (output size (H - 1)s - 2p + k == s * H, one row per phase per m).
+
+    PyTorch: y = s*i - p + ky, so ky = s*(m - i) + a + p; the offsets d = m - i with 0 <= ky < k run
+    over [lo(a), hi(a)], input rows m - hi(a) .. m - lo(a). k4 s2 p1: a = 0 uses ky 3, 1 on rows
+    m - 1, m; a = 1 uses ky 2, 0 on rows m, m + 1. Every phase gets the same window T = max count
+    (shorter phases padded with the zero row k), placed by its own pads: (hi(a), T - 1 - hi(a))."""
+    if k - 2 * p != s:
+        raise ValueError(f"sub-pixel form needs kernel - 2 * padding == stride, got k={k} s={s} p={p}")
+    ranges = []
+    for a in range(s):
+        ds = [d for d in range(-k, k + 1) if 0 <= s * d + a + p < k]
+        ranges.append((min(ds), max(ds)))
+    T = max(hi - lo + 1 for lo, hi in ranges)
+    pads = [(hi, T - 1 - hi) for _, hi in ranges]
+    taps = [[s * (hi - t) + a + p if 0 <= s * (hi - t) + a + p < k else k for t in range(T)]
+            for a, (_, hi) in enumerate(ranges)]
+    return pads, taps
+
+
+def _conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
+                             precision: lax.Precision | None) -> jax.Array:
+    """PyTorch's ConvTranspose2d(k, stride, padding) of NHWC ``x`` with Flax's transpose_kernel=True
+    kernel ``(k, k, out, in)`` (layout.py: ``kernel[ky, kx, o, i] = W[i, o, ky, kx]``), computed as
+    s * s stride-1 convolutions, one per output phase (a, b), each of the input with that phase's
+    T x T taps and its own zero pads (_subpixel_taps), then interleaved (depth-to-space):
+    ``out[:, s*m + a, s*q + b] = phase_ab[:, m, q]``. Exactly the transposed conv's products and sums
+    (no zero taps for k = 2s), in another order; autodiff gives its gradients.
+
+    Why: lax.conv_transpose (nn.ConvTranspose) lowers to an lhs-dilated conv, and the kernel gradient
+    of that is a window-dilated conv, which XLA:CPU runs slowly. Measured (XLA:CPU, jaxlib 0.10.2,
+    2 cores shared with a CI run at load ~6-7, so absolute times are inflated): k4 s2 p1, 128 -> 64
+    channels, 16 -> 32 px, batch 64, float32, jitted, median (min) of 10 after 2 warm-up calls, two
+    alternating runs each:
+      forward:                          nn.ConvTranspose 121, 109 (105, 103) ms; this 81, 56 (63, 52) ms
+      forward + d/dx + d/dkernel (one jit): nn.ConvTranspose 3044, 3340 (2832, 2854) ms; this 242, 230
+                                        (223, 220) ms -- 13x
+      apart: forward / d/dx / d/dkernel: lax.conv_transpose 130 / 183 / 3086 ms; this 51 / 97 / 229 ms.
+    Two other sub-pixel forms were slower: one 2x2-window conv to 4 * out channels on the input
+    padded by 1 (a 17x17 output sliced per phase) runs its forward in 61-69 ms but its kernel gradient
+    takes 6.4 s; one 3x3 window shared by all phases (2.25x the products, no slicing): 140 / 263 /
+    483 ms; the phase convs on slices of a padded input (not the conv's own pads): 149 / 219 / 280 ms.
+    Not measured on a GPU (none was lent to the session that wrote this): there cuDNN runs both forms.
+    """
+    k = kernel.shape[0]
+    n, h, w, _ = x.shape
+    pads, taps = _subpixel_taps(k, stride, padding)
+    if any(t == k for row in taps for t in row):
+        kernel = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))  # row/column k: the zero tap
+    rows = []
+    for a in range(stride):
+        cols = []
+        for b in range(stride):
+            ky, kx = np.asarray(taps[a])[:, None], np.asarray(taps[b])[None, :]
+            phase_kernel = kernel[ky, kx].transpose(0, 1, 3, 2)  # (T, T, out, in) -> HWIO
+            cols.append(lax.conv_general_dilated(x, phase_kernel, (1, 1), (pads[a], pads[b]),
+                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                                 precision=precision))
+        rows.append(jnp.stack(cols, axis=3))  # (N, H, W, s_b, out)
+    out = jnp.stack(rows, axis=2)  # (N, H, s_a, W, s_b, out)
+    return out.reshape(n, stride * h, stride * w, out.shape[-1])
+
+
+class _SubPixelConvTranspose(nn.ConvTranspose):
+    """``nn.ConvTranspose`` (transpose_kernel=True, pads k - 1 - p) whose forward is
+    :func:`_conv_transpose_subpixel`: the same ``kernel`` (k, k, out, in) and ``bias`` variables,
+    created and dtype-promoted as Flax's own __call__ does, so layout.py and checkpoints are
+    untouched. NHWC inputs with one batch axis only (what Net passes)."""
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        k = self.kernel_size[0]
+        (pad, _), _ = self.padding
+        if inputs.ndim != 4 or not self.transpose_kernel:
+            raise ValueError("_SubPixelConvTranspose: NHWC input and transpose_kernel=True only")
+        kernel = self.param("kernel", self.kernel_init, (k, k, self.features, inputs.shape[-1]), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+        y = _conv_transpose_subpixel(inputs, kernel, self.strides[0], k - 1 - pad, self.precision)
+        if bias is not None:
+            y += jnp.reshape(bias, (1, 1, 1, -1))
+        return y
+
+
 def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: Any,
                 mode: str) -> Callable[..., jax.Array]:
     """One spec layer. ``name`` is the Flax submodule's name, ``str(i)`` for layer i (the middle of
@@ -106,11 +201,14 @@ def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: An
         # * kernel: Flax's default (transpose_kernel=False) neither flips the kernel nor swaps its
         #   channel axes. transpose_kernel=True does both, so PyTorch's weight only needs the
         #   transpose in layout.py (the flip happens in the graph, a free index reversal).
+        # Fast mode computes G's upsampling layers (k = 2s, p = s/2: the DCGANs' k4 s2 p1) as a
+        # sub-pixel convolution instead (_SubPixelConvTranspose): same variables, same maths.
         pad = conv_transpose_input_padding(layer)
-        return nn.ConvTranspose(layer.out_channels, (layer.kernel, layer.kernel),
-                                strides=(layer.stride, layer.stride), padding=((pad, pad), (pad, pad)),
-                                kernel_dilation=(1, 1), use_bias=layer.bias, transpose_kernel=True,
-                                dtype=dtype, param_dtype=dtype, precision=precision, name=name)
+        cls = _SubPixelConvTranspose if mode == "fast" and _subpixel_applies(layer) else nn.ConvTranspose
+        return cls(layer.out_channels, (layer.kernel, layer.kernel),
+                   strides=(layer.stride, layer.stride), padding=((pad, pad), (pad, pad)),
+                   kernel_dilation=(1, 1), use_bias=layer.bias, transpose_kernel=True,
+                   dtype=dtype, param_dtype=dtype, precision=precision, name=name)
     if isinstance(layer, BatchNorm):
         return TorchBatchNorm(
             axis=-1,  # channels-last (NHWC / (N, F)): the spec's channel axis 1 after layout.py
