@@ -121,3 +121,25 @@ def test_fix_gamma_batch_norm_has_no_weight():
     bn = st.G[1]
     assert bn.weight is None and "1.weight" not in st.G.state_dict()
     assert all(n != "1.weight" for n, _ in st.G.named_parameters())
+
+
+def test_fast_mode_compiles_on_a_gpu_or_when_asked():
+    """Fast mode on a CPU is eager (nothing beat it here: backend._compiles); torch.compile stays
+    one option away and is held to the oracle: dcgan-tiny, one float32 iteration from host noise."""
+    from gansuite.common.oracle import OracleBackend
+    from gansuite.common.params import init_params
+    from gansuite.common.protocol import SCALARS, BuildOptions
+    from gansuite.common.registry import get_backend
+    from gansuite.common.streams import Streams
+    from gansuite.common.tolerances import tolerance
+
+    be, spec = get_backend("torch"), preset("dcgan-tiny")
+    params, b = init_params(spec, 0), Streams(spec, 0).batch(0)
+    assert be.settings(be.build(spec, params, None, BuildOptions(mode="fast")))["compiled"] is False
+    st = be.build(spec, params, None, BuildOptions(mode="fast", extra={"compile": True}))
+    assert be.settings(st)["compiled"] is True
+    out = be.train_step(st, b.real, b.z)
+    o = OracleBackend()
+    ref = o.train_step(o.build(spec, params, None, BuildOptions(dtype="float64")), b.real, b.z)
+    for k in SCALARS:
+        assert abs(getattr(out, k) - getattr(ref, k)) <= tolerance("float32", "loss") * abs(getattr(ref, k)), k

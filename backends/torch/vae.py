@@ -19,6 +19,7 @@ from gansuite.common.protocol import BuildOptions
 from gansuite.common.vae import VAE_NETS, VAESpec
 from gansuite.common.vae_backend import VAEBackendState
 
+from .backend import _compiles
 from .models import build_net
 from .train import make_adam
 
@@ -44,8 +45,10 @@ def create_state(spec: VAESpec, options: BuildOptions, dtype: torch.dtype, devic
     nets = {net: build_net(spec.net(net), net, dtype, options.mode).to(device) for net in VAE_NETS}
     params = [p for net in VAE_NETS for p in nets[net].parameters()]  # fc1..fc5, the seed's order
     opt = make_adam(spec.train.optim, params, options.mode)
-    # dynamic=False: one graph per batch shape (the last short batch compiles once more).
-    run = torch.compile(_vae_forward, dynamic=False) if options.mode == "fast" else _vae_forward
+    # Compiled as the GAN nets are (backend._compiles: on a GPU, or when extra={"compile": True}
+    # asks; on a CPU eager beat torch.compile for the DCGAN). dynamic=False: one graph per batch
+    # shape (the last short batch compiles once more).
+    run = torch.compile(_vae_forward, dynamic=False) if _compiles(options, device) else _vae_forward
     return TorchVAEState(spec, options, dtype, device, nets, opt, run)
 
 
