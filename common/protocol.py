@@ -139,11 +139,16 @@ def check_options(options: BuildOptions) -> str:
 
 def check_params(spec: GANSpec, params: Params) -> None:
     """Every canonical tensor present, nothing extra, every shape the spec's."""
-    shapes = param_shapes(spec)
+    check_shapes(param_shapes(spec), params, "the spec")
+
+
+def check_shapes(shapes: dict[str, tuple[int, ...]], params: Params, what: str) -> None:
+    """``params`` holds exactly the tensors of ``shapes`` (name -> shape), each of its shape; one
+    line naming ``what`` they should match otherwise (any model family's shape table)."""
     missing, unexpected = sorted(set(shapes) - set(params)), sorted(set(params) - set(shapes))
     wrong = [k for k in shapes if k in params and tuple(np.shape(params[k])) != shapes[k]]
     if missing or unexpected or wrong:
-        raise GanSuiteError(f"params: do not match the spec (missing {missing}, unexpected {unexpected}, "
+        raise GanSuiteError(f"params: do not match {what} (missing {missing}, unexpected {unexpected}, "
                             f"wrong shape {wrong})")
 
 

@@ -35,9 +35,14 @@ def trajectory_iterations(model: str) -> int:
 
 def subsample_indices(spec: GANSpec, seed: int = 0) -> dict[str, np.ndarray]:
     """A fixed set of flat indices per tensor (all entries of small tensors)."""
+    return subsample_indices_of(param_shapes(spec), seed)
+
+
+def subsample_indices_of(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:
+    """:func:`subsample_indices` for any model family's shape table (name -> shape, canonical order)."""
     rng = np.random.default_rng(seed)
     out = {}
-    for name, shape in param_shapes(spec).items():
+    for name, shape in shapes.items():
         size = int(np.prod(shape))
         out[name] = np.arange(size) if size <= SUBSAMPLE_PER_TENSOR else np.sort(
             rng.choice(size, SUBSAMPLE_PER_TENSOR, replace=False))

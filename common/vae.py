@@ -365,7 +365,9 @@ def vae_batch(spec: VAESpec, dataset: Dataset, seed: int, iteration: int) -> tup
 # the oracle (float64, hand-written backward)
 
 
-def _check_inputs(spec: VAESpec, x: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_vae_inputs(spec: VAESpec, x: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` as ``(B, features)`` (images are flattened C-order, the seed's ``x.view(-1, 784)``) and
+    ``eps`` as ``(B, latent)``, both float64; a one-line error otherwise."""
     x = np.asarray(x, np.float64)
     if x.ndim < 2 or _prod(x.shape[1:]) != spec.features:
         raise GanSuiteError(f"x: must be (batch, {spec.features}) or (batch, *{spec.data.example_shape()}); "
@@ -383,7 +385,7 @@ def vae_forward(params: Params, spec: VAESpec, x: np.ndarray, eps: np.ndarray) -
     ``mu``, ``log_var``, ``std``, ``z``, ``x_reconst``, plus ``runs`` (net -> the forward caches
     :func:`vae_backward` reuses). Operations in the seed's order: ``std = exp(log_var / 2)``,
     ``z = mu + eps * std``."""
-    x, eps = _check_inputs(spec, x, eps)
+    x, eps = check_vae_inputs(spec, x, eps)
     h, run_e = net_forward(spec.encoder, params, "E", x)
     mu, run_mu = net_forward(spec.head(), params, "mu", h)
     log_var, run_lv = net_forward(spec.head(), params, "logvar", h)
@@ -421,7 +423,7 @@ def vae_backward(params: Params, spec: VAESpec, x: np.ndarray, eps: np.ndarray,
     * both heads back to h (their input gradients summed), then through the encoder."""
     if out is None:
         out = vae_forward(params, spec, x, eps)
-    x, eps = _check_inputs(spec, x, eps)
+    x, eps = check_vae_inputs(spec, x, eps)
     runs, mu, log_var, std = out["runs"], out["mu"], out["log_var"], out["std"]
     _, d_reconst = L.bce_probabilities(out["x_reconst"], x, "sum")
     dz, grads = net_backward(spec.decoder, params, "Dec", runs["Dec"], d_reconst)

@@ -49,11 +49,11 @@ import numpy as np
 
 from .errors import GanSuiteError
 from .params import AdamState, Params
-from .protocol import Backend, BuildOptions, check_options
+from .protocol import Backend, BuildOptions, check_options, check_shapes
 from .spec import Layer
 from .oracle import net_forward
-from .vae import (VAE_NETS, VAE_SCALARS, VAEState, VAEStepOutput, VAESpec, vae_forward, vae_param_shapes, vae_state,
-                  vae_step)
+from .vae import (VAE_NETS, VAE_SCALARS, VAEState, VAEStepOutput, VAESpec, check_vae_inputs, vae_forward,
+                  vae_param_shapes, vae_state, vae_step)
 
 
 def vae_layer_of(spec: VAESpec, name: str) -> Layer:
@@ -66,26 +66,7 @@ def vae_layer_of(spec: VAESpec, name: str) -> Layer:
 
 def check_vae_params(spec: VAESpec, params: Params) -> None:
     """Every canonical tensor present, nothing extra, every shape the spec's."""
-    shapes = vae_param_shapes(spec)
-    missing, unexpected = sorted(set(shapes) - set(params)), sorted(set(params) - set(shapes))
-    wrong = [k for k in shapes if k in params and tuple(np.shape(params[k])) != shapes[k]]
-    if missing or unexpected or wrong:
-        raise GanSuiteError(f"params: do not match the VAE spec (missing {missing}, unexpected {unexpected}, "
-                            f"wrong shape {wrong})")
-
-
-def check_vae_inputs(spec: VAESpec, x: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``x`` as ``(B, features)`` (images are flattened C-order, the seed's ``x.view(-1, 784)``) and
-    ``eps`` as ``(B, latent)``, both float64; a one-line error otherwise."""
-    x = np.asarray(x, np.float64)
-    if x.ndim < 2 or int(np.prod(x.shape[1:])) != spec.features:
-        raise GanSuiteError(f"x: must be (batch, {spec.features}) or (batch, *{spec.data.example_shape()}); "
-                            f"got shape {x.shape}")
-    x = x.reshape(x.shape[0], spec.features)
-    eps = np.asarray(eps, np.float64)
-    if eps.shape != (x.shape[0], spec.latent):
-        raise GanSuiteError(f"eps: must have shape {(x.shape[0], spec.latent)} (one row per example), got {eps.shape}")
-    return x, eps
+    check_shapes(vae_param_shapes(spec), params, "the VAE spec")
 
 
 def check_latent(spec: VAESpec, z: np.ndarray) -> np.ndarray:

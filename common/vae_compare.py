@@ -23,18 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from .data import Dataset, load_dataset
+from .data import Dataset
 from .oracle import adam_update
 from .overrides import apply_overrides
+from .params import Params
 from .parity import Row, rel_err
 from .protocol import BuildOptions
 from .tolerances import tolerance
-from .trajectory import SUBSAMPLE_PER_TENSOR, VAE_TRAJECTORY
+from .trajectory import VAE_TRAJECTORY, subsample, subsample_indices_of
 from .vae import VAE_SCALARS, VAESpec, init_vae_params, vae_batch, vae_param_shapes, vae_preset
 from .vae_backend import OracleVAE, VAEProtocol
 
 VAE_MODEL = "vae"
-__all__ = ["VAE_MODEL", "VAE_TRAJECTORY", "vae_compare_spec", "vae_rows_and_outputs", "vae_trajectory"]
 
 
 def vae_compare_spec() -> VAESpec:
@@ -67,37 +67,39 @@ def vae_rows_and_outputs(vae: VAEProtocol, spec: VAESpec, dtype: str,
     rows = [_row("forward", k, fwd[k], ref_fwd[k], dtype, "forward") for k in ref_fwd]
     rows += [_row("loss", k, getattr(out, k), getattr(ref, k), dtype, "loss") for k in VAE_SCALARS]
     rows += [_row("grad", k, out.grads[k], ref.grads[k], dtype, "grad") for k in ref.grads]
-    new_params, new_opt = vae.export_params(st)
+    rows += adam_rows(vae, st, spec, params, out.grads, dtype)
+    return rows, outputs
+
+
+def adam_rows(vae: VAEProtocol, state: Any, spec: VAESpec, params: Params, grads: Params,
+              dtype: str) -> list[dict[str, Any]]:
+    """Adam, isolated, after a first step from ``params``: the state's parameters and moments vs
+    the oracle's Adam applied to the backend's OWN gradients from the same dtype-rounded start (as
+    the GANs' one-step check: Adam's first step, ``lr * g / (|g| + eps)``, turns float32 roundoff in
+    a near-zero gradient into an O(lr) parameter difference, so comparing with the oracle's own
+    step would test the gradient's sign, not the optimizer)."""
+    new_params, new_opt = vae.export_params(state)
+    rows = []
     for k in vae_param_shapes(spec):
         start = np.asarray(params[k], dtype=dtype).astype(np.float64)
         zeros = np.zeros_like(start)
-        p, m, v = adam_update(start, np.asarray(out.grads[k], np.float64), zeros, zeros, 1, spec.train.optim)
+        p, m, v = adam_update(start, np.asarray(grads[k], np.float64), zeros, zeros, 1, spec.train.optim)
         rows += [_row("adam", k, new_params[k], p, dtype, "adam"), _row("adam", k + " (m)", new_opt.m[k], m, dtype, "adam"),
                  _row("adam", k + " (v)", new_opt.v[k], v, dtype, "adam")]
-    return rows, outputs
+    return rows
 
 
 def vae_trajectory(vae: VAEProtocol, spec: VAESpec, dtype: str, iterations: int,
                    dataset: Dataset) -> dict[str, np.ndarray]:
     """``iterations`` steps on the shared batches and eps: per iteration the three losses and a
     fixed subsample of every tensor (the format of common/trajectory.run_trajectory)."""
-    rng = np.random.default_rng(0)
-    idx = {}
-    for name, shape in vae_param_shapes(spec).items():
-        size = int(np.prod(shape))
-        idx[name] = np.arange(size) if size <= SUBSAMPLE_PER_TENSOR else np.sort(
-            rng.choice(size, SUBSAMPLE_PER_TENSOR, replace=False))
+    idx = subsample_indices_of(vae_param_shapes(spec))
     st = vae.build(spec, init_vae_params(spec, 0), None, BuildOptions(dtype=dtype))
     scalars = np.empty((iterations, len(VAE_SCALARS)))
     params = np.empty((iterations, sum(len(i) for i in idx.values())))
     for it in range(iterations):
         out = vae.train_step(st, *vae_batch(spec, dataset, 0, it))
         scalars[it] = [getattr(out, k) for k in VAE_SCALARS]
-        p = vae.export_params(st)[0]
-        params[it] = np.concatenate([np.asarray(p[k], np.float64).reshape(-1)[i] for k, i in idx.items()])
+        params[it] = subsample(vae.export_params(st)[0], idx)
     return {"scalars": scalars, "params": params, "tensor_sizes": np.array([len(i) for i in idx.values()]),
             "tensor_names": np.array(list(idx)), "loss_columns": np.arange(len(VAE_SCALARS))}
-
-
-def vae_dataset(spec: VAESpec) -> Dataset:
-    return load_dataset(spec.data, 0)

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 
 from gansuite.common.params import AdamState, Params
 from gansuite.common.protocol import BuildOptions
-from gansuite.common.vae import SEED_002_NAMES, VAEStepOutput, VAESpec
-from gansuite.common.vae_backend import VAEProtocol, check_latent, check_vae_inputs
+from gansuite.common.vae import SEED_002_NAMES, VAEStepOutput, VAESpec, check_vae_inputs
+from gansuite.common.vae_backend import VAEProtocol, check_latent
 
 PORT_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
