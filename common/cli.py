@@ -81,8 +81,16 @@ def train(
     tensorboard: Optional[Path] = typer.Option(None, help="write TensorBoard scalars (losses, D(x), quality) here"),
     quality_every: int = typer.Option(0, help="image models: iterations between quality measurements "
                                               "(SWD, digit Frechet distance); 0: 10 over the run"),
+    quality: bool = typer.Option(True, "--quality/--no-quality",
+                                 help="image models: measure SWD and the digit Frechet distance over and after "
+                                      "training (off: faster short runs)"),
+    workers: int = typer.Option(1, help="data-parallel workers on the framework's own engine (torchrun + DDP, "
+                                        "jax.sharding, MirroredStrategy, MXNet kvstore); the batch splits over them"),
+    sync_bn: bool = typer.Option(True, "--sync-bn/--no-sync-bn",
+                                 help="data-parallel: BatchNorm statistics of the global batch (off: each "
+                                      "worker's own, which changes the maths)"),
 ) -> None:
-    """Train one model on one backend."""
+    """Train one model on one backend (on several workers with --workers)."""
     from .registry import get_backend
     from .training import RunConfig
     from .training import train as run_training
@@ -98,17 +106,39 @@ def train(
     if quality_every < 0:
         raise GanSuiteError(f"quality-every: must be 0 (10 over the run) or a positive integer, got {quality_every}")
     spec = resolve_spec(model, spec_file, data, epochs, set_, split)
+    from .data_parallel import check_workers, get_data_parallel_backend, in_worker, launch
+
+    check_workers(workers, spec, backend)
+    if workers > 1 and not in_worker():
+        # The engine's own launcher runs this same command as the worker process(es).
+        from .training import CHECKPOINT
+
+        args = ["train", "--backend", backend, "--model", model, "--out", str(out), "--seed", str(seed),
+                "--dtype", dtype, "--mode", mode, "--device", device, "--checkpoint-every", str(checkpoint_every),
+                "--log-every", str(log_every), "--quality-every", str(quality_every), "--workers", str(workers),
+                "--sync-bn" if sync_bn else "--no-sync-bn", "--resume" if resume else "--no-resume",
+                "--progress" if progress else "--no-progress",
+                "--quality" if quality else "--no-quality"]
+        for flag, value in (("--data", data), ("--split", split), ("--epochs", epochs), ("--iterations", iterations),
+                            ("--spec", spec_file), ("--tensorboard", tensorboard)):
+            args += [] if value is None else [flag, str(value)]
+        for item in set_:
+            args += ["--set", item]
+        typer.echo(launch(backend, workers, args, out / CHECKPOINT), nl=False)
+        return
     if isinstance(spec, VAESpec):
         return _train_vae(spec, backend, RunConfig(spec=spec, backend=None, out_dir=out, seed=seed, dtype=dtype,
                                                    mode=mode, device=device, iterations=iterations,
                                                    checkpoint_every=checkpoint_every, resume=resume,
                                                    progress=progress, log_every=log_every,
                                                    quality_every=quality_every), tensorboard)
-    be = get_backend(backend)
+    be = get_data_parallel_backend(backend, workers, sync_bn) if workers > 1 else get_backend(backend)
     summary = run_training(RunConfig(spec=spec, backend=be, out_dir=out, seed=seed, dtype=dtype, mode=mode,
                                      device=device, iterations=iterations, checkpoint_every=checkpoint_every,
                                      resume=resume, progress=progress, log_every=log_every,
-                                     tensorboard=tensorboard, quality_every=quality_every))
+                                     tensorboard=tensorboard, quality_every=quality_every, quality=quality))
+    if not getattr(be, "writes_outputs", True):
+        return  # a data-parallel worker other than rank 0: rank 0 prints the summary
     brief = {k: summary[k] for k in ("model", "backend", "iterations", "examples_per_s", "final")}
     if "gaussian" in summary:
         brief["frechet_distance"] = summary["gaussian"]["frechet_distance"]

@@ -82,6 +82,16 @@ TOLERANCES: dict[str, dict[str, float]] = {
 
 DIVERGENCE_THRESHOLD = 1e-3
 SEED_CODE = 1e-10
+#: Data-parallel vs one worker on the full batch (tests/dp_contract.py: every parameter, running
+#: stat, Adam moment and per-iteration scalar after a few iterations, relative to the tensor's
+#: scale). The maths is the same; only the order of sums differs (BatchNorm statistics and
+#: gradients summed per worker, then across workers). float64: SEED_CODE, as for other
+#: reorderings of the same float64 expressions. float32: a few ulp per reordered sum, carried by
+#: Adam's first steps (whose update is ~lr * sign(g) where |g| is small): 1e-4 of scale.
+DATA_PARALLEL = {"float64": SEED_CODE, "float32": 1e-4}
+#: Per-worker (unsynchronised) BatchNorm must miss one worker's run by this many tolerances at
+#: least: other maths, not roundoff (tests/dp_contract.py's trap).
+DATA_PARALLEL_TRAP_FACTOR = 100
 
 #: (model, dtype) whose one-iteration check is ill-conditioned at that precision, with the
 #: measured cause. Seed 003 initialises BatchNorm gamma ~ N(0, 0.02) (mean 0, not 1): many of G's

@@ -25,6 +25,7 @@ import numpy as np
 
 from . import plots
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .data_parallel import maybe_die
 from .errors import GanSuiteError
 from .metrics import gaussian_report, swd_images
 from .params import init_params
@@ -51,6 +52,7 @@ class RunConfig:
     checkpoint_every: int = 200
     sample_every: int = 0  # 0: about 10 frames over the run
     quality_every: int = 0  # image models: iterations between quality measurements (0: at every frame)
+    quality: bool = True  # image models: measure quality (SWD, digit Frechet distance) over and after training
     resume: bool = False
     progress: bool = True  # a progress bar on a terminal; log lines otherwise (common/reporting.py)
     log_every: int = 50  # iterations between log lines when there is no progress bar
@@ -73,6 +75,12 @@ def train(cfg: RunConfig) -> dict[str, Any]:
     ensure_writable(cfg.out_dir)
     ckpt_path = cfg.out_dir / CHECKPOINT
     streams = Streams(spec, cfg.seed)
+    # Data-parallel (common/data_parallel.py): every worker runs this loop on the same canonical
+    # batches; only the writer (rank 0) checkpoints, measures and draws. Pure forwards and exports
+    # are collective-free in every engine, so the other ranks may skip them.
+    writes = getattr(backend, "writes_outputs", True)
+    worker_rank = getattr(backend, "rank", 0)
+
     total = cfg.iterations if cfg.iterations is not None else streams.total_iterations
 
     history = {k: [] for k in SCALARS}
@@ -96,11 +104,16 @@ def train(cfg: RunConfig) -> dict[str, Any]:
     sample_every = cfg.sample_every or max(1, total // 10)
     frames: list[np.ndarray] = []
     epoch_quality: list[dict[str, float]] = []  # Gaussian: exact Frechet distance after every epoch
-    quality = ImageQuality(streams.dataset, seed=cfg.seed) if is_images else None
+    quality = ImageQuality(streams.dataset, seed=cfg.seed) if is_images and writes and cfg.quality else None
     quality_every = cfg.quality_every or sample_every
     meta = {"backend": backend.name, "dtype": cfg.dtype, "mode": cfg.mode, "versions": backend.versions()}
+    if getattr(backend, "workers", 1) > 1:
+        meta["workers"] = backend.workers
+        meta["sync_bn"] = backend.sync_bn
 
     def checkpoint(next_iteration: int) -> None:
+        if not writes:
+            return
         p, o = backend.export_params(state)
         hist = {k: np.asarray(v) for k, v in history.items()}
         hist.update({QUALITY_PREFIX + k: np.asarray(v) for k, v in quality_history.items()})
@@ -117,14 +130,16 @@ def train(cfg: RunConfig) -> dict[str, Any]:
     last_good = start
     t0, examples = time.perf_counter(), 0
     it = start
-    reporter = TrainingReporter(f"{spec.name} on {backend.name}", total, start, cfg.progress, cfg.log_every,
-                                cfg.tensorboard)
+    reporter = TrainingReporter(f"{spec.name} on {backend.name}", total, start, cfg.progress and writes,
+                                cfg.log_every, cfg.tensorboard if writes else None,
+                                echo=None if writes else (lambda line: None))  # one log: the writer's
     try:
         with contextlib.closing(reporter):
             if quality is not None and start == 0:
                 measure_quality(0)  # the initial G: what the run improves on
             for batch in streams.iterate(start, total):
                 it = batch.iteration
+                maybe_die(it, worker_rank)  # a no-op unless a test asks this worker to die here
                 # fast mode draws z, fake labels and dropout masks on the device (the real labels stay)
                 out = backend.train_step(state, batch.real, batch.z if cfg.mode == "parity" else None,
                                          draws=batch.draws)
@@ -142,11 +157,11 @@ def train(cfg: RunConfig) -> dict[str, Any]:
                 if done % cfg.checkpoint_every == 0 or done == total:
                     checkpoint(done)
                     last_good = done
-                if spec.data.kind == "gaussian" and done % streams.iterations_per_epoch == 0:
+                if writes and spec.data.kind == "gaussian" and done % streams.iterations_per_epoch == 0:
                     fd = gaussian_report(spec, backend.export_params(state)[0])["frechet_distance"]
                     epoch_quality.append({"epoch": done // streams.iterations_per_epoch, "frechet_distance": fd})
                     reporter.metric("quality/frechet_distance", fd, done)
-                if is_images and (done % sample_every == 0 or done == total):
+                if writes and is_images and (done % sample_every == 0 or done == total):
                     frames.append(plots.image_grid(backend.generate(state, fixed_z, "batch", fixed_labels), grid_row))
                 reporter.step(done, out, examples)
     except KeyboardInterrupt:
@@ -155,6 +170,8 @@ def train(cfg: RunConfig) -> dict[str, Any]:
         raise GanSuiteError(f"interrupted at iteration {done}; checkpoint saved to {ckpt_path}; "
                             f"continue with --resume") from None
     elapsed = time.perf_counter() - t0
+    if not writes:
+        return {"model": spec.name, "backend": backend.name, "iterations": total, "rank": worker_rank}
     return write_outputs(cfg, state, streams, history, frames, epoch_quality, elapsed, examples, start, total,
                          quality, quality_history)
 
@@ -208,11 +225,12 @@ def write_outputs(cfg: RunConfig, state: Any, streams: Streams, history: dict[st
         grid_n, grid_row = sample_grid(spec)
         plots.save_grid(backend.generate(state, streams.fixed_noise(grid_n), "batch", streams.fixed_labels(grid_n)),
                         cfg.out_dir / "samples.png", grid_row)
-        # Sliced Wasserstein distance on Laplacian-pyramid patches: same code for every backend.
-        n = min(256, streams.dataset.n)
-        real = streams.dataset.get(np.random.default_rng(0).permutation(streams.dataset.n)[:n])
-        fake = generate_many(backend, state, streams.fixed_noise(n), streams.fixed_labels(n))
-        summary["swd"] = swd_images(real, fake)
+        if cfg.quality:
+            # Sliced Wasserstein distance on Laplacian-pyramid patches: same code for every backend.
+            n = min(256, streams.dataset.n)
+            real = streams.dataset.get(np.random.default_rng(0).permutation(streams.dataset.n)[:n])
+            fake = generate_many(backend, state, streams.fixed_noise(n), streams.fixed_labels(n))
+            summary["swd"] = swd_images(real, fake)
         if quality is not None and quality_history:
             summary["quality"] = {"examples": quality.n, "metrics": sorted(k for k in quality_history if k != "iteration"),
                                   "digit_classifier_holdout_accuracy": (quality.classifier.holdout_accuracy

@@ -1,0 +1,73 @@
+"""Data-parallel runs against one worker (issue 17): the measurements the backend tests assert
+(tests/dp_contract.py) and the comparison report's data-parallel section, written once.
+
+A data-parallel run goes through the user's command, ``gansuite train --workers W``, in a fresh
+process (each engine sets its devices before its framework starts); one worker on the full batch
+is the ordinary backend through the same training loop. Compared: every canonical tensor
+(parameters and BatchNorm running stats), both nets' Adam moments and every per-iteration scalar
+of the final checkpoint, as max abs error / max |single-worker value| (common/parity.rel_err).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import Checkpoint, load_checkpoint
+from .data_parallel import FAULT_ENV, WORKER_ENV
+from .parity import rel_err
+from .presets import preset
+from .registry import get_backend
+from .training import CHECKPOINT, RunConfig, train
+
+#: Iterations compared: past Adam's first steps, where the moments' bias correction amplifies most.
+ITERATIONS = 6
+#: The models: the DCGAN (BatchNorm: the layer a split changes) and the Gaussian GAN (no BatchNorm).
+MODELS = ("dcgan-tiny", "gaussian")
+WORKERS = 2
+
+
+def cli_train(backend: str, model: str, out: Path, *, workers: int = WORKERS, iterations: int = ITERATIONS,
+              dtype: str = "float64", sync_bn: bool = True, resume: bool = False, checkpoint_every: int = 2,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``gansuite train`` as a user runs it, in a fresh process (an engine sets its devices at import)."""
+    cmd = [sys.executable, "-m", "gansuite.common.cli", "train", "--backend", backend, "--model", model,
+           "--out", str(out), "--iterations", str(iterations), "--dtype", dtype, "--workers", str(workers),
+           "--checkpoint-every", str(checkpoint_every), "--no-quality", "--no-progress",
+           "--sync-bn" if sync_bn else "--no-sync-bn"] + (["--resume"] if resume else [])
+    full_env = {k: v for k, v in os.environ.items() if k not in (WORKER_ENV, FAULT_ENV)}
+    full_env.update(env or {})
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=600)
+
+
+def single_worker(backend: str, model: str, out: Path, dtype: str, iterations: int = ITERATIONS) -> Checkpoint:
+    """One worker on the full batch: the ordinary backend through the same loop, in this process."""
+    train(RunConfig(spec=preset(model), backend=get_backend(backend), out_dir=out, dtype=dtype,
+                    iterations=iterations, checkpoint_every=iterations, quality=False, progress=False))
+    return load_checkpoint(out / CHECKPOINT)
+
+
+def differences(got: Checkpoint, ref: Checkpoint) -> dict[str, float]:
+    """Worst relative error per kind of quantity (and the tensor it is in)."""
+    worst: dict[str, tuple[float, str]] = {}
+
+    def note(kind: str, name: str, a: np.ndarray, b: np.ndarray) -> None:
+        err = rel_err(a, b)[1]
+        if err >= worst.get(kind, (-1.0, ""))[0]:
+            worst[kind] = (err, name)
+
+    for name, value in ref.params.items():
+        note("running_stats" if "running" in name else "params", name, got.params[name], value)
+    for net in ("G", "D"):
+        if got.opt[net].step != ref.opt[net].step:
+            raise ValueError(f"{net}: Adam step {got.opt[net].step} vs {ref.opt[net].step}: not the same run length")
+        for name in ref.opt[net].m:
+            note("adam", f"m/{name}", got.opt[net].m[name], ref.opt[net].m[name])
+            note("adam", f"v/{name}", got.opt[net].v[name], ref.opt[net].v[name])
+    for key in ("loss_D", "loss_G", "D_x", "D_G_z1", "D_G_z2"):
+        note("scalars", key, got.history[key], ref.history[key])
+    return {f"{kind} ({name})": err for kind, (err, name) in worst.items()}
