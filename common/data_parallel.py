@@ -80,7 +80,7 @@ def check_workers(workers: int, spec: Any, backend: str) -> None:
     batch = spec.train.batch_size
     rows = {batch, spec.train.noise_rows(batch)}
     n = _dataset_rows(spec)
-    if n is not None and n % batch:
+    if n % batch and not (spec.train.drop_last or spec.train.pad_last):
         rows |= {n % batch, spec.train.noise_rows(n % batch)}
     bad = sorted(r for r in rows if r % workers)
     if bad:
@@ -88,9 +88,14 @@ def check_workers(workers: int, spec: Any, backend: str) -> None:
                             f"divisor of every batch ({', '.join(map(str, sorted(rows)))} rows)")
 
 
-def _dataset_rows(spec: GANSpec) -> int | None:
-    """Examples in the dataset when the spec says how many (else None: checked per batch, in ``shard``)."""
-    return getattr(spec.data, "n_examples", None) or None
+def _dataset_rows(spec: GANSpec) -> int:
+    """Examples in the dataset: the spec's count for drawn data, the files' for MNIST or a folder
+    (loaded here once, so that a short last batch is refused before the run, not at its epoch's end)."""
+    if spec.data.kind in ("idx", "image_folder"):
+        from .data import load_dataset
+
+        return load_dataset(spec.data, 0).n
+    return spec.data.n_examples
 
 
 def shard_slice(rows: int, rank: int, workers: int, field: str = "batch") -> slice:

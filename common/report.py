@@ -212,6 +212,7 @@ def _markdown(report: dict[str, Any]) -> str:
              "## Backends", "", "| backend | available | version | reason |", "|---|---|---|---|"]
     for name, a in report["backends"].items():
         lines.append(f"| {name} | {_fmt(a['available'])} | {a.get('version') or '-'} | {a.get('reason') or ''} |")
+    lines += _modes()
     lines += _summary(report)
     lines += _kinks(report)
     lines += ["", "## Parity vs the float64 oracle and pairwise", "",
@@ -238,6 +239,21 @@ def _markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {c['from']} | {c['to']} | {c['model']} | {_fmt(c['max_abs_err'])} | "
                      f"{_fmt(c['samples_rel_err'])} | {_fmt(c['continued_params_rel_err'])} | {_fmt(c['passed'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _modes() -> list[str]:
+    """Which mode the rows measure, and why fast mode's own random draws keep it out of them."""
+    return ["", "## Modes", "",
+            "Every row below is *parity* mode: each backend is fed the same z, labels, dropout masks (seed 002's "
+            "CGAN's D) and VAE eps from common/, so the frameworks can agree to roundoff. *Fast* mode (each "
+            "framework's fastest configuration, benchmarks/) draws a GAN's z, fake labels, the G step's fresh z and "
+            "dropout masks on the device, from the framework's own RNG seeded at build "
+            "(PyTorch's torch.Generator, JAX's threefry key, TensorFlow's tf.random.Generator, MXNet's "
+            "mx.random): those streams differ between frameworks, so fast-mode runs agree in distribution, not "
+            "step by step, and have no row here (the VAE takes its eps from the host in both modes). Fast "
+            "mode's maths is held to the oracle in every backend's tests with host-fed draws instead (tests/backend_contract.py "
+            "test_fast_mode_matches_oracle_with_host_noise, losses within 1e-4; tests/vae_contract.py "
+            "test_fast_mode_matches_oracle)."]
 
 
 def _summary(report: dict[str, Any]) -> list[str]:
