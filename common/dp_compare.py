@@ -71,3 +71,38 @@ def differences(got: Checkpoint, ref: Checkpoint) -> dict[str, float]:
     for key in ("loss_D", "loss_G", "D_x", "D_G_z1", "D_G_z2"):
         note("scalars", key, got.history[key], ref.history[key])
     return {f"{kind} ({name})": err for kind, (err, name) in worst.items()}
+
+
+#: The comparison's data-parallel runs: (model, dtype, sync_bn). The equality in float64 (exact
+#: maths) for both models and float32 for the DCGAN, then the trap: per-worker BatchNorm.
+COMPARE_RUNS = (("dcgan-tiny", "float64", True), ("gaussian", "float64", True), ("dcgan-tiny", "float32", True),
+                ("dcgan-tiny", "float64", False))
+
+
+def compare_rows(backend: str, root: Path) -> list[dict[str, object]]:
+    """The report's data-parallel rows of one backend: W workers vs one on the full batch."""
+    from .data_parallel import ENGINES
+    from .tolerances import DATA_PARALLEL, DATA_PARALLEL_TRAP_FACTOR
+
+    single: dict[tuple[str, str], Checkpoint] = {}
+    rows = []
+    for model, dtype, sync_bn in COMPARE_RUNS:
+        key = (model, dtype)
+        if key not in single:
+            single[key] = single_worker(backend, model, root / f"single-{model}-{dtype}", dtype)
+        out = root / f"dp-{model}-{dtype}-{'sync' if sync_bn else 'local'}"
+        proc = cli_train(backend, model, out, dtype=dtype, sync_bn=sync_bn)
+        row: dict[str, object] = {"backend": backend, "engine": ENGINES[backend], "model": model, "dtype": dtype,
+                                  "workers": WORKERS, "iterations": ITERATIONS, "sync_bn": sync_bn,
+                                  "tolerance": DATA_PARALLEL[dtype]}
+        if proc.returncode != 0:
+            row.update(error=(proc.stderr.strip().splitlines() or ["no output"])[-1], passed=False)
+        else:
+            errors = differences(load_checkpoint(out / CHECKPOINT), single[key])
+            worst = max(errors.values())
+            # Synchronised: the same maths, within the tolerance. Per-worker BatchNorm (the trap):
+            # other maths, at least DATA_PARALLEL_TRAP_FACTOR tolerances away.
+            passed = worst <= DATA_PARALLEL[dtype] if sync_bn else worst > DATA_PARALLEL_TRAP_FACTOR * DATA_PARALLEL[dtype]
+            row.update(errors=errors, max_rel_err=worst, passed=bool(passed))
+        rows.append(row)
+    return rows

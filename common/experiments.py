@@ -10,6 +10,7 @@
 * ``seedtraj-<system>.npz``        the same for a seed document's own code (common/seeds.py), float64
 * ``ckpt-<model>.safetensors``, ``samples-<model>.npy``, ``cont-<model>.npz``  for conversion
 * ``traps.json``       framework defaults left in place vs corrected (backends/<fw>/traps.py)
+* ``data_parallel.json``  2 workers on the framework's engine vs one on the full batch (common/dp_compare.py)
 * ``meta.json``        versions and settings
 
 ``convert_phase(backend, out)`` (phase "convert", in the backend's env, after every backend's
@@ -120,6 +121,11 @@ def run_phase(backend_name: str, out: Path, models: tuple[str, ...] = COMPARE_MO
         np.savez(art / f"seedtraj-{system.key}.npz",
                  **run_trajectory(port, compare_spec(system.preset), "float64", iters))
     (art / "traps.json").write_text(json.dumps(run_traps(backend_name), indent=1))
+    if backend_name != "oracle":
+        from .dp_compare import compare_rows
+
+        dp_root = art / "data-parallel"
+        (art / "data_parallel.json").write_text(json.dumps(compare_rows(backend_name, dp_root), indent=1))
     meta = {"backend": backend_name, "versions": backend.versions(), "seconds": time.perf_counter() - t0,
             "models": list(models), "quick": quick}
     (art / "meta.json").write_text(json.dumps(meta, indent=1))

@@ -35,7 +35,8 @@ def build_report(out: Path, availability: dict[str, dict[str, Any]]) -> dict[str
     art = out / "artifacts"
     present = [b for b, a in availability.items() if a["available"] and (art / b / "meta.json").exists()]
     frameworks = [b for b in present if b != "oracle"]
-    report: dict[str, Any] = {"backends": availability, "parity": [], "traps": [], "conversion": []}
+    report: dict[str, Any] = {"backends": availability, "parity": [], "traps": [], "conversion": [],
+                              "data_parallel": []}
 
     for b in frameworks:  # vs the oracle, from the rows each env computed
         rows = json.loads((art / b / "rows.json").read_text())
@@ -73,6 +74,9 @@ def build_report(out: Path, availability: dict[str, dict[str, Any]]) -> dict[str
         traps = art / b / "traps.json"
         if traps.exists():
             report["traps"] += json.loads(traps.read_text())
+        dp = art / b / "data_parallel.json"
+        if dp.exists():
+            report["data_parallel"] += json.loads(dp.read_text())
         conv = art / b / "conversion.json"
         if conv.exists():
             for c in json.loads(conv.read_text()):
@@ -232,6 +236,7 @@ def _markdown(report: dict[str, Any]) -> str:
     for t in report["traps"]:
         lines.append(f"| {t['difference']} | {', '.join(t['backends'])} | {_fmt(t['err_default'])} | "
                      f"{_fmt(t['err_corrected'])} | {t.get('measured_on', '')} |")
+    lines += _data_parallel(report)
     lines += ["", "## Weight conversion (float64 checkpoints, same fixed z)", "",
               "| from | to | model | samples max abs diff | samples rel err | params after 2 more iterations, rel err | passed |",
               "|---|---|---|---|---|---|---|"]
@@ -239,6 +244,28 @@ def _markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {c['from']} | {c['to']} | {c['model']} | {_fmt(c['max_abs_err'])} | "
                      f"{_fmt(c['samples_rel_err'])} | {_fmt(c['continued_params_rel_err'])} | {_fmt(c['passed'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _data_parallel(report: dict[str, Any]) -> list[str]:
+    """W workers on each framework's own engine vs one worker on the full batch (common/dp_compare.py)."""
+    rows = report.get("data_parallel", [])
+    lines = ["", "## Data-parallel: 2 workers vs one on the full batch", "",
+             "`gansuite train --workers 2` on the framework's engine (common/data_parallel.py), against the ordinary "
+             "backend on the whole batch, from the same parameters, batches and noise: worst relative error after "
+             f"{rows[0]['iterations'] if rows else '-'} iterations over parameters, BatchNorm running stats, Adam "
+             "moments and the per-iteration losses and D outputs. Synchronised BatchNorm must agree within the "
+             "tolerance (common/tolerances.py DATA_PARALLEL); per-worker BatchNorm is the trap, other maths, and "
+             "passes when it misses by more than DATA_PARALLEL_TRAP_FACTOR tolerances. On 2 CPU cores this is a "
+             "correctness check, not a scaling measurement.", "",
+             "| backend | engine | model | dtype | BatchNorm | worst rel err | worst tensor | tolerance | passed |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        errors = r.get("errors") or {}
+        where = max(errors, key=errors.get) if errors else r.get("error", "")
+        bn = "synchronised" if r["sync_bn"] else "per worker (trap)"
+        lines.append(f"| {r['backend']} | {r['engine']} | {r['model']} | {r['dtype']} | {bn} | "
+                     f"{_fmt(r.get('max_rel_err'))} | {where} | {_fmt(r['tolerance'])} | {_fmt(r['passed'])} |")
+    return lines
 
 
 def _modes() -> list[str]:
