@@ -263,6 +263,8 @@ def compare(
     out: Path = typer.Option(Path("results/compare"), help="report.md, report.json, plots, artifacts/"),
     backends_: str = typer.Option("torch,jax,tensorflow,mxnet", "--backends", help="comma-separated subset"),
     quick: bool = typer.Option(False, help="short trajectories (20 iterations): a smoke run"),
+    data_parallel: bool = typer.Option(True, "--data-parallel/--no-data-parallel",
+                                       help="the data-parallel section: 2 workers on each engine vs one"),
 ) -> None:
     """Run every experiment in every backend's environment and write the comparison report."""
     from .compare import drive
@@ -271,13 +273,15 @@ def compare(
     names = [b.strip() for b in backends_.split(",") if b.strip()]
     for b in names:
         _choice("backends", b, FRAMEWORK_BACKENDS)
-    report = drive(out, names, quick=quick, echo=typer.echo)
+    report = drive(out, names, quick=quick, echo=typer.echo, data_parallel=data_parallel)
     failed = [r for r in report["parity"] if r["check"] != "trajectory" and not r["passed"]]
     # an ill-conditioned (model, dtype) row within its measured bound (common/tolerances.py) is not a failure
     bounded = [r for r in failed if r.get("ill_conditioned_bound") and r["max_rel_err"] <= r["ill_conditioned_bound"]]
     missing = [n for n, a in report["backends"].items() if not a["available"]]
+    dp = report.get("data_parallel", [])
+    dp_line = f"; data-parallel rows {len(dp)}, failed {sum(not r['passed'] for r in dp)}" if data_parallel else ""
     typer.echo(f"wrote {out / 'report.md'}: {len(report['parity'])} parity rows, {len(failed) - len(bounded)} failed, "
-               f"{len(bounded)} ill-conditioned within their bound; unavailable: {', '.join(missing) or 'none'}")
+               f"{len(bounded)} ill-conditioned within their bound{dp_line}; unavailable: {', '.join(missing) or 'none'}")
 
 
 @app.command()
@@ -344,13 +348,14 @@ def compare_worker(
     phase: str = typer.Option("run", help="run | convert"),
     out: Path = typer.Option(Path("results/compare")),
     quick: bool = typer.Option(False),
+    data_parallel: bool = typer.Option(True, "--data-parallel/--no-data-parallel"),
 ) -> None:
     """One backend's share of `gansuite compare` (runs inside that backend's environment)."""
     from .experiments import convert_phase, run_phase
 
     _choice("phase", phase, ("run", "convert"))
     if phase == "run":
-        run_phase(backend, out, quick=quick)
+        run_phase(backend, out, quick=quick, data_parallel=data_parallel)
     else:
         convert_phase(backend, out)
 

@@ -38,7 +38,7 @@ def compare_jobs() -> int:
     return int(raw)
 
 
-def drive(out: Path, backends: list[str], quick: bool = False, echo=print) -> dict[str, Any]:
+def drive(out: Path, backends: list[str], quick: bool = False, echo=print, data_parallel: bool = True) -> dict[str, Any]:
     """Run every phase of every backend, each in its own interpreter, then write the report.
 
     A phase runs in every backend (compare_jobs() at a time) before the next phase starts:
@@ -62,7 +62,7 @@ def drive(out: Path, backends: list[str], quick: bool = False, echo=print) -> di
 
     def worker(name: str, phase: str) -> None:
         cmd = [pythons[name], "-m", "gansuite.common.cli", "compare-worker", "--backend", name, "--phase", phase,
-               "--out", str(out)] + (["--quick"] if quick else [])
+               "--out", str(out)] + (["--quick"] if quick else []) + ([] if data_parallel else ["--no-data-parallel"])
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         with lock:

@@ -88,7 +88,8 @@ def _artifacts(out: Path, backend: str) -> Path:
     return path
 
 
-def run_phase(backend_name: str, out: Path, models: tuple[str, ...] = COMPARE_MODELS, quick: bool = False) -> Path:
+def run_phase(backend_name: str, out: Path, models: tuple[str, ...] = COMPARE_MODELS, quick: bool = False,
+              data_parallel: bool = True) -> Path:
     """Every experiment of one backend (the oracle included) into ``out/artifacts/<backend>``."""
     backend = get_backend(backend_name)
     art = _artifacts(out, backend_name)
@@ -121,7 +122,7 @@ def run_phase(backend_name: str, out: Path, models: tuple[str, ...] = COMPARE_MO
         np.savez(art / f"seedtraj-{system.key}.npz",
                  **run_trajectory(port, compare_spec(system.preset), "float64", iters))
     (art / "traps.json").write_text(json.dumps(run_traps(backend_name), indent=1))
-    if backend_name != "oracle":
+    if data_parallel and backend_name != "oracle":
         from .dp_compare import compare_rows
 
         dp_root = art / "data-parallel"

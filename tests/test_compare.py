@@ -30,7 +30,7 @@ def test_divergence_horizon_and_error_curve():
 @pytest.mark.skipif(BACKEND is None, reason="needs a framework backend (runs in each backend's tox env)")
 def test_compare_report_on_this_backend(tmp_path):
     run_phase("oracle", tmp_path, models=("gaussian",), quick=True)
-    run_phase(BACKEND, tmp_path, models=("gaussian",), quick=True)
+    run_phase(BACKEND, tmp_path, models=("gaussian",), quick=True, data_parallel=False)  # tests/test_backend_*_dp.py
     convert_phase(BACKEND, tmp_path)
     availability = {"oracle": {"available": True, "version": "x", "reason": None},
                     BACKEND: {"available": True, "version": "y", "reason": None},
@@ -38,7 +38,7 @@ def test_compare_report_on_this_backend(tmp_path):
     report = build_report(tmp_path, availability)
     write_report(tmp_path, report)
     data = json.loads((tmp_path / "report.json").read_text())
-    assert set(data) == {"backends", "parity", "traps", "conversion", "seed_code"}
+    assert set(data) == {"backends", "parity", "traps", "conversion", "seed_code", "data_parallel"}
     assert data["backends"]["nonexistent"]["reason"] == "not built"
     keys = {"model", "dtype", "check", "backend", "against", "max_abs_err", "max_rel_err", "tolerance", "passed",
             "divergence_iteration"}
@@ -64,7 +64,7 @@ def test_compare_report_holds_the_vae_on_this_backend(tmp_path):
     """Seed 002's VAE (common/vae_compare.py) in the report: forward and one iteration vs the oracle
     within tolerance, float64 trajectory never diverging, and on torch the seed's own code row."""
     run_phase("oracle", tmp_path, models=("vae",), quick=True)
-    run_phase(BACKEND, tmp_path, models=("vae",), quick=True)
+    run_phase(BACKEND, tmp_path, models=("vae",), quick=True, data_parallel=False)
     availability = {name: {"available": True, "version": "x", "reason": None} for name in ("oracle", BACKEND)}
     report = build_report(tmp_path, availability)
     rows = {(r["dtype"], r["check"]): r for r in report["parity"] if r["model"] == "vae"}

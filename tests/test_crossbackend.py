@@ -132,15 +132,3 @@ def test_seed_code_matches_its_preset_on_every_backend(report, expected, system)
         assert r["passed"], (f"{system.document} vs {system.preset} on {name}: losses {r['losses_rel_err']:.3g}, "
                              f"params {r['params_rel_err']:.3g} > {r['tolerance']:.0e}")
 
-
-def test_data_parallel_equals_one_worker_on_every_backend(report, expected):
-    """Every backend's engine, 2 workers vs one on the full batch (common/dp_compare.py): synchronised
-    BatchNorm within DATA_PARALLEL, per-worker BatchNorm (the trap) far outside it."""
-    from gansuite.common.dp_compare import COMPARE_RUNS
-
-    rows = {(r["backend"], r["model"], r["dtype"], r["sync_bn"]): r for r in report.get("data_parallel", [])}
-    for name in expected:
-        for model, dtype, sync_bn in COMPARE_RUNS:
-            r = rows.get((name, model, dtype, sync_bn))
-            assert r is not None, f"{name}: no data-parallel row for {model} {dtype} sync_bn={sync_bn}"
-            assert r["passed"], r
