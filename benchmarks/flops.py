@@ -1,8 +1,9 @@
-"""Floating-point operations of a GAN, counted from its spec (no framework involved).
+"""Floating-point operations of a GAN or seed 002's VAE, counted from its spec (no framework involved).
 
 Counted: multiply-adds of Dense, Conv2d and ConvTranspose2d, 2 FLOPs per multiply-add.
 Not counted: biases, BatchNorm, activations, losses and Adam (elementwise, a few per
-element: under 1% of the DCGAN's convolutions, and the Gaussian GAN is all overhead anyway).
+element: under 1% of the DCGAN's convolutions, and the Gaussian GAN is all overhead anyway),
+nor the VAE's reparameterisation (``exp``, ``mu + eps * std``) and KL (elementwise on the latent).
 
 Per example, forward (MACs = multiply-adds):
 
@@ -24,6 +25,17 @@ weights, one product each) and ``g`` is the number of G forwards: 1 in the tutor
 and in every backend; 2 in d2l's loop, whose ``update_G`` recomputes ``G(Z)``. The 2x is an
 upper bound by one input-gradient product for the first layer of each differentiated pass
 (no gradient w.r.t. data or z is needed); frameworks that skip it do slightly less.
+
+One VAE iteration as executed (common/vae.py ``vae_step``; ``F_E``, ``F_H``, ``F_Dec`` = forward
+FLOPs of the encoder trunk, of one head, of the decoder; the preset: ``Dense(784, 400)``, two
+``Dense(400, 20)`` heads (mu and log_var), ``Dense(20, 400)``, ``Dense(400, 784)``)::
+
+    forward:   E(x), mu(h), logvar(h), Dec(z)                       = F_E + 2 F_H + F_Dec
+    backward:  through Dec, both heads (into h) and E               = 2 (F_E + 2 F_H + F_Dec)
+    total per example                                               = 3 (F_E + 2 F_H + F_Dec)
+
+with the same 2x rule and the same upper bound: the encoder's first layer needs no gradient
+w.r.t. x (one 784 x 400 product per example that a framework may skip).
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gansuite.common.spec import Conv2d, ConvTranspose2d, Dense, GANSpec, NetSpec
+from gansuite.common.vae import VAESpec
 
 FLOPS_PER_MAC = 2
 #: d2l 20.1's update_G calls net_G(Z) again; the tutorial (and the backends) reuse the fake.
@@ -87,3 +100,43 @@ def iteration_flops(spec: GANSpec, batch_size: int, g_forwards: int = 1) -> Iter
 def sampling_flops(spec: GANSpec, batch_size: int) -> int:
     """FLOPs of ``generate``: one G forward per example."""
     return forward_flops(spec.generator) * batch_size
+
+
+@dataclass(frozen=True)
+class VAEIterationFlops:
+    """FLOPs of one VAE training iteration at one batch size (see the module docstring)."""
+
+    forward_E: int  # per example, the encoder trunk
+    forward_head: int  # per example, ONE of the two heads (mu, log_var)
+    forward_Dec: int  # per example
+    batch_size: int
+
+    @property
+    def forward(self) -> int:
+        """One forward pass per example: the trunk, both heads, the decoder."""
+        return self.forward_E + 2 * self.forward_head + self.forward_Dec
+
+    @property
+    def per_example(self) -> int:
+        return 3 * self.forward
+
+    @property
+    def total(self) -> int:
+        return self.per_example * self.batch_size
+
+    def as_dict(self) -> dict[str, object]:
+        return {"forward_E_per_example": self.forward_E, "forward_head_per_example": self.forward_head,
+                "forward_Dec_per_example": self.forward_Dec, "per_example": self.per_example,
+                "per_iteration": self.total,
+                "formula": "batch * 3 (F_E + 2 F_head + F_Dec); 2 FLOPs per multiply-add of Dense; "
+                           "backward = 2x forward"}
+
+
+def vae_iteration_flops(spec: VAESpec, batch_size: int) -> VAEIterationFlops:
+    return VAEIterationFlops(forward_flops(spec.encoder), forward_flops(spec.head()), forward_flops(spec.decoder),
+                             batch_size)
+
+
+def vae_sampling_flops(spec: VAESpec, batch_size: int) -> int:
+    """FLOPs of ``decode``: one decoder forward per example (the seed's sampled grid)."""
+    return forward_flops(spec.decoder) * batch_size

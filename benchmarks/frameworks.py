@@ -104,3 +104,37 @@ def fresh_compile_cache(framework: str) -> None:
         import torch._dynamo
 
         torch._dynamo.reset()
+
+
+def numerics(framework: str, mode: str) -> dict[str, Any]:
+    """The framework's process-wide switches that change numbers or speed, under the names its GAN
+    backend's ``settings(state)`` records them (so ``harness.uses_fast_math`` reads either): for a
+    workload whose protocol has no ``settings`` (the VAE's, common/vae_backend.py). ``mode`` only
+    names what the backend derives from it per call (JAX's per-layer dot precision)."""
+    if framework == "torch":
+        import torch
+
+        return {"threads": torch.get_num_threads(), "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+                "tf32_cudnn": torch.backends.cudnn.allow_tf32, "cudnn_benchmark": torch.backends.cudnn.benchmark,
+                "mkldnn": torch.backends.mkldnn.enabled}
+    if framework == "jax":
+        import jax
+
+        # backends/jax/vae.py: the GANs' rule, HIGHEST per-layer precision in parity, DEFAULT in fast.
+        return {"x64": bool(jax.config.jax_enable_x64),
+                "layer_precision": "highest" if mode == "parity" else "default",
+                "default_matmul_precision": str(jax.config.jax_default_matmul_precision)}
+    if framework == "tensorflow":
+        import tensorflow as tf
+
+        from gansuite.backends.tensorflow import onednn_enabled, op_determinism_enabled
+
+        return {"tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
+                "determinism": op_determinism_enabled(), "onednn": onednn_enabled(),
+                "threads_intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                "threads_inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
+    if framework == "mxnet":
+        from gansuite.backends.mxnet import ENV_FLAGS, onednn_enabled
+
+        return {"onednn_enabled": onednn_enabled(), "env": {k: os.environ.get(k) for k in ENV_FLAGS}}
+    return {}

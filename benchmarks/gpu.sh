@@ -4,8 +4,8 @@
 #   benchmarks/gpu.sh [--quick] [OUT]     (OUT defaults to <repo>/results/bench)
 #
 # For each backend whose interpreter imports its framework AND sees a GPU:
-#   1. float32: parity, fast and the seed's own loop (peer) for the Gaussian GAN (batch 8..4096)
-#      and the full-size DCGAN (batch 1..256);
+#   1. float32: parity, fast and the seed's own loop (peer) for the Gaussian GAN (batch 8..4096),
+#      the full-size DCGAN (batch 1..256) and seed 002's VAE (batch 16..4096);
 #   2. bf16 mixed precision for the DCGAN in fast mode: torch.autocast(bfloat16) around the
 #      unchanged step (float32 weights, Adam and loss). The other backends have no bf16 path:
 #      their run prints "skip ... no bf16 mixed-precision path" and this script says so.
@@ -75,7 +75,7 @@ for backend in torch jax tensorflow mxnet; do
     esac
     echo "== $backend ($py): float32 parity, fast and seed loops"
     "$py" -m gansuite.benchmarks.run --backend "$backend" --device cuda --out "$OUT" \
-        --models gaussian,dcgan --modes parity,fast,peer "${QUICK[@]}" || status=1
+        --models gaussian,dcgan,vae --modes parity,fast,peer "${QUICK[@]}" || status=1
     echo "== $backend: bf16 mixed precision, DCGAN, fast mode"
     "$py" -m gansuite.benchmarks.run --backend "$backend" --device cuda --out "$OUT" \
         --models dcgan --modes fast --dtypes bf16-mixed "${QUICK[@]}"

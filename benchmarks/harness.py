@@ -1,12 +1,14 @@
-"""One benchmark config -> one result row, written against the backend protocol only.
+"""One benchmark config -> one result row, written against the family interface only.
 
-A config is (backend, model, mode, dtype, device, batch size). For a backend mode
-(parity | fast) the harness builds a state from ``init_params``, times ``train_step`` on a
-pool of pre-generated host batches (fast mode: ``z=None``, noise drawn on the device),
-times ``generate`` the same way, reads peak memory, and turns the median step time into
-examples/s, GFLOP/s (benchmarks/flops.py) and a fraction of the framework's measured
-matrix-product peak (benchmarks/peak.py). A peer mode times a seed's own loop
-(benchmarks/peers/) the same way. Framework specifics (device names, memory counters,
+A config is (backend, model, mode, dtype, device, batch size). The model's family
+(benchmarks/families.py: the GANs, seed 002's VAE) gives its protocol, parameters, pool and
+FLOPs. For a backend mode (parity | fast) the harness builds a state from the canonical
+parameters, times ``train_step`` on a pool of pre-generated host batches (a GAN's fast mode:
+``z=None``, noise drawn on the device; the VAE takes eps from the pool in both modes), times
+sampling (``generate``; the VAE's ``decode``) the same way, reads peak memory, and turns the
+median step time into examples/s, GFLOP/s (benchmarks/flops.py) and a fraction of the
+framework's measured matrix-product peak (benchmarks/peak.py). A peer mode times a seed's own
+loop (benchmarks/peers/) the same way. Framework specifics (device names, memory counters,
 autocast, compile caches) come from small lazily-importing modules beside this one.
 """
 
@@ -17,27 +19,23 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from gansuite.common.params import init_params
-from gansuite.common.presets import preset
 from gansuite.common.protocol import DTYPES as PROTOCOL_DTYPES
 from gansuite.common.protocol import BuildOptions
-from gansuite.common.registry import get_backend
 
 from . import memory
-from .flops import G_FORWARDS, iteration_flops, sampling_flops
+from .families import family_of
 from .frameworks import environment, framework_of, fresh_compile_cache, is_gpu
 from .mixed import MIXED_DTYPES, mixed_precision
 from .peak import Peak, measure_peak
-from .peers import peer_class
+from .peers import PEER_MODES, peer_class
 from .timing import Budget, Timing, measure
-from .workloads import EpochScan, PeerSampling, PeerTraining, Sampling, TrainSteps, make_pool, spec_at_batch
+from .workloads import EpochScan, PeerSampling, PeerTraining
 
 #: A result row has exactly these keys; anything else goes inside "settings".
 ROW_KEYS = ("backend", "model", "mode", "device", "dtype", "batch_size", "examples_per_s", "step_ms_median",
             "step_ms_min", "step_ms_max", "compile_s", "gflops_per_s", "fraction_of_peak", "peak_mem_mb", "settings")
-ROW_MODES = ("eager", "parity", "fast", "peer-d2l", "peer-tutorial", "peer-seed003")
 BACKEND_MODES = ("parity", "fast")
-PEER_MODES = ("peer-d2l", "peer-tutorial", "peer-seed003")
+ROW_MODES = ("eager", *BACKEND_MODES, *PEER_MODES)  # the peer modes: peers.MODES, one per seed loop
 DTYPES = (*PROTOCOL_DTYPES, *MIXED_DTYPES)  # the protocol's, plus the benchmark-only mixed precision
 #: A step slower than this is not timed again as a ``train_epoch`` scan: dispatch overhead is then
 #: negligible, and on XLA:CPU the scan of the full DCGAN's fast step was pathological (its first
@@ -99,7 +97,7 @@ def skip_reason(cfg: Config) -> str | None:
     if cfg.mode in PEER_MODES:
         if cfg.dtype != "float32":
             return f"the seed loops run in float32 only, not {cfg.dtype}"
-        cls, mode = peer_class(cfg.backend, preset(cfg.model))
+        cls, mode = peer_class(cfg.backend, family_of(cfg.model).spec(cfg.model))
         if cls is None:
             return mode
         if mode != cfg.mode:
@@ -110,7 +108,7 @@ def skip_reason(cfg: Config) -> str | None:
     if cfg.dtype in MIXED_DTYPES:
         if cfg.mode != "fast":
             return f"{cfg.dtype} is a fast-mode setting; parity runs exact float32/float64"
-        mixed = mixed_precision(framework_of(cfg.backend), cfg.device, cfg.dtype)
+        mixed = mixed_precision(framework_of(cfg.backend), cfg.device, cfg.dtype, family_of(cfg.model).name)
         if isinstance(mixed, str):
             return mixed
     return None
@@ -128,15 +126,16 @@ def bench_config(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, Any
 
 def _bench_backend(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, Any]:
     framework = framework_of(cfg.backend)
-    mixed = mixed_precision(framework, cfg.device, cfg.dtype)
+    family = family_of(cfg.model)
+    mixed = mixed_precision(framework, cfg.device, cfg.dtype, family.name)
     if isinstance(mixed, str):
         raise Skip(mixed)
     context, precision = mixed
     build_dtype = "float32" if cfg.dtype in MIXED_DTYPES else cfg.dtype
-    backend = get_backend(cfg.backend)
-    spec = spec_at_batch(preset(cfg.model), cfg.batch_size)
-    pool = make_pool(spec, cfg.seed, build_dtype)
-    params = init_params(spec, cfg.seed, build_dtype)
+    backend = family.protocol(cfg.backend)
+    spec = family.at_batch(family.spec(cfg.model), cfg.batch_size)
+    pool = family.make_pool(spec, cfg.seed, build_dtype)
+    params = family.init_params(spec, cfg.seed, build_dtype)
     if cfg.mode == "fast":
         fresh_compile_cache(framework)
     host_reset = memory.reset_host_peak()
@@ -146,23 +145,23 @@ def _bench_backend(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, A
     state = backend.build(spec, params, None, BuildOptions(dtype=build_dtype, device=cfg.device, mode=cfg.mode,
                                                            seed=cfg.seed))
     build_s = time.perf_counter() - t0
-    train = TrainSteps(backend, state, pool, device_noise=cfg.mode == "fast", context=context)
+    train = family.train_steps(backend, state, pool, cfg.mode, context)
     timing = measure(train.run, train.sync, budget)
     # What the backend itself counted as compilation for train_step (JAX: AOT compile; TF: trace +
     # XLA compile + first step; MXNet: first hybridized call), before sampling compiles more.
     backend_compile = getattr(state, "compile_s", None)
-    sampler = Sampling(backend, state, pool)
+    sampler = family.sampling(backend, state, pool)
     sampling = measure(sampler.run, sampler.sync, sampling_budget(budget))
     scan: Timing | str | None = None
-    if callable(getattr(backend, "train_epoch", None)):
+    if callable(getattr(backend, "train_epoch", None)):  # an optional extra (JAX's GAN backend)
         scan = _measure_scan(backend, state, pool, cfg, budget, timing)
     peak_mem, mem_details = memory.peak_memory(framework, cfg.device, host_reset, device_reset)
 
-    be_settings = backend.settings(state)
+    be_settings = family.settings(backend, state, framework)
     # The oracle computes in float64 whatever dtype is asked: its ceiling is numpy's float64 product.
     compute_dtype = "float64" if cfg.backend == "oracle" else ("bfloat16" if cfg.dtype in MIXED_DTYPES else cfg.dtype)
     peak = peaks.get(framework, cfg.device, compute_dtype, uses_fast_math(cfg.device, cfg.dtype, be_settings))
-    flops = iteration_flops(spec, cfg.batch_size, G_FORWARDS["backend"])
+    flops = family.iteration_flops(spec, cfg.batch_size)
     settings = {
         "backend": be_settings,
         "versions": backend.versions(),
@@ -171,12 +170,12 @@ def _bench_backend(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, A
         "build_s": build_s,
         "backend_compile_s": backend_compile if backend_compile is not None else be_settings.get("compile_s"),
         "timing": {**timing.as_dict(), "clock": CLOCK, "input_pool_batches": len(pool),
-                   "noise": "device RNG (train_step z=None)" if cfg.mode == "fast" else "host pool"},
+                   "noise": family.noise(cfg.mode)},
         "flops": flops.as_dict(),
         "peak": peak.as_dict(),
         "memory": mem_details,
-        "sampling": _secondary(sampling, cfg.batch_size, sampling_flops(spec, cfg.batch_size), peak,
-                               "backend.generate(z, bn='batch') to host float64"
+        "sampling": _secondary(sampling, cfg.batch_size, family.sampling_flops(spec, cfg.batch_size), peak,
+                               family.sampling_what
                                + ("; float32, outside autocast" if cfg.dtype in MIXED_DTYPES else "")),
         "seed": cfg.seed,
         "quick": cfg.quick,
@@ -204,7 +203,8 @@ def _measure_scan(backend: Any, state: Any, pool: Any, cfg: Config, budget: Budg
 
 
 def _bench_peer(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, Any]:
-    spec = preset(cfg.model)
+    family = family_of(cfg.model)
+    spec = family.spec(cfg.model)
     cls, reason = peer_class(cfg.backend, spec)
     if cls is None:
         raise Skip(reason)
@@ -220,7 +220,7 @@ def _bench_peer(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, Any]
     peak_mem, mem_details = memory.peak_memory(cls.framework, cfg.device, host_reset, device_reset)
     peer_settings = peer.settings()
     peak = peaks.get(cls.framework, cfg.device, "float32", uses_fast_math(cfg.device, "float32", peer_settings))
-    flops = iteration_flops(spec, cfg.batch_size, cls.g_forwards)
+    flops = family.iteration_flops(spec, cfg.batch_size, cls)
     settings = {
         "peer": peer_settings,
         "versions": peer.versions(),
@@ -228,12 +228,12 @@ def _bench_peer(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, Any]
         "precision": "float32",
         "build_s": build_s,
         "timing": {**timing.as_dict(), "clock": CLOCK.replace("backend.sync()", "peer sync"),
-                   "includes": "the seed's loop body as written: its data loader, noise draw and host reads"},
+                   "includes": cls.includes},
         "flops": flops.as_dict(),
         "peak": peak.as_dict(),
         "memory": mem_details,
-        "sampling": _secondary(sampling, cfg.batch_size, sampling_flops(spec, cfg.batch_size), peak,
-                               "G forward on batch_size noise vectors to the host, as the seed's visualisation"),
+        "sampling": _secondary(sampling, cfg.batch_size, family.sampling_flops(spec, cfg.batch_size), peak,
+                               cls.sampling_what),
         "seed": cfg.seed,
         "quick": cfg.quick,
     }

@@ -1,13 +1,14 @@
 """Benchmark ONE backend in the current environment and write its JSON rows.
 
     python -m gansuite.benchmarks.run --backend torch --out results/bench \\
-        [--models gaussian,dcgan] [--modes parity,fast,peer] [--dtypes float32] \\
+        [--models gaussian,dcgan,vae] [--modes parity,fast,peer] [--dtypes float32] \\
         [--device cpu|cuda] [--batch-sizes 8,64] [--quick]
 
 Each backend lives in its own virtualenv, so one process benchmarks one backend; the
 driver (benchmarks/drive.py) runs one such process per backend's env, then the summary.
 ``--modes peer`` picks the seed loop that reproduces each model in this framework
-(peer-d2l for the Gaussian GAN, peer-tutorial for the DCGAN). Bad input is one line on
+(peer-d2l for the Gaussian GAN, peer-tutorial for the DCGAN, peer-seed002 for seed 002's VAE:
+``--models vae`` or ``vae-tiny``, any preset of benchmarks/families.py). Bad input is one line on
 stderr and exit status 2; a config that raises is reported, recorded in
 ``<backend>.failures.json`` and makes the exit status 1, the others still run.
 """
@@ -21,9 +22,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gansuite.common.errors import ArgumentParser, GanSuiteError, run_main
-from gansuite.common.presets import preset
 from gansuite.common.registry import get_backend
 
+from .families import family_of
 from .frameworks import device_label, framework_of, is_gpu
 from .harness import BACKEND_MODES, DTYPES, PEER_MODES, Config, PeakCache, Skip, bench_config, skip_reason
 from .peers import peer_class
@@ -33,19 +34,24 @@ from .timing import Budget
 MODE_CHOICES = (*BACKEND_MODES, "peer", *PEER_MODES)
 DEVICES = ("cpu", "cuda")
 
-#: Batch-size sweeps: (model family, device kind) -> sizes. The DCGAN on a CPU stays small
-#: (a full-size iteration at batch 64 is ~160 GFLOP); GPUs get the issue's full ranges.
+#: Batch-size sweeps: (Family.sweep of the model, device kind) -> sizes. The DCGAN on a CPU stays
+#: small (a full-size iteration at batch 64 is ~160 GFLOP); GPUs get the issue's full ranges. The
+#: VAE is an MLP of 0.5 GFLOP per iteration at the seed's batch 128: the GAN MLP's range.
 SWEEPS = {
     ("gaussian", "cpu"): (8, 16, 32, 64, 128, 256, 512, 1024),
     ("gaussian", "gpu"): (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
     ("image", "cpu"): (1, 4, 16, 64),
     ("image", "gpu"): (1, 2, 4, 8, 16, 32, 64, 128, 256),
+    ("vae", "cpu"): (16, 32, 64, 128, 256, 512, 1024),
+    ("vae", "gpu"): (16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
 }
 QUICK_SWEEPS = {
     ("gaussian", "cpu"): (8, 64),
     ("gaussian", "gpu"): (8, 512),
     ("image", "cpu"): (2,),  # one size: compiling the full DCGAN alone takes ~5-25 s on 2 cores
     ("image", "gpu"): (16, 64),
+    ("vae", "cpu"): (16,),  # one size: each backend's bench test runs these rows in a few seconds
+    ("vae", "gpu"): (16, 512),
 }
 
 
@@ -53,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m gansuite.benchmarks.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--backend", required=True, help="torch | jax | tensorflow | mxnet | oracle")
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="results root (default results/bench)")
-    p.add_argument("--models", default="gaussian,dcgan", help="comma-separated presets (default gaussian,dcgan)")
+    p.add_argument("--models", default="gaussian,dcgan,vae",
+                   help="comma-separated presets, GAN or VAE (default gaussian,dcgan,vae)")
     p.add_argument("--modes", default="parity,fast,peer", help=f"comma-separated: {', '.join(MODE_CHOICES)}")
     p.add_argument("--dtypes", default="float32", help=f"comma-separated: {', '.join(DTYPES)}")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
@@ -82,10 +89,6 @@ def _batch_sizes(text: str) -> list[int]:
     return sizes
 
 
-def family(model: str) -> str:
-    return "gaussian" if preset(model).data.kind == "gaussian" else "image"
-
-
 def plan(backend: str, models: list[str], modes: list[str], dtypes: list[str], device: str, label: str,
          sizes: list[int] | None, quick: bool, seed: int) -> tuple[list[Config], list[str]]:
     """The configs to run, in order (per model: the peer first, in a process the backends have
@@ -93,11 +96,13 @@ def plan(backend: str, models: list[str], modes: list[str], dtypes: list[str], d
     configs: list[Config] = []
     skipped: list[str] = []
     for model in models:
-        sweep = sizes or list((QUICK_SWEEPS if quick else SWEEPS)[(family(model), "gpu" if is_gpu(device) else "cpu")])
+        family = family_of(model)
+        spec = family.spec(model)
+        sweep = sizes or list((QUICK_SWEEPS if quick else SWEEPS)[(family.sweep(spec), "gpu" if is_gpu(device) else "cpu")])
         model_modes: list[str] = []
         for mode in modes:
             if mode == "peer":
-                cls, peer_mode = peer_class(backend, preset(model))
+                cls, peer_mode = peer_class(backend, spec)
                 if cls is None:
                     skipped.append(f"{backend} {model} peer: {peer_mode}")
                     continue
@@ -137,7 +142,7 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = _echo) -> int:
     get_backend(backend_name)  # unknown or not installed here: one-line GanSuiteError
     models = _split("models", args.models)
     for model in models:
-        preset(model)  # unknown model: one-line SpecError
+        family_of(model)  # unknown model: one-line SpecError
     modes = _split("modes", args.modes, MODE_CHOICES)
     dtypes = _split("dtypes", args.dtypes, DTYPES)
     if args.device not in DEVICES:

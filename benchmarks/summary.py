@@ -2,10 +2,11 @@
 
     python -m gansuite.benchmarks.summary --results results/bench
 
-Per (model, device): a table of every row, each non-peer row with its throughput as a
-ratio to the seed's own loop at the same batch size (the same framework's peer where the
-seeds have one, else the PyTorch peer, named in the cell); a plot of throughput against
-batch size per backend and mode; and bars of parity vs fast vs peer at one batch size.
+Per (model, device), GANs and seed 002's VAE alike: a table of every row, each non-peer row
+with its throughput as a ratio to the seed's own loop at the same batch size (the same
+framework's peer where the seeds have one, else the PyTorch peer, named in the cell); a plot of
+throughput against batch size per backend and mode; and bars of parity vs fast vs peer at one
+batch size.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from typing import Any
 from gansuite.common.errors import ArgumentParser, GanSuiteError, run_main
 
 from .frameworks import slug
-from .harness import ROW_MODES
+from .harness import PEER_MODES, ROW_MODES
 from .results import load_rows
 
-REFERENCE_PEER_BACKEND = "torch"  # both seeds have a PyTorch version
+REFERENCE_PEER_BACKEND = "torch"  # every seed loop has a PyTorch version (benchmarks/peers MODULES)
 
 
 def _mode_rank(row: dict[str, Any]) -> int:
@@ -190,11 +191,12 @@ def build_summary(results: Path) -> Path:
     plots = results / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     md = ["# Benchmarks", "",
-          "Training throughput of one full iteration (D step + G step) at each batch size: the median over "
+          "Training throughput of one full iteration (a GAN's D step + G step; the VAE's one Adam step over "
+          "encoder, heads and decoder) at each batch size: the median over "
           "timed blocks after warm-up; compile_s is what the warm-up calls took beyond steady state. "
           "GFLOP/s counts the multiply-adds of Dense/Conv/ConvTranspose (benchmarks/flops.py); % of peak is "
           "relative to a large matrix product in the same framework, device and dtype (benchmarks/peak.py). "
-          "'vs seed loop' is throughput over the seed document's own loop (peer-d2l / peer-tutorial) at the "
+          f"'vs seed loop' is throughput over the seed document's own loop ({' / '.join(PEER_MODES)}) at the "
           "same batch size. Every row's settings (versions, threads, TF32, compile flags) are in its JSON.", ""]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:

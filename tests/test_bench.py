@@ -1,6 +1,7 @@
 """The benchmark harness: FLOP counts against hand counts, the timing rule, a --quick run on this
 env's backend (the oracle in the core env) writing rows with exactly the agreed keys and sane
-numbers, one-line errors, and the summary merging two backends' files into one table."""
+numbers, for the GANs and for seed 002's VAE, one-line errors, and the summary merging two
+backends' files into one table."""
 
 from __future__ import annotations
 
@@ -11,20 +12,24 @@ import time
 
 import pytest
 
-from gansuite.benchmarks.flops import forward_flops, iteration_flops, layer_macs
-from gansuite.benchmarks.harness import ROW_KEYS
+from gansuite.benchmarks.flops import forward_flops, iteration_flops, layer_macs, vae_iteration_flops
+from gansuite.benchmarks.harness import ROW_KEYS, ROW_MODES, Config, skip_reason
+from gansuite.benchmarks.peers import MODES, MODULES, PEER_MODES
 from gansuite.benchmarks.run import main
 from gansuite.benchmarks.summary import build_summary
 from gansuite.benchmarks.summary import main as summary_main
 from gansuite.benchmarks.timing import Budget, measure
+from gansuite.benchmarks.workloads import Pool, TrainSteps
 from gansuite.common.presets import preset
 from gansuite.common.spec import Conv2d, ConvTranspose2d, NetSpec
+from gansuite.common.vae import VAE_PRESETS
 
 _declared = [b for b in os.environ.get("GANSUITE_BACKENDS", "").split(",") if b.strip()]
 BACKEND = _declared[0] if _declared else "oracle"
 #: Which seed loops exist for which backend (benchmarks/peers).
 D2L_PEER = BACKEND in ("torch", "tensorflow", "mxnet")
 TUTORIAL_PEER = BACKEND == "torch"
+VAE_PEER = BACKEND == "torch"  # seed 002's VAE loop is PyTorch only
 
 
 # -- FLOPs ---------------------------------------------------------------------------------------
@@ -60,6 +65,20 @@ def test_dcgan_flops_match_a_hand_count():
     assert iteration_flops(spec, 128).total == 128 * (9 * 2 * d_macs + 3 * 2 * g_macs)
 
 
+def test_vae_flops_match_a_hand_count():
+    """Seed 002's VAE at its batch 128: Dense multiply-adds x 2, backward = 2x forward."""
+    spec = VAE_PRESETS["vae"]()
+    encoder = 784 * 400            # fc1: Linear(784, 400)
+    heads = 2 * (400 * 20)         # fc2 (mu) and fc3 (log_var): Linear(400, 20) each
+    decoder = 20 * 400 + 400 * 784  # fc4: Linear(20, 400); fc5: Linear(400, 784)
+    forward = 2 * (encoder + heads + decoder)
+    assert forward == 1_302_400
+    flops = vae_iteration_flops(spec, 128)
+    assert flops.forward == forward and flops.per_example == 3 * forward == 3_907_200
+    assert flops.total == 128 * 3 * forward == 500_121_600
+    assert flops.as_dict()["per_iteration"] == flops.total
+
+
 def test_a_conv_and_its_transpose_count_the_same():
     """Adjoint operators do the same products: counting ConvTranspose by its input is consistent."""
     conv = NetSpec((3, 7, 7), (Conv2d(3, 2, 3, 2, 1),))
@@ -85,6 +104,25 @@ def test_compile_time_is_the_warmup_beyond_steady_state():
     assert 0.002 <= t.median_s < 0.006
     assert t.compile_s == pytest.approx(0.05 + 0.002 - 2 * t.median_s, abs=0.015)
     assert t.min_s <= t.median_s <= t.max_s
+
+
+def test_a_context_wraps_each_step_not_the_block():
+    """torch.autocast caches its bf16 weight copies until its outermost region exits: a region
+    around a whole timed block would run later steps on the first step's weights."""
+    entered: list[int] = []
+
+    class Region:
+        def __enter__(self):
+            entered.append(len(steps))
+
+        def __exit__(self, *exc):
+            return False
+
+    steps: list[int] = []
+    pool = Pool([1, 2], [3, 4])
+    train = TrainSteps(lambda real, z: steps.append(real), lambda: None, pool, False, Region)
+    train.run(3)
+    assert steps == [1, 2, 1] and entered == [0, 1, 2]
 
 
 # -- a --quick run on this env's backend ----------------------------------------------------------
@@ -180,12 +218,75 @@ def test_a_failing_config_is_recorded_and_the_others_still_run(tmp_path, monkeyp
     assert [(f["batch_size"], f["error"]) for f in failures] == [(64, "RuntimeError: kernel exploded second line")]
 
 
+# -- the VAE through the same harness --------------------------------------------------------------
+
+#: XLA:CPU compiles each VAE step in ~4 s on the shared 2 cores: JAX times parity only, so the test
+#: stays near 5 s (fast mode is the same harness path with mode="fast", timed in the other envs).
+VAE_MODES = "parity,peer" if BACKEND == "jax" else "parity,fast,peer"
+
+
+@pytest.fixture(scope="module")
+def vae_quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-vae")
+    code = main(["--backend", BACKEND, "--out", str(out), "--models", "vae-tiny", "--modes", VAE_MODES, "--quick"])
+    return out, code
+
+
+def test_quick_vae_rows_have_the_agreed_keys_and_the_vae_flops(vae_quick_run):
+    out, code = vae_quick_run
+    assert code == 0
+    assert not (out / "cpu" / f"{BACKEND}.failures.json").exists()
+    rows = json.loads((out / "cpu" / f"{BACKEND}.json").read_text())
+    expected = {("vae-tiny", "parity", 16)}
+    if "fast" in VAE_MODES and BACKEND != "oracle":
+        expected.add(("vae-tiny", "fast", 16))
+    if VAE_PEER:
+        expected.add(("vae-tiny", "peer-seed002", 16))
+    assert {(r["model"], r["mode"], r["batch_size"]) for r in rows} == expected
+    flops = vae_iteration_flops(VAE_PRESETS["vae-tiny"](), 16).total
+    for r in rows:
+        assert list(r) == list(ROW_KEYS)
+        assert r["backend"] == BACKEND and r["device"] == "cpu" and r["dtype"] == "float32"
+        for key in ("examples_per_s", "step_ms_median", "gflops_per_s", "fraction_of_peak", "peak_mem_mb"):
+            assert isinstance(r[key], float) and math.isfinite(r[key]) and r[key] > 0, (key, r[key])
+        assert r["fraction_of_peak"] < 1.5
+        s = r["settings"]
+        step_s = r["step_ms_median"] / 1e3
+        assert r["examples_per_s"] == pytest.approx(16 / step_s)
+        assert s["flops"]["per_iteration"] == flops
+        assert r["gflops_per_s"] == pytest.approx(flops / step_s / 1e9)
+        assert s["sampling"]["examples_per_s"] > 0 and "decode" in s["sampling"]["what"]
+        if r["mode"] == "peer-seed002":
+            assert "VaeSeedCode.train_step" in s["timing"]["includes"]
+        else:
+            assert s["backend"].get("mode", r["mode"]) == r["mode"]  # the oracle records no settings
+            assert s["timing"]["noise"] == "host pool"  # the VAE protocol takes eps from the host in both modes
+
+
+def test_vae_peer_and_bf16_skips_are_one_line_reasons():
+    reason = skip_reason(Config(BACKEND, "vae-tiny", "peer-seed002", "float32", "cpu", 16))
+    if VAE_PEER:
+        assert reason is None
+    else:
+        assert reason == f"the seed002-vae seed has no {BACKEND} version (it covers: torch)"
+    assert "float32 only" in skip_reason(Config(BACKEND, "vae", "peer-seed002", "float64", "cpu", 16))
+    if BACKEND == "torch":  # CPU autocast runs the VAE; CUDA autocast refuses its BCE on probabilities
+        assert skip_reason(Config("torch", "vae", "fast", "bf16-mixed", "cpu", 16)) is None
+        assert "unsafe to autocast" in skip_reason(Config("torch", "vae", "fast", "bf16-mixed", "cuda", 16))
+        assert skip_reason(Config("torch", "dcgan", "fast", "bf16-mixed", "cuda", 16)) is None
+
+
+def test_peer_modes_are_listed_once_for_rows_and_peers():
+    assert set(MODES) == {seed for _, seed in MODULES} and set(PEER_MODES) == set(MODES.values())
+    assert ROW_MODES[-len(PEER_MODES):] == PEER_MODES and "peer-seed002" in PEER_MODES
+
+
 # -- summary ------------------------------------------------------------------------------------
 
 
-def _row(backend: str, mode: str, batch: int, examples_per_s: float) -> dict:
+def _row(backend: str, mode: str, batch: int, examples_per_s: float, model: str = "gaussian") -> dict:
     step_ms = 1e3 * batch / examples_per_s
-    return {"backend": backend, "model": "gaussian", "mode": mode, "device": "cpu", "dtype": "float32",
+    return {"backend": backend, "model": model, "mode": mode, "device": "cpu", "dtype": "float32",
             "batch_size": batch, "examples_per_s": examples_per_s, "step_ms_median": step_ms,
             "step_ms_min": 0.9 * step_ms, "step_ms_max": 1.2 * step_ms, "compile_s": 0.5, "gflops_per_s": 0.01,
             "fraction_of_peak": 1e-4, "peak_mem_mb": 300.0,
@@ -212,6 +313,24 @@ def test_summary_merges_two_backends_into_one_table(tmp_path):
     assert "| cpu | gaussian | jax | float32 | 8 | torch peer-d2l | 0.50x | 1.50x |" in md
     for name in ("throughput-gaussian-cpu.png", "modes-gaussian-cpu.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_summary_shows_the_vae_with_its_seed_loop_ratio(tmp_path):
+    """The VAE's rows go through the GANs' tables (one model per table; one model here, so the
+    test draws two plots, not four)."""
+    (tmp_path / "cpu").mkdir()
+    torch_rows = [_row("torch", "peer-seed002", 16, 1000.0, "vae"), _row("torch", "parity", 16, 1500.0, "vae"),
+                  _row("torch", "fast", 16, 3000.0, "vae")]
+    (tmp_path / "cpu" / "torch.json").write_text(json.dumps(torch_rows))
+    (tmp_path / "cpu" / "mxnet.json").write_text(json.dumps([_row("mxnet", "parity", 16, 500.0, "vae")]))
+    md = build_summary(tmp_path).read_text()
+    assert "## vae on cpu" in md
+    vae_table = md.split("## vae on cpu")[1].split("## ")[0]
+    assert "| torch | peer-seed002 | float32 | 16 | 1000 |" in vae_table and vae_table.count("(peer)") == 1
+    assert "| torch | parity | float32 | 16 | 1500 |" in vae_table and "| 1.50x |" in vae_table
+    assert "| 3.00x |" in vae_table and "| 0.50x (torch peer) |" in vae_table
+    assert "| cpu | vae | torch | float32 | 16 | torch peer-seed002 | 1.50x | 3.00x |" in md
+    assert "peer-seed002" in md.split("## ")[1]  # the introduction names every seed loop
 
 
 def test_summary_rejects_files_without_the_row_keys(tmp_path, capsys):

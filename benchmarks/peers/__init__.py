@@ -2,12 +2,16 @@
 
 A peer is what a user porting from a seed would run: d2l 20.1's Gaussian GAN loop in each
 framework d2l covers (``d2l_torch``, ``d2l_tensorflow``, ``d2l_mxnet``) and the PyTorch
-DCGAN tutorial's loop (``tutorial_torch``) and seed 003's FashionMNIST loop (``seed003_torch``), with their own data pipelines, modules,
-losses, optimisers and per-iteration host reads, minus plotting and printing. Timed by the
-same harness as the backends; their rows' modes are ``peer-d2l``, ``peer-tutorial`` and ``peer-seed003``.
+DCGAN tutorial's loop (``tutorial_torch``) and seed 003's FashionMNIST loop (``seed003_torch``),
+with their own data pipelines, modules, losses, optimisers and per-iteration host reads, minus
+plotting and printing; and seed 002's VAE loop (``seed002_vae_torch``: the chapter's ``VAE`` and
+loop body through ``VaeSeedCode``). Timed by the same harness as the backends; their rows' modes
+are :data:`MODES`' values: ``peer-d2l``, ``peer-tutorial``, ``peer-seed003``, ``peer-seed002``.
 
-What a peer times that a backend row does not: its data loader (the seed iterates one) and
-its noise draw. What it skips: nothing the seed's iteration does.
+What a GAN peer times that a backend row does not: its data loader (the seed iterates one) and
+its noise draw. What it skips: nothing the seed's iteration does. The VAE peer has no loader of
+its own (``VaeSeedCode`` takes the batch as given): it times the seed's loop body on the
+harness's pool, as the VAE's backend rows (its ``includes`` says so in every row).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import numpy as np
 
 from gansuite.common.data import gaussian_data
 from gansuite.common.presets import dcgan, dcgan_mnist, gaussian
-from gansuite.common.spec import DataSpec, GANSpec
+from gansuite.common.spec import DataSpec, Dense, GANSpec, NetSpec, ReLU, Sigmoid
+from gansuite.common.vae import VAELossSpec, VAESpec
 
 #: (backend, seed) -> module under gansuite.benchmarks.peers
 MODULES = {
@@ -30,8 +35,12 @@ MODULES = {
     ("mxnet", "d2l"): "d2l_mxnet",
     ("torch", "tutorial"): "tutorial_torch",
     ("torch", "seed003"): "seed003_torch",
+    ("torch", "seed002-vae"): "seed002_vae_torch",
 }
-MODES = {"d2l": "peer-d2l", "tutorial": "peer-tutorial", "seed003": "peer-seed003"}
+#: seed -> the mode of its rows. "seed002-vae": seed 002's GAN ports (seed002_torch) have no Peer
+#: yet; if one is added it is another seed key with its own module, and may share the mode.
+MODES = {"d2l": "peer-d2l", "tutorial": "peer-tutorial", "seed003": "peer-seed003", "seed002-vae": "peer-seed002"}
+PEER_MODES = tuple(dict.fromkeys(MODES.values()))
 D2L_EXAMPLES = 1000  # d2l 20.1 draws 1000 examples
 
 
@@ -42,9 +51,13 @@ class Peer(abc.ABC):
     framework: str = ""
     seed_document: str = ""
     g_forwards: int = 1  # G forwards per iteration (flops.G_FORWARDS)
+    #: What a timed iteration holds, recorded in every row (settings.timing.includes).
+    includes: str = "the seed's loop body as written: its data loader, noise draw and host reads"
+    #: What the sampling measurement calls, recorded in settings.sampling.what.
+    sampling_what: str = "G forward on batch_size noise vectors to the host, as the seed's visualisation"
 
     @abc.abstractmethod
-    def __init__(self, spec: GANSpec, batch_size: int, device: str, seed: int) -> None: ...
+    def __init__(self, spec: GANSpec | VAESpec, batch_size: int, device: str, seed: int) -> None: ...
 
     @abc.abstractmethod
     def train(self, n: int) -> None:
@@ -64,8 +77,10 @@ class Peer(abc.ABC):
     def settings(self) -> dict[str, Any]: ...
 
 
-def seed_of(spec: GANSpec) -> str | None:
-    """Which seed's loop reproduces ``spec``: 'd2l', 'tutorial', 'seed003', or None (no peer)."""
+def seed_of(spec: GANSpec | VAESpec) -> str | None:
+    """Which seed's loop reproduces ``spec``: 'd2l', 'tutorial', 'seed003', 'seed002-vae', or None (no peer)."""
+    if isinstance(spec, VAESpec):
+        return "seed002-vae" if is_seed002_vae(spec) else None
     g = gaussian()
     if (spec.generator, spec.discriminator, spec.loss) == (g.generator, g.discriminator, g.loss):
         return "d2l"
@@ -85,7 +100,16 @@ def seed_of(spec: GANSpec) -> str | None:
     return None
 
 
-def peer_class(backend: str, spec: GANSpec) -> tuple[type[Peer] | None, str]:
+def is_seed002_vae(spec: VAESpec) -> bool:
+    """Whether the chapter's ``VAE(image_size, h_dim, z_dim)`` (fc1..fc5, ReLU, sigmoid output, BCE
+    sum + KL sum) is ``spec`` at some sizes: the class its loop builds."""
+    f, h, z = spec.features, spec.hidden, spec.latent
+    return (spec.encoder == NetSpec((f,), (Dense(f, h), ReLU()))
+            and spec.decoder == NetSpec((z,), (Dense(z, h), ReLU(), Dense(h, f), Sigmoid()))
+            and spec.loss == VAELossSpec("bce_sum", "sum"))
+
+
+def peer_class(backend: str, spec: GANSpec | VAESpec) -> tuple[type[Peer] | None, str]:
     """(the peer class, its mode) or (None, why there is none)."""
     seed = seed_of(spec)
     if seed is None:

@@ -11,11 +11,13 @@ kl_div``, ``optimizer.zero_grad(); loss.backward(); optimizer.step()`` with
 Replaced: PyTorch's default init by the canonical tensors (the preset draws them as PyTorch's
 default), the MNIST DataLoader by the given batch (x already ``x.view(-1, image_size)``, in
 [0, 1]), and ``torch.randn_like(std)`` by the given eps (:func:`given_eps`, which checks that the
-seed asks for std's shape). Everything runs on the CPU in the state's dtype.
+seed asks for std's shape). Everything runs in the state's dtype, on the CPU unless the build
+options ask for ``cuda`` (the seed's ``device``; the benchmark's GPU rows).
 
 :class:`VaeSeedCode` is this code behind common/vae_backend.py's ``VAEProtocol``, so the
 comparison runs it as it runs a backend (``seedtraj-002-vae-torch``), and tests hold it to the
-oracle (tests/test_backend_torch_vae.py).
+oracle (tests/test_backend_torch_vae.py). :class:`Peer` is the same code as the benchmark's seed
+loop (mode ``peer-seed002``): ``VaeSeedCode.train_step`` on the harness's pool of (x, eps).
 """
 
 from __future__ import annotations
@@ -32,8 +34,13 @@ import torch.nn.functional as F
 
 from gansuite.common.params import AdamState, Params
 from gansuite.common.protocol import BuildOptions
-from gansuite.common.vae import SEED_002_NAMES, VAEStepOutput, VAESpec, check_vae_inputs
+from gansuite.common.vae import SEED_002_NAMES, VAEStepOutput, VAESpec, check_vae_inputs, init_vae_params
 from gansuite.common.vae_backend import VAEProtocol, check_latent
+
+from ..frameworks import is_gpu
+from ..workloads import make_vae_pool, spec_at_batch
+from . import Peer as PeerBase
+from . import restore_torch_defaults, torch_settings
 
 PORT_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -114,6 +121,7 @@ class SeedVAEState:
     model: VAE
     optimizer: torch.optim.Adam
     dtype: torch.dtype
+    device: torch.device = torch.device("cpu")
 
 
 class VaeSeedCode(VAEProtocol):
@@ -126,44 +134,102 @@ class VaeSeedCode(VAEProtocol):
 
     def build(self, spec: VAESpec, params: Params, opt: AdamState | None, options: BuildOptions) -> SeedVAEState:
         dtype = PORT_DTYPES[options.dtype]
-        model = VAE(image_size=spec.features, h_dim=spec.hidden, z_dim=spec.latent).to(dtype)
+        device = torch.device("cuda" if is_gpu(options.device) else "cpu")
+        model = VAE(image_size=spec.features, h_dim=spec.hidden, z_dim=spec.latent).to(device, dtype)
         model.load_state_dict({SEED_002_NAMES[k]: torch.as_tensor(np.asarray(v), dtype=dtype)
                                for k, v in params.items()})
         optimizer = torch.optim.Adam(model.parameters(), lr=spec.train.optim.lr)
         if opt is not None and opt.step > 0:
             named = dict(model.named_parameters())
             for name, key in SEED_002_NAMES.items():
-                optimizer.state[named[key]] = {"step": torch.tensor(float(opt.step)),
-                                               "exp_avg": torch.as_tensor(opt.m[name], dtype=dtype).clone(),
-                                               "exp_avg_sq": torch.as_tensor(opt.v[name], dtype=dtype).clone()}
-        return SeedVAEState(spec, model, optimizer, dtype)
+                optimizer.state[named[key]] = {
+                    "step": torch.tensor(float(opt.step)),
+                    "exp_avg": torch.as_tensor(opt.m[name], dtype=dtype, device=device).clone(),
+                    "exp_avg_sq": torch.as_tensor(opt.v[name], dtype=dtype, device=device).clone()}
+        return SeedVAEState(spec, model, optimizer, dtype, device)
 
     def _t(self, state: SeedVAEState, a: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.ascontiguousarray(a), dtype=state.dtype)
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=state.dtype, device=state.device)
 
     def forward(self, state: SeedVAEState, x: np.ndarray, eps: np.ndarray) -> dict[str, np.ndarray]:
         x, eps = check_vae_inputs(state.spec, x, eps)
         with torch.no_grad(), given_eps(self._t(state, eps)):
             outs = state.model(self._t(state, x))
-        return {k: v.numpy().astype(np.float64) for k, v in zip(("x_reconst", "mu", "log_var"), outs)}
+        return {k: v.cpu().numpy().astype(np.float64) for k, v in zip(("x_reconst", "mu", "log_var"), outs)}
 
     def decode(self, state: SeedVAEState, z: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return state.model.decode(self._t(state, check_latent(state.spec, z))).numpy().astype(np.float64)
+            return state.model.decode(self._t(state, check_latent(state.spec, z))).cpu().numpy().astype(np.float64)
 
     def train_step(self, state: SeedVAEState, x: np.ndarray, eps: np.ndarray, with_grads: bool = False) -> VAEStepOutput:
         x, eps = check_vae_inputs(state.spec, x, eps)
         with given_eps(self._t(state, eps)):
             losses = seed_iteration(state.model, state.optimizer, self._t(state, x))
         named = dict(state.model.named_parameters())
-        grads = ({k: named[key].grad.numpy().copy() for k, key in SEED_002_NAMES.items()} if with_grads else None)
+        grads = ({k: named[key].grad.cpu().numpy().copy() for k, key in SEED_002_NAMES.items()} if with_grads else None)
         return VAEStepOutput(*losses, grads=grads)
 
     def export_params(self, state: SeedVAEState) -> tuple[Params, AdamState]:
         named = dict(state.model.named_parameters())
-        params = {k: named[key].detach().numpy().copy() for k, key in SEED_002_NAMES.items()}
+        params = {k: named[key].detach().cpu().numpy().copy() for k, key in SEED_002_NAMES.items()}
         st = {k: state.optimizer.state.get(named[key], {}) for k, key in SEED_002_NAMES.items()}
         step = max((int(s["step"]) for s in st.values() if s), default=0)
         zeros = {k: np.zeros_like(v) for k, v in params.items()}
-        return params, AdamState(step, {k: s["exp_avg"].numpy().copy() if s else zeros[k] for k, s in st.items()},
-                                 {k: s["exp_avg_sq"].numpy().copy() if s else zeros[k] for k, s in st.items()})
+        return params, AdamState(step, {k: s["exp_avg"].cpu().numpy().copy() if s else zeros[k] for k, s in st.items()},
+                                 {k: s["exp_avg_sq"].cpu().numpy().copy() if s else zeros[k] for k, s in st.items()})
+
+
+# -- the benchmark's seed loop ----------------------------------------------------------------
+
+
+class Peer(PeerBase):
+    """Seed 002's VAE loop as a speed reference: :class:`VaeSeedCode` (the chapter's ``VAE`` and
+    :func:`seed_iteration`, three ``.item()`` reads each) built from the canonical start in float32,
+    stepped on the same pool of (x, eps) as the VAE's backend rows (common/vae.py ``vae_batch``).
+
+    The seed iterates an MNIST ``DataLoader`` and draws ``torch.randn_like(std)``; ``VaeSeedCode``
+    takes both as given (no loader of its own), so, unlike the GAN peers, this times no data
+    loading and no noise draw: the eps comes from the pool through :func:`given_eps`, the x through
+    the same host checks and copies as a backend's ``train_step``."""
+
+    mode = "peer-seed002"
+    framework = "torch"
+    seed_document = "seed 002, 8.1: the VAE (fc1..fc5) and its loop body"
+    includes = ("VaeSeedCode.train_step on the harness's pool (the seed's loop body: forward, BCE sum + KL, "
+                "zero_grad, backward, Adam step, three .item() reads); no data loader, eps given")
+    sampling_what = ("the seed's sampled grid: model.decode(torch.randn(batch_size, z_dim)) to the host, "
+                     "under torch.no_grad()")
+
+    def __init__(self, spec: VAESpec, batch_size: int, device: str, seed: int) -> None:
+        restore_torch_defaults()  # a seed script runs in a fresh process
+        torch.manual_seed(seed)
+        self.spec = spec_at_batch(spec, batch_size)
+        self.pool = make_vae_pool(self.spec, seed, "float32")
+        self.code = VaeSeedCode()
+        self.state = self.code.build(self.spec, init_vae_params(self.spec, seed, "float32"), None,
+                                     BuildOptions(dtype="float32", device=device, mode="parity", seed=seed))
+        self.batch_size, self.i = batch_size, 0
+
+    def train(self, n: int) -> None:
+        for _ in range(n):
+            k = self.i % len(self.pool)
+            self.code.train_step(self.state, self.pool.real[k], self.pool.z[k])
+            self.i += 1
+
+    def sample(self, n: int) -> None:
+        model, z_dim = self.state.model, self.spec.latent
+        for _ in range(n):
+            with torch.no_grad():
+                model.decode(torch.randn(self.batch_size, z_dim, device=self.state.device)).cpu()
+
+    def sync(self) -> None:
+        if self.state.device.type == "cuda":
+            torch.cuda.synchronize(self.state.device)
+
+    def versions(self) -> dict[str, str]:
+        return self.code.versions()
+
+    def settings(self) -> dict[str, Any]:
+        return {"seed_document": self.seed_document, "device": str(self.state.device),
+                "data": f"the harness's pool: {len(self.pool)} batches of (x, eps) from common/vae.py vae_batch",
+                **torch_settings()}
