@@ -81,6 +81,8 @@ def train(
     tensorboard: Optional[Path] = typer.Option(None, help="write TensorBoard scalars (losses, D(x), quality) here"),
     quality_every: int = typer.Option(0, help="image models: iterations between quality measurements "
                                               "(SWD, digit Frechet distance); 0: 10 over the run"),
+    sample_every: int = typer.Option(0, help="image models: iterations between progress.gif frames "
+                                             "(0: about 10 over the run)"),
     quality: bool = typer.Option(True, "--quality/--no-quality",
                                  help="image models: measure SWD and the digit Frechet distance over and after "
                                       "training (off: faster short runs)"),
@@ -103,6 +105,8 @@ def train(
         raise GanSuiteError(f"checkpoint-every: must be a positive integer, got {checkpoint_every}")
     if log_every <= 0:
         raise GanSuiteError(f"log-every: must be a positive integer, got {log_every}")
+    if sample_every < 0:
+        raise GanSuiteError(f"sample-every: must be 0 (about 10 over the run) or a positive integer, got {sample_every}")
     if quality_every < 0:
         raise GanSuiteError(f"quality-every: must be 0 (10 over the run) or a positive integer, got {quality_every}")
     spec = resolve_spec(model, spec_file, data, epochs, set_, split)
@@ -115,7 +119,8 @@ def train(
 
         args = ["train", "--backend", backend, "--model", model, "--out", str(out), "--seed", str(seed),
                 "--dtype", dtype, "--mode", mode, "--device", device, "--checkpoint-every", str(checkpoint_every),
-                "--log-every", str(log_every), "--quality-every", str(quality_every), "--workers", str(workers),
+                "--log-every", str(log_every), "--quality-every", str(quality_every), "--sample-every", str(sample_every),
+                "--workers", str(workers),
                 "--sync-bn" if sync_bn else "--no-sync-bn", "--resume" if resume else "--no-resume",
                 "--progress" if progress else "--no-progress",
                 "--quality" if quality else "--no-quality"]
@@ -136,7 +141,8 @@ def train(
     summary = run_training(RunConfig(spec=spec, backend=be, out_dir=out, seed=seed, dtype=dtype, mode=mode,
                                      device=device, iterations=iterations, checkpoint_every=checkpoint_every,
                                      resume=resume, progress=progress, log_every=log_every,
-                                     tensorboard=tensorboard, quality_every=quality_every, quality=quality))
+                                     tensorboard=tensorboard, quality_every=quality_every, quality=quality,
+                                     sample_every=sample_every))
     if not getattr(be, "writes_outputs", True):
         return  # a data-parallel worker other than rank 0: rank 0 prints the summary
     brief = {k: summary[k] for k in ("model", "backend", "iterations", "examples_per_s", "final")}

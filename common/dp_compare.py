@@ -38,6 +38,7 @@ def cli_train(backend: str, model: str, out: Path, *, workers: int = WORKERS, it
     cmd = [sys.executable, "-m", "gansuite.common.cli", "train", "--backend", backend, "--model", model,
            "--out", str(out), "--iterations", str(iterations), "--dtype", dtype, "--workers", str(workers),
            "--checkpoint-every", str(checkpoint_every), "--no-quality", "--no-progress",
+           "--sample-every", str(iterations),  # one progress frame: the comparison reads the checkpoint
            "--sync-bn" if sync_bn else "--no-sync-bn"] + (["--resume"] if resume else [])
     full_env = {k: v for k, v in os.environ.items() if k not in (WORKER_ENV, FAULT_ENV)}
     full_env.update(env or {})
@@ -47,7 +48,8 @@ def cli_train(backend: str, model: str, out: Path, *, workers: int = WORKERS, it
 def single_worker(backend: str, model: str, out: Path, dtype: str, iterations: int = ITERATIONS) -> Checkpoint:
     """One worker on the full batch: the ordinary backend through the same loop, in this process."""
     train(RunConfig(spec=preset(model), backend=get_backend(backend), out_dir=out, dtype=dtype,
-                    iterations=iterations, checkpoint_every=iterations, quality=False, progress=False))
+                    iterations=iterations, checkpoint_every=iterations, quality=False, progress=False,
+                    sample_every=iterations))
     return load_checkpoint(out / CHECKPOINT)
 
 

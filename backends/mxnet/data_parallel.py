@@ -1,0 +1,356 @@
+"""Data-parallel training on MXNet Gluon's own multi-device engine: one process, ``W`` contexts
+(``mx.cpu(0) .. mx.cpu(W-1)``), the parameters replicated on every context, each context running
+forward and backward on its shard of the batch, and the gradient reduction AND the Adam update
+done by the Trainer's kvstore (``kvstore="local"``, ``update_on_kvstore=True``).
+
+Docs and sources checked (mxnet 1.9.1): ``gluon.Trainer`` (python/mxnet/gluon/trainer.py: with
+several contexts and update_on_kvstore, ``step`` pushes every context's gradient, the kvstore SUMS
+them, runs the optimizer once on its own copy of the weights and pulls that copy to every context;
+``step(batch_size)`` sets ``rescale_grad = 1/batch_size``), ``kvstore.create('local')`` (CommCPU:
+the sum on the CPU; its weight copy lives on ``cpu_pinned(0)``), ``Parameter.reset_ctx`` /
+``Block.initialize(ctx=[...])`` (one copy per context), ``gluon.utils.split_and_load(even_split=
+True)`` (contiguous equal slices: the rows of common.data_parallel.shard, which is used here so that
+the labels and masks split the same way) and ``gluon.contrib.nn.SyncBatchNorm``
+(src/operator/contrib/sync_batch_norm-inl.h).
+
+Why not ``contrib.nn.SyncBatchNorm`` (``_contrib_SyncBatchNorm``; it runs on CPU contexts: each
+context's op waits at a barrier in its own engine thread). Its eps (inside the square root),
+momentum (Gluon's convention, the weight on the OLD value: 0.9 for the spec's 0.1) and
+``fix_gamma = not scale`` map onto the spec; what does not (measured, 2 CPU contexts, 2+2 rows of
+3 channels):
+
+* float64 does not run: its kernel is written for ``real_t`` (float32) only:
+  ``MXNetError: Check failed: mshadow: :DataType<DType>::kFlag == type_flag_:
+  TBlob.get_with_shape: data type do not match specified type.Expected: double v.s. given float``.
+* float32 normalises correctly (1.2e-7 off the global-batch formula, its variance taken in one
+  pass as E[x^2] - E[x]^2), but it updates ``running_var`` in the BACKWARD pass with the BIASED
+  variance (Gluon's own BatchNorm's convention, which backends/mxnet/models.py replaces for this
+  reason): after one step from 1, momentum 0.9, running_var 0.99415 where the spec's unbiased EMA
+  gives 1.00043.
+
+So BatchNorm is synchronised with the nearest correct thing the framework offers: MXNet's
+autograd through cross-context copies (``NDArray.as_in_context`` is recorded; its gradient is
+copied back). Each context sums its shard per channel, the sums are added on context 0 and copied
+back to every context, once for the mean and once for the centred squares (the two passes of the
+single-worker block, models.TorchBatchNorm), and the spec's running statistics (unbiased over the
+GLOBAL count, updated after every forward) are committed on every context. Autograd differentiates
+through the copies, so the backward is the global-batch BatchNorm's. The nets therefore run in
+lockstep, layer by layer over the shards (:func:`_forward_shards`). The parameter gradients are
+never summed over the contexts by hand: the kvstore reduces them.
+
+Reductions (the kvstore sums the W contexts' gradients; ``step(n)`` scales by 1/n): ``"mean"``: each
+context's loss is its local mean, ``step(W)`` averages them (= the global mean); ``"sum"``: the local
+sums summed are the global sum, ``step(1)``; ``"per_example"``: the local per-example sums summed,
+``step(B)`` with B the GLOBAL batch, as the single-worker ``step(B)``.
+
+Parity mode only (host-fed shards; fast mode's hybridized graphs and device RNG are per context);
+``sync_bn=False`` (the trap) normalises each shard with its own statistics and exports context 0's
+running statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon, nd
+
+from gansuite.common.data_parallel import shard, shard_draws
+from gansuite.common.draws import Draws, check_draws, pass_masks
+from gansuite.common.errors import GanSuiteError
+from gansuite.common.params import OptState, Params
+from gansuite.common.protocol import SCALARS, BackendState, BuildOptions, StepOutput, device_unavailable
+from gansuite.common.spec import GANSpec
+
+from .backend import MxnetBackend, MxnetState
+from .models import EmbedConcatBlock, GANNet, MaskedDropout, TorchBatchNorm, _normalise
+from .train import SpecAdam, _probability, _step_batch, bce
+
+#: The kvstore: "local" (CommCPU). Gluon's Trainer default "device" merges the gradients on
+#: context 0 while its weight copy is on cpu_pinned(0), and SpecAdam's one CachedOp then refuses
+#: the mix (measured: "CachedOp requires all inputs to live on the same context. But w0 is on
+#: cpu_pinned(0) while g0 is on cpu(0)", an error the kvstore's ctypes callback only prints).
+KVSTORE = "local"
+
+
+@dataclass
+class MxnetDataParallelState(MxnetState):
+    contexts: list[mx.Context] = field(default_factory=list)  # rank r works on contexts[r]; device = contexts[0]
+
+
+class KVStoreAdam(SpecAdam):
+    """SpecAdam run by the kvstore: the weights it updates are the kvstore's copy (on
+    ``cpu_pinned(0)``), so moments restored from a checkpoint (made on context 0 by write_adam)
+    move to that context at their first update (SpecAdam's one CachedOp needs one context).
+
+    The kvstore calls the optimizer through a ctypes callback, which prints an exception and goes
+    on with the weights NOT updated; :attr:`error` keeps it for :func:`_step` to raise."""
+
+    error: Exception | None = None
+
+    def create_state(self, index: int, weight: nd.NDArray) -> tuple[nd.NDArray, nd.NDArray]:
+        if index in self.moments:
+            self.moments[index] = tuple(a.as_in_context(weight.context) for a in self.moments[index])
+        return super().create_state(index, weight)
+
+    def update(self, index: Any, weight: Any, grad: Any, state: Any) -> None:
+        try:
+            super().update(index, weight, grad, state)
+        except Exception as err:
+            self.error = err
+            raise
+
+
+def _step(trainer: gluon.Trainer, batch: int, net: str) -> None:
+    """``trainer.step(batch)``: the kvstore sums the contexts' gradients, Adam runs once; one line
+    if Adam failed inside the kvstore (which would otherwise go on with stale weights)."""
+    trainer.step(batch)
+    err = getattr(trainer._optimizer, "error", None)
+    if err is not None:
+        raise GanSuiteError(f"workers: the kvstore's Adam update of {net} failed: {str(err).splitlines()[-1]}")
+
+
+def _all_sum(parts: list[nd.NDArray]) -> list[nd.NDArray]:
+    """The sum over the contexts of one array per context, on every context. Recorded by autograd
+    (``as_in_context`` is a differentiable copy): its backward sums the head gradients the same way."""
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part.as_in_context(total.context)
+    return [total.as_in_context(part.context) for part in parts]
+
+
+def _synced_batch_norm(bn: TorchBatchNorm, xs: list[nd.NDArray]) -> list[nd.NDArray]:
+    """models.TorchBatchNorm's training forward with the statistics of the GLOBAL batch (all shards):
+    mean, then the biased variance of the centred data, each a per-context sum added over the
+    contexts; the running statistics (unbiased over the global count n) committed on every context."""
+    n = sum(x.size // x.shape[1] for x in xs)  # elements per channel in the global batch
+    means = [s / n for s in _all_sum([nd.sum(x, axis=bn.axes) for x in xs])]
+    centred = [nd.broadcast_sub(x, nd.reshape(mean, bn.bshape)) for x, mean in zip(xs, means)]
+    variances = [s / n for s in _all_sum([nd.sum(nd.square(xc), axis=bn.axes) for xc in centred])]
+    ys, m = [], bn.torch_momentum
+    for xc, mean, var in zip(centred, means, variances):
+        ctx = xc.context
+        gamma = None if bn.fix_gamma else bn.gamma.data(ctx)
+        ys.append(_normalise(nd, xc, var, gamma, bn.beta.data(ctx), bn.eps, bn.bshape))
+        with autograd.pause():  # the spec's EMA, no gradient (PyTorch updates under no_grad)
+            stat_var = var * n / max(n - 1, 1) if bn.unbiased else var
+            running_mean, running_var = bn.running_mean.data(ctx), bn.running_var.data(ctx)
+            running_mean[:] = (1 - m) * running_mean + m * mean
+            running_var[:] = (1 - m) * running_var + m * stat_var
+    return ys
+
+
+def _local_batch_norm(bn: TorchBatchNorm, xs: list[nd.NDArray]) -> list[nd.NDArray]:
+    """The trap (sync_bn=False): each context normalises its shard with the shard's statistics
+    and keeps its own running statistics (context 0's are exported)."""
+    ys = []
+    for x in xs:
+        y, new_mean, new_var = bn(x)
+        with autograd.pause():
+            bn.running_mean.data(x.context)[:] = new_mean
+            bn.running_var.data(x.context)[:] = new_var
+        ys.append(y)
+    return ys
+
+
+def _forward_shards(net: GANNet, xs: list[nd.NDArray], labels: list[nd.NDArray | None],
+                    masks: list[dict[int, nd.NDArray]], sync_bn: bool) -> list[nd.NDArray]:
+    """One training forward of every shard, layer by layer (GANNet.hybrid_forward's layer loop):
+    BatchNorm needs every shard's statistics before any shard goes on."""
+    for i, block in enumerate(net._children.values()):
+        if isinstance(block, TorchBatchNorm):
+            xs = (_synced_batch_norm if sync_bn else _local_batch_norm)(block, xs)
+        elif isinstance(block, EmbedConcatBlock):
+            xs = [block(x, lab) for x, lab in zip(xs, labels)]
+        elif isinstance(block, MaskedDropout) and masks[0]:
+            xs = [block(x, mask[i]) for x, mask in zip(xs, masks)]
+        else:
+            xs = [block(x) for x in xs]
+    return xs
+
+
+def _reduced_grads(params: dict[str, gluon.Parameter], batch: int) -> dict[str, nd.NDArray]:
+    """with_grads: the gradients as the kvstore's Adam sees them (the contexts' sum times
+    rescale_grad = 1/batch), on context 0. A report only: the update uses the kvstore's own sum."""
+    out = {}
+    for name, p in params.items():
+        grads = p.list_grad()
+        out[name] = nd.add_n(*[g.as_in_context(grads[0].context) for g in grads]) * (1.0 / batch)
+    return out
+
+
+def data_parallel_iteration(state: MxnetDataParallelState, shards: list[dict[str, Any]], sync_bn: bool,
+                            with_grads: bool) -> tuple[dict[str, float], dict[str, nd.NDArray] | None]:
+    """train.train_iteration over W shards (the same passes, losses and order; see there): each
+    pass runs every shard in lockstep, one backward over all the shards' losses, and
+    ``trainer.step`` (:func:`_step`) lets the kvstore sum the contexts' gradients and run Adam once."""
+    G, D, loss, train = state.G, state.D, state.spec.loss, state.spec.train
+    W = len(shards)
+    grads: dict[str, nd.NDArray] | None = {} if with_grads else None
+    separate = train.d_backward == "separate"
+
+    def col(key: str) -> list[Any]:
+        return [s.get(key) for s in shards]
+
+    def masks(pass_name: str, net: str) -> list[dict[int, nd.NDArray]]:
+        return [pass_masks(s, pass_name, net) for s in shards]
+
+    def step_batch(rows: int) -> int:
+        # The kvstore SUMS the contexts' gradients: "mean" losses are local means, step(W) averages
+        # them; "sum" and "per_example" local sums add up to the global sum (per_example's 1/B: the
+        # GLOBAL batch, as train._step_batch gives for the full batch).
+        return _step_batch(loss.reduction, rows) * (W if loss.reduction == "mean" else 1)
+
+    # -- D step (train.train_iteration: each pass in its own record() scope) --
+    order = ("fake", "real") if train.d_order == "fake_first" else ("real", "fake")
+    outs, losses, fakes, copied = {}, {}, None, None
+    for which in order:
+        with autograd.record():
+            if which == "real":
+                out = _forward_shards(D, col("real"), col("labels"), masks("real", "D"), sync_bn)
+            else:
+                fakes = _forward_shards(G, col("z"), col("fake_labels"), masks("fake", "G"), sync_bn)
+                out = _forward_shards(D, [f.detach() for f in fakes], col("fake_labels"), masks("fake", "D"),
+                                      sync_bn)
+            label = loss.real_label if which == "real" else loss.fake_label
+            outs[which] = [o.reshape(-1) for o in out]
+            losses[which] = [bce(o, label, loss) for o in outs[which]]
+            scaled = [loss.d_loss_scale * lo for lo in losses[which]]
+        if separate:
+            # One backward over every shard's loss: synced BatchNorm links the shards' graphs, and a
+            # backward per shard would overwrite (grad_req='write') what the other one wrote.
+            autograd.backward(scaled)
+            params_D = list(state.trainable["D"].values())
+            if copied is None:
+                copied = [[g.copy() for g in p.list_grad()] for p in params_D]
+            else:
+                for p, saved in zip(params_D, copied):
+                    for g, s in zip(p.list_grad(), saved):
+                        g[:] += s
+    with autograd.record():
+        loss_D = [loss.d_loss_scale * (r + f) for r, f in zip(losses["real"], losses["fake"])]
+    if not separate:
+        autograd.backward(loss_D)
+    n_real, n_fake = sum(o.shape[0] for o in outs["real"]), sum(o.shape[0] for o in outs["fake"])
+    d_batch = step_batch(n_real)
+    if grads is not None:
+        grads.update(_reduced_grads(state.trainable["D"], d_batch))
+    _step(state.trainer_D, d_batch, "D")
+
+    # -- G step: through the updated D, on the same fakes or on G(z_gen) --
+    fresh = train.g_noise == "fresh"
+    labels = col("fake_labels_gen" if fresh else "fake_labels")
+    with autograd.record():
+        if fresh:
+            fakes = _forward_shards(G, col("z_gen"), labels, masks("gen", "G"), sync_bn)
+        out_gen = [o.reshape(-1) for o in _forward_shards(D, fakes, labels, masks("gen", "D"), sync_bn)]
+        loss_G = [bce(o, loss.real_label, loss) for o in out_gen]
+    autograd.backward(loss_G)
+    g_batch = step_batch(sum(f.shape[0] for f in fakes))
+    if grads is not None:
+        grads.update(_reduced_grads(state.trainable["G"], g_batch))
+    _step(state.trainer_G, g_batch, "G")
+
+    # One host copy: every shard's losses and D outputs, shards in rank order (= the canonical rows).
+    ctx0 = state.contexts[0]
+    parts = [*loss_D, *loss_G, *outs["real"], *outs["fake"], *out_gen]
+    values = nd.concat(*[p.reshape((-1,)).as_in_context(ctx0) for p in parts], dim=0).asnumpy().astype(np.float64)
+    state.steps += 1
+    # The global loss: the mean of the W local means ("mean": equal shards), else the sum of the local sums.
+    combine = np.mean if loss.reduction == "mean" else np.sum
+    rows = np.split(values[2 * W:], [n_real, n_real + n_fake])
+    D_x, D_G_z1, D_G_z2 = (float(_probability(r, loss).mean()) for r in rows)
+    scalars = {"loss_D": float(combine(values[:W])), "loss_G": float(combine(values[W:2 * W])), "D_x": D_x,
+               "D_G_z1": D_G_z1, "D_G_z2": D_G_z2}
+    return scalars, grads
+
+
+class DataParallelBackend(MxnetBackend):
+    """MxnetBackend over ``workers`` contexts of one process (see the module docstring)."""
+
+    def __init__(self, workers: int, sync_bn: bool = True) -> None:
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise GanSuiteError(f"workers: must be a positive integer, got {workers!r}")
+        self.workers = workers
+        self.sync_bn = bool(sync_bn)
+        self.rank = 0  # one process drives every context
+        self.writes_outputs = True
+
+    def build(self, spec: GANSpec, params: Params, opt_state: OptState | None,
+              options: BuildOptions) -> MxnetDataParallelState:
+        if options.mode != "parity":
+            raise GanSuiteError("mode: data-parallel training runs in parity mode; allowed: parity")
+        return super().build(spec, params, opt_state, options)
+
+    def train_step(self, state: MxnetDataParallelState, real: np.ndarray, z: np.ndarray | None,
+                   with_grads: bool = False, draws: Draws | None = None) -> StepOutput:
+        """One iteration on the FULL canonical batch: context r takes rows r*B/W..(r+1)*B/W of real,
+        z and every draw (common.data_parallel.shard)."""
+        if z is None:
+            raise GanSuiteError("z: data-parallel training runs in parity mode, on the host's noise; got none")
+        self.configure(state.device, state.options)
+        draws = check_draws(state.spec, draws, int(np.shape(real)[0]), int(np.shape(z)[0]))
+        shards = [self._shard(state, r, real, z, draws) for r in range(self.workers)]
+        scalars, grads = data_parallel_iteration(state, shards, self.sync_bn, with_grads)
+        out = StepOutput(**{k: float(scalars[k]) for k in SCALARS})
+        if grads is not None:
+            out.grads = {k: self._from_framework(state, k, v) for k, v in grads.items()}
+        return out
+
+    def _shard(self, state: MxnetDataParallelState, rank: int, real: np.ndarray, z: np.ndarray,
+               draws: Draws) -> dict[str, Any]:
+        """Rank ``rank``'s rows of the batch, z and every draw, on its context (the layout's conversions)."""
+        ctx, lay, W = state.contexts[rank], self.layout, self.workers
+        out = {"real": lay.activations_to_framework(shard(np.asarray(real), rank, W, "real"), state.dtype, ctx),
+               "z": lay.activations_to_framework(shard(np.asarray(z), rank, W, "z"), state.dtype, ctx)}
+        for key, value in shard_draws(draws, rank, W).items():
+            out[key] = (lay.labels_to_framework(np.asarray(value, np.int64), ctx) if "labels" in key
+                        else lay.activations_to_framework(value, state.dtype, ctx))
+        return out
+
+    # -- framework primitives that differ from the single-worker backend --
+
+    def worker_contexts(self, kind: str) -> list[mx.Context]:
+        """The W contexts: CPU contexts 0..W-1 (all on the host's cores), or W GPUs."""
+        if kind == "cuda":
+            if mx.context.num_gpus() < self.workers:
+                raise device_unavailable("MXNet", f"{self.workers} x cuda", ["cpu"])
+            return [mx.gpu(r) for r in range(self.workers)]
+        return [mx.cpu(r) for r in range(self.workers)]
+
+    def create_state(self, spec: GANSpec, options: BuildOptions, dtype: type,
+                     device: mx.Context) -> MxnetDataParallelState:
+        contexts = self.worker_contexts("cuda" if device.device_type == "gpu" else "cpu")
+        base = super().create_state(spec, options, dtype, contexts[0])
+        for net in (base.G, base.D):
+            # A copy of every tensor on every context (the canonical values are written next, by
+            # set_data, which writes all copies).
+            net.collect_params().reset_ctx(contexts)
+        state = MxnetDataParallelState(**{f.name: getattr(base, f.name) for f in fields(MxnetState)},
+                                       contexts=contexts)
+        # The Trainers again, now that the parameters span the contexts (a Trainer takes its
+        # contexts from its parameters when it is made), in make_adam's order. update_on_kvstore
+        # is set (Gluon decides it from MXNET_UPDATE_ON_KVSTORE otherwise): Adam runs ONCE, in the
+        # kvstore, so there is one canonical Adam state, and every context gets the same weights.
+        # One context: Gluon makes no kvstore (and then fails on update_on_kvstore=True), the
+        # single-worker Trainer (train.make_adam).
+        multi = len(contexts) > 1
+        state.trainer_G, state.trainer_D = (
+            gluon.Trainer(list(state.trainable[net].values()), KVStoreAdam(cfg), kvstore=KVSTORE if multi else None,
+                          update_on_kvstore=multi)
+            for net, cfg in (("G", spec.train.optim_G), ("D", spec.train.optim_D)))
+        return state
+
+    def settings(self, state: BackendState) -> dict[str, Any]:
+        out = super().settings(state)
+        reduction = state.spec.loss.reduction
+        out.update({
+            "workers": self.workers, "sync_bn": self.sync_bn, "contexts": [str(c) for c in state.contexts],
+            "kvstore": KVSTORE if len(state.contexts) > 1 else None, "update_on_kvstore": len(state.contexts) > 1,
+            "batchnorm": ("global statistics through autograd cross-context copies" if self.sync_bn
+                          else "per-context statistics (running stats of context 0 exported)"),
+            "trainer_step_batch_size": {"mean": "W", "sum": 1, "per_example": "B (global)"}[reduction],
+        })
+        return out
