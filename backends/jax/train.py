@@ -380,10 +380,17 @@ def train_iteration(state: Any, real: jax.Array, z: jax.Array, with_grads: bool,
     host (one transfer for all five) and, if asked, the gradients keyed by canonical name. ``draws``
     (labels, z_gen, masks: framework arrays, checked by the template) are traced arguments; in fast
     mode with device noise only the real labels come (the rest: :func:`_device_draws`)."""
+    return _run_iteration(state, _ITERATION[state.options.mode], real, z, with_grads, draws)
+
+
+def _run_iteration(state: Any, jitted: Any, real: jax.Array, z: jax.Array, with_grads: bool,
+                   draws: dict[str, jax.Array]) -> tuple[dict[str, Any], dict[str, jax.Array] | None]:
+    """:func:`train_iteration` with the jitted iteration given: ``_ITERATION``'s, or data_parallel.py's
+    (:func:`_step` jitted with the batch split over a device mesh, or its per-device shard_map form)."""
     # Parity always returns the gradients (they are computed for Adam anyway): one executable
     # serves both with_grads values. Fast mode compiles them out unless asked for.
     compiled_grads = with_grads or state.options.mode == "parity"
-    run = _compiled(state, "iteration", _ITERATION[state.options.mode], (state.train, real, z, draws),
+    run = _compiled(state, "iteration", jitted, (state.train, real, z, draws),
                     {"cfg": state.cfg, "with_grads": compiled_grads})
     state.train, scalars, grads = run(state.train, real, z, draws)
     if not with_grads:
