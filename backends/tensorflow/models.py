@@ -39,6 +39,11 @@ class SpecBatchNorm(keras.layers.BatchNormalization):
     ``trainable=False`` on a BatchNormalization layer also forces INFERENCE mode
     (the classic combined-GAN trap, eriklindernoren/Keras-GAN#252). This backend
     never sets ``trainable=False``; it picks the variables to differentiate instead.
+
+    ``synchronized`` (Keras's own argument, False here; the data-parallel backend,
+    backends/tensorflow/data_parallel.py, sets it to True for synchronised BatchNorm): inside
+    ``strategy.run`` the batch statistics are those of the GLOBAL batch (:meth:`_moments`), and
+    the Bessel factor counts the global batch. Outside a replica context it is the plain layer.
     """
 
     def __init__(self, *, running_var: str = "unbiased", **kwargs: Any) -> None:
@@ -55,12 +60,13 @@ class SpecBatchNorm(keras.layers.BatchNormalization):
         stat = variance
         if self.running_var == "unbiased":
             # Bessel's factor n / (n - 1), one float64 constant from the static shape. The count is
-            # per call: D(real) and D(fake) may see different batch sizes (train.noise_batch).
+            # per call: D(real) and D(fake) may see different batch sizes (train.noise_batch); under
+            # synchronised BatchNorm it is the global batch's (_replicas).
             if inputs.shape.is_fully_defined():
-                count = inputs.shape.num_elements() // inputs.shape[self.axis]
+                count = inputs.shape.num_elements() // inputs.shape[self.axis] * self._replicas()
                 bessel = tf.constant(count / max(count - 1, 1), inputs.dtype)
             else:  # a function traced for any batch size
-                n = tf.cast(tf.size(inputs) // tf.shape(inputs)[self.axis], inputs.dtype)
+                n = tf.cast(tf.size(inputs) // tf.shape(inputs)[self.axis] * self._replicas(), inputs.dtype)
                 bessel = n / tf.maximum(n - 1, 1)
             stat = variance * bessel
         # Keras's momentum is the weight on the OLD value (= 1 - spec.momentum, set in build_layer).
@@ -78,6 +84,45 @@ class SpecBatchNorm(keras.layers.BatchNormalization):
         xhat = (inputs - mean) * inv_std
         # self.gamma does not exist with scale=False (fix_gamma): the scale is the constant 1.
         return (xhat * self.gamma if self.scale else xhat) + self.beta
+
+    def _replicas(self) -> int:
+        """Replicas whose shards this layer's batch statistics span: tf.distribute's replicas in sync
+        when ``synchronized`` and called inside ``strategy.run``; 1 otherwise (one worker, a pure
+        forward, or per-replica statistics)."""
+        ctx = tf.distribute.get_replica_context()  # None in a strategy's cross-replica context
+        return ctx.num_replicas_in_sync if self.synchronized and ctx is not None else 1
+
+    def _moments(self, inputs: tf.Tensor, mask: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
+        """Biased batch mean and variance over every axis but the channels; with ``synchronized``
+        inside ``strategy.run``, those of the global batch, from each replica's sums all-reduced.
+
+        Keras 3.15's own synchronised moments (keras/src/backend/tensorflow/nn.py,
+        ``_compute_moments_sync``, reached from BatchNormalization._moments) all-reduce the local sum,
+        the local sum of squares and the count, then take var = E(x^2) - E(x)^2: the uncentred form,
+        which cancels catastrophically when |mean| >> std, where the single worker's tf.nn.moments is
+        centred (the mean of (x - mean)^2, mean under stop_gradient). It also takes that form for ONE
+        replica, so it would change a single worker's numbers too. Here the same engine collective
+        (``ReplicaContext.all_reduce``, whose gradient is an all-reduce of the gradients) in the
+        centred two-pass form: all-reduce the sums -> global mean; all-reduce the sums of squared
+        deviations from it -> global biased variance. The count is static: the data-parallel backend
+        splits every batch into equal shards (common.data_parallel.shard), so it is the local count
+        times the replicas (Keras all-reduces it because its shards may be uneven)."""
+        if not self.synchronized:
+            return super()._moments(inputs, mask)  # Keras's: tf.nn.moments
+        replicas = self._replicas()
+        if replicas == 1:  # outside strategy.run (a pure forward): Keras's unsynchronised moments, as above
+            return keras.ops.moments(inputs, axes=self._reduction_axes)  # mask: SpecNet.run never gives one
+        ctx, axes = tf.distribute.get_replica_context(), self._reduction_axes
+        if inputs.shape.is_fully_defined():
+            count = tf.constant(inputs.shape.num_elements() // inputs.shape[self.axis] * replicas, inputs.dtype)
+        else:
+            count = tf.cast(tf.size(inputs) // tf.shape(inputs)[self.axis] * replicas, inputs.dtype)
+        total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(inputs, axes, keepdims=True))
+        mean = total / count
+        deviations = tf.math.squared_difference(inputs, tf.stop_gradient(mean))
+        squares = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(deviations, axes, keepdims=True))
+        variance = squares / count
+        return tf.squeeze(mean, axes), tf.squeeze(variance, axes)
 
 
 class SpecLeakyReLU(keras.layers.LeakyReLU):
