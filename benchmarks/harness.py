@@ -97,7 +97,7 @@ def skip_reason(cfg: Config) -> str | None:
     if cfg.mode in PEER_MODES:
         if cfg.dtype != "float32":
             return f"the seed loops run in float32 only, not {cfg.dtype}"
-        cls, mode = peer_class(cfg.backend, family_of(cfg.model).spec(cfg.model))
+        cls, mode = peer_class(cfg.backend, family_of(cfg.model).spec(cfg.model), cfg.mode)
         if cls is None:
             return mode
         if mode != cfg.mode:
@@ -205,7 +205,7 @@ def _measure_scan(backend: Any, state: Any, pool: Any, cfg: Config, budget: Budg
 def _bench_peer(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, Any]:
     family = family_of(cfg.model)
     spec = family.spec(cfg.model)
-    cls, reason = peer_class(cfg.backend, spec)
+    cls, reason = peer_class(cfg.backend, spec, cfg.mode)
     if cls is None:
         raise Skip(reason)
     host_reset = memory.reset_host_peak()

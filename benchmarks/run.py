@@ -27,7 +27,7 @@ from gansuite.common.registry import get_backend
 from .families import family_of
 from .frameworks import device_label, framework_of, is_gpu
 from .harness import BACKEND_MODES, DTYPES, PEER_MODES, Config, PeakCache, Skip, bench_config, skip_reason
-from .peers import peer_class
+from .peers import IDIOMATIC_MODE, peer_class
 from .results import write_results
 from .timing import Budget
 
@@ -101,14 +101,17 @@ def plan(backend: str, models: list[str], modes: list[str], dtypes: list[str], d
         sweep = sizes or list((QUICK_SWEEPS if quick else SWEEPS)[(family.sweep(spec), "gpu" if is_gpu(device) else "cpu")])
         model_modes: list[str] = []
         for mode in modes:
-            if mode == "peer":
-                cls, peer_mode = peer_class(backend, spec)
-                if cls is None:
-                    skipped.append(f"{backend} {model} peer: {peer_mode}")
-                    continue
-                mode = peer_mode
-            if mode not in model_modes:
-                model_modes.append(mode)
+            # "peer": the seed's own loop and, where there is one, the framework's idiomatic loop.
+            wanted = [None, IDIOMATIC_MODE] if mode == "peer" else [mode]
+            for want in wanted:
+                if want is None or want in PEER_MODES:
+                    cls, peer_mode = peer_class(backend, spec, want)
+                    if cls is None:
+                        skipped.append(f"{backend} {model} {want or 'peer'}: {peer_mode}")
+                        continue
+                    want = peer_mode
+                if want not in model_modes:
+                    model_modes.append(want)
         model_modes.sort(key=lambda m: (m not in PEER_MODES, MODE_CHOICES.index(m)))
         for mode in model_modes:
             for dtype in dtypes:

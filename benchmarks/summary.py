@@ -20,6 +20,7 @@ from gansuite.common.errors import ArgumentParser, GanSuiteError, run_main
 
 from .frameworks import slug
 from .harness import PEER_MODES, ROW_MODES
+from .peers import IDIOMATIC_MODE
 from .results import load_rows
 
 REFERENCE_PEER_BACKEND = "torch"  # every seed loop has a PyTorch version (benchmarks/peers MODULES)
@@ -40,13 +41,31 @@ def is_peer(row: dict[str, Any]) -> bool:
 def peer_for(row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The seed loop's row to compare ``row`` with: same device, model and batch size; the same
     backend's peer if there is one, else the PyTorch peer."""
-    candidates = [r for r in rows if is_peer(r) and (r["device"], r["model"], r["batch_size"])
-                  == (row["device"], row["model"], row["batch_size"])]
+    candidates = [r for r in rows if is_peer(r) and r["mode"] != IDIOMATIC_MODE
+                  and (r["device"], r["model"], r["batch_size"]) == (row["device"], row["model"], row["batch_size"])]
     for backend in (row["backend"], REFERENCE_PEER_BACKEND):
         for r in candidates:
             if r["backend"] == backend:
                 return r
     return None
+
+
+def idiomatic_for(row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The same framework's idiomatic loop of the model (same device, model, batch size, dtype): its
+    peer-idiomatic row, or for PyTorch the tutorial's loop (peers.IDIOMATIC_MODULES)."""
+    for r in rows:
+        if (r["backend"], r["device"], r["model"], r["batch_size"], r["dtype"]) == (
+                row["backend"], row["device"], row["model"], row["batch_size"], row["dtype"]) and (
+                r["mode"] == IDIOMATIC_MODE or (r["backend"] == "torch" and r["mode"] == "peer-tutorial")):
+            return r
+    return None
+
+
+def idiomatic_cell(row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    if is_peer(row):
+        return "(idiomatic)" if idiomatic_for(row, rows) is row else "—"
+    ref = idiomatic_for(row, rows)
+    return "—" if ref is None else f"{row['examples_per_s'] / ref['examples_per_s']:.2f}x"
 
 
 def ratio_cell(row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
@@ -65,14 +84,14 @@ def _fmt(value: float, digits: int = 3) -> str:
 
 def table(rows: list[dict[str, Any]], all_rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| backend | mode | dtype | batch | examples/s | step ms median (min–max) | compile s | GFLOP/s "
-             "| % of peak | peak MB | vs seed loop |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| % of peak | peak MB | vs seed loop | vs idiomatic |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(rows, key=_sort_key):
         lines.append(
             f"| {r['backend']} | {r['mode']} | {r['dtype']} | {r['batch_size']} | {_fmt(r['examples_per_s'], 4)} "
             f"| {_fmt(r['step_ms_median'])} ({_fmt(r['step_ms_min'])}–{_fmt(r['step_ms_max'])}) "
             f"| {r['compile_s']:.2f} | {_fmt(r['gflops_per_s'])} | {100 * r['fraction_of_peak']:.2g} "
-            f"| {r['peak_mem_mb']:.0f} | {ratio_cell(r, all_rows)} |")
+            f"| {r['peak_mem_mb']:.0f} | {ratio_cell(r, all_rows)} | {idiomatic_cell(r, all_rows)} |")
     return lines
 
 
@@ -197,7 +216,9 @@ def build_summary(results: Path) -> Path:
           "GFLOP/s counts the multiply-adds of Dense/Conv/ConvTranspose (benchmarks/flops.py); % of peak is "
           "relative to a large matrix product in the same framework, device and dtype (benchmarks/peak.py). "
           f"'vs seed loop' is throughput over the seed document's own loop ({' / '.join(PEER_MODES)}) at the "
-          "same batch size. Every row's settings (versions, threads, TF32, compile flags) are in its JSON.", ""]
+          "same batch size; 'vs idiomatic' over the same framework's DCGAN written the way its users write one "
+          "(peer-idiomatic: a Keras train_step override, Flax + optax, hybridized Gluon; PyTorch's is the "
+          "tutorial). Every row's settings (versions, threads, TF32, compile flags) are in its JSON.", ""]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[(r["model"], r["device"])].append(r)

@@ -14,7 +14,7 @@ import pytest
 
 from gansuite.benchmarks.flops import forward_flops, iteration_flops, layer_macs, vae_iteration_flops
 from gansuite.benchmarks.harness import ROW_KEYS, ROW_MODES, Config, skip_reason
-from gansuite.benchmarks.peers import MODES, MODULES, PEER_MODES
+from gansuite.benchmarks.peers import IDIOMATIC_MODE, MODES, MODULES, PEER_MODES
 from gansuite.benchmarks.run import main
 from gansuite.benchmarks.summary import build_summary
 from gansuite.benchmarks.summary import main as summary_main
@@ -277,7 +277,7 @@ def test_vae_peer_and_bf16_skips_are_one_line_reasons():
 
 
 def test_peer_modes_are_listed_once_for_rows_and_peers():
-    assert set(MODES) == {seed for _, seed in MODULES} and set(PEER_MODES) == set(MODES.values())
+    assert set(MODES) == {seed for _, seed in MODULES} and set(PEER_MODES) == {*MODES.values(), IDIOMATIC_MODE}
     assert ROW_MODES[-len(PEER_MODES):] == PEER_MODES and "peer-seed002" in PEER_MODES
 
 
@@ -305,7 +305,7 @@ def test_summary_merges_two_backends_into_one_table(tmp_path):
     table = [line for line in md.splitlines() if line.startswith("| torch |") or line.startswith("| jax |")]
     assert len(table) == len(torch_rows) + len(jax_rows)
     assert "| torch | parity | float32 | 8 | 200 |" in md and md.count("| jax |") >= 2
-    cells = {tuple(c.strip() for c in line.split("|")[1:5]): line.split("|")[-2].strip() for line in table}
+    cells = {tuple(c.strip() for c in line.split("|")[1:5]): line.split("|")[-3].strip() for line in table}
     assert cells[("torch", "parity", "float32", "8")] == "2.00x"
     assert cells[("torch", "fast", "float32", "8")] == "4.00x"
     assert cells[("jax", "parity", "float32", "8")] == "0.50x (torch peer)"  # JAX has no d2l tab
@@ -331,6 +331,36 @@ def test_summary_shows_the_vae_with_its_seed_loop_ratio(tmp_path):
     assert "| 3.00x |" in vae_table and "| 0.50x (torch peer) |" in vae_table
     assert "| cpu | vae | torch | float32 | 16 | torch peer-seed002 | 1.50x | 3.00x |" in md
     assert "peer-seed002" in md.split("## ")[1]  # the introduction names every seed loop
+
+
+def test_summary_compares_each_framework_with_its_idiomatic_loop(tmp_path):
+    """'vs idiomatic': a backend row over the same framework's idiomatic DCGAN (peer-idiomatic; for
+    PyTorch the tutorial's loop), which the 'vs seed loop' column does not take for the seed's loop."""
+    (tmp_path / "cpu").mkdir()
+    rows = {"torch": [_row("torch", "peer-tutorial", 64, 50.0, "dcgan"), _row("torch", "fast", 64, 60.0, "dcgan")],
+            "tensorflow": [_row("tensorflow", "peer-idiomatic", 64, 40.0, "dcgan"),
+                           _row("tensorflow", "fast", 64, 60.0, "dcgan")]}
+    for backend, group in rows.items():
+        (tmp_path / "cpu" / f"{backend}.json").write_text(json.dumps(group))
+    md = build_summary(tmp_path).read_text()
+    cells = {tuple(c.strip() for c in line.split("|")[1:3]): [c.strip() for c in line.split("|")[-3:-1]]
+             for line in md.splitlines() if line.startswith(("| torch |", "| tensorflow |"))}
+    assert cells[("torch", "fast")] == ["1.20x", "1.20x"]  # the tutorial is both the seed's and PyTorch's idiom
+    assert cells[("tensorflow", "fast")] == ["1.20x (torch peer)", "1.50x"]
+    assert cells[("tensorflow", "peer-idiomatic")] == ["(peer)", "(idiomatic)"]
+    assert "'vs idiomatic'" in md
+
+
+def test_plan_adds_the_idiomatic_loop_where_the_framework_has_one():
+    from gansuite.benchmarks.run import plan
+
+    configs, skipped = plan(BACKEND, ["dcgan"], ["peer"], ["float32"], "cpu", "cpu", [64], True, 0)
+    modes = {c.mode for c in configs}
+    if BACKEND in ("tensorflow", "jax", "mxnet"):
+        assert "peer-idiomatic" in modes, skipped
+    else:
+        assert "peer-idiomatic" not in modes
+        assert any("peer-idiomatic: no idiomatic" in line for line in skipped), skipped
 
 
 def test_summary_rejects_files_without_the_row_keys(tmp_path, capsys):

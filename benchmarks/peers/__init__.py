@@ -40,7 +40,16 @@ MODULES = {
 #: seed -> the mode of its rows. "seed002-vae": seed 002's GAN ports (seed002_torch) have no Peer
 #: yet; if one is added it is another seed key with its own module, and may share the mode.
 MODES = {"d2l": "peer-d2l", "tutorial": "peer-tutorial", "seed003": "peer-seed003", "seed002-vae": "peer-seed002"}
-PEER_MODES = tuple(dict.fromkeys(MODES.values()))
+#: (backend, seed) -> that framework's loop for the seed's model written the way its users write one
+#: (issue 16's "vs idiomatic"): Keras's train_step override, Flax + optax, hybridized Gluon. PyTorch's
+#: is the tutorial itself (peer-tutorial), so it has no second row.
+IDIOMATIC_MODULES = {
+    ("tensorflow", "tutorial"): "keras_dcgan",
+    ("jax", "tutorial"): "flax_dcgan",
+    ("mxnet", "tutorial"): "gluon_dcgan",
+}
+IDIOMATIC_MODE = "peer-idiomatic"
+PEER_MODES = (*dict.fromkeys(MODES.values()), IDIOMATIC_MODE)
 D2L_EXAMPLES = 1000  # d2l 20.1 draws 1000 examples
 
 
@@ -109,11 +118,18 @@ def is_seed002_vae(spec: VAESpec) -> bool:
             and spec.loss == VAELossSpec("bce_sum", "sum"))
 
 
-def peer_class(backend: str, spec: GANSpec | VAESpec) -> tuple[type[Peer] | None, str]:
-    """(the peer class, its mode) or (None, why there is none)."""
+def peer_class(backend: str, spec: GANSpec | VAESpec, mode: str | None = None) -> tuple[type[Peer] | None, str]:
+    """(the peer class, its mode) or (None, why there is none): the seed's own loop, or with
+    ``mode=IDIOMATIC_MODE`` the framework's idiomatic loop of the same model."""
     seed = seed_of(spec)
     if seed is None:
         return None, f"no seed loop reproduces model {spec.name!r}"
+    if mode == IDIOMATIC_MODE:
+        module = IDIOMATIC_MODULES.get((backend, seed))
+        if module is None:
+            covered = ", ".join(b for b, s in IDIOMATIC_MODULES if s == seed) or "none"
+            return None, f"no idiomatic {backend} loop of the {seed} model (covered: {covered})"
+        return importlib.import_module(f"{__name__}.{module}").Peer, IDIOMATIC_MODE
     module = MODULES.get((backend, seed))
     if module is None:
         covered = ", ".join(b for b, s in MODULES if s == seed)
