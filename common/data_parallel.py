@@ -55,10 +55,13 @@ WORKER_ENV = "GANSUITE_DP_WORKERS"
 FAULT_ENV = "GANSUITE_FAULT_KILL_AT"
 #: The engine of each backend, as the report and the CLI's help name it.
 ENGINES = {
-    "torch": "DistributedDataParallel + SyncBatchNorm (gloo on CPU, NCCL on GPU), torchrun",
-    "jax": "jax.sharding Mesh + NamedSharding over the host's devices",
-    "tensorflow": "tf.distribute.MirroredStrategy over logical devices, synchronized BatchNormalization",
-    "mxnet": "Gluon over several contexts with a kvstore and contrib.nn.SyncBatchNorm",
+    "torch": "DistributedDataParallel under torchrun (gloo on CPU, NCCL on GPU); BatchNorm synchronised by "
+             "torch's autograd all_reduce on CPU, nn.SyncBatchNorm on CUDA",
+    "jax": "jax.sharding: Mesh + NamedSharding over the host's devices, one jit",
+    "tensorflow": "tf.distribute.MirroredStrategy over logical devices; BatchNorm moments all-reduced by the "
+                  "replica context",
+    "mxnet": "Gluon over several contexts with a local kvstore; BatchNorm synchronised through autograd across "
+             "the contexts",
 }
 
 
