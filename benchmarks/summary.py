@@ -215,7 +215,8 @@ def build_summary(results: Path) -> Path:
           "timed blocks after warm-up; compile_s is what the warm-up calls took beyond steady state. "
           "GFLOP/s counts the multiply-adds of Dense/Conv/ConvTranspose (benchmarks/flops.py); % of peak is "
           "relative to a large matrix product in the same framework, device and dtype (benchmarks/peak.py). "
-          f"'vs seed loop' is throughput over the seed document's own loop ({' / '.join(PEER_MODES)}) at the "
+          f"'vs seed loop' is throughput over the seed document's own loop "
+          f"({' / '.join(m for m in PEER_MODES if m != IDIOMATIC_MODE)}) at the "
           "same batch size; 'vs idiomatic' over the same framework's DCGAN written the way its users write one "
           "(peer-idiomatic: a Keras train_step override, Flax + optax, hybridized Gluon; PyTorch's is the "
           "tutorial). Every row's settings (versions, threads, TF32, compile flags) are in its JSON.", ""]
