@@ -69,15 +69,13 @@ def check_workers(workers: int, spec: Any, backend: str) -> None:
     """One line for a worker count the run cannot use: not positive, a backend with no engine, a model
     outside the GAN family, or a batch that does not split evenly (every batch of the run: the
     spec's batch size, the noise rows and a shorter last batch)."""
-    from .spec import GANSpec as _GANSpec
-
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise GanSuiteError(f"workers: must be a positive integer, got {workers!r}")
     if workers == 1:
         return
     if backend not in ENGINES:
         raise GanSuiteError(f"workers: data-parallel training runs on {', '.join(ENGINES)}; got backend {backend!r}")
-    if not isinstance(spec, _GANSpec):
+    if not isinstance(spec, GANSpec):
         raise GanSuiteError(f"workers: data-parallel training covers the GAN family; {spec.name!r} is not a GAN "
                             f"(use --workers 1)")
     batch = spec.train.batch_size

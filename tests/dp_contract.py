@@ -19,7 +19,7 @@ import pytest
 
 from gansuite.common.checkpoint import Checkpoint, load_checkpoint
 from gansuite.common.data_parallel import FAULT_ENV
-from gansuite.common.dp_compare import ITERATIONS, MODELS, WORKERS, cli_train, differences, single_worker
+from gansuite.common.dp_compare import ITERATIONS, WORKERS, cli_train, differences, single_worker
 from gansuite.common.tolerances import DATA_PARALLEL, DATA_PARALLEL_TRAP_FACTOR
 from gansuite.common.training import CHECKPOINT
 
