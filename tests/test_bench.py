@@ -14,7 +14,7 @@ import pytest
 
 from gansuite.benchmarks.flops import forward_flops, iteration_flops, layer_macs, vae_iteration_flops
 from gansuite.benchmarks.harness import ROW_KEYS, ROW_MODES, Config, skip_reason
-from gansuite.benchmarks.peers import IDIOMATIC_MODE, MODES, MODULES, PEER_MODES
+from gansuite.benchmarks.peers import IDIOMATIC_MODE, IDIOMATIC_MODULES, MODES, MODULES, PEER_MODES, peer_class
 from gansuite.benchmarks.run import main
 from gansuite.benchmarks.summary import build_summary
 from gansuite.benchmarks.summary import main as summary_main
@@ -30,6 +30,8 @@ BACKEND = _declared[0] if _declared else "oracle"
 D2L_PEER = BACKEND in ("torch", "tensorflow", "mxnet")
 TUTORIAL_PEER = BACKEND == "torch"
 VAE_PEER = BACKEND == "torch"  # seed 002's VAE loop is PyTorch only
+#: The idiomatic DCGAN peers (Keras, Flax, Gluon); PyTorch's idiomatic loop is the tutorial itself.
+IDIOMATIC_PEER = (BACKEND, "tutorial") in IDIOMATIC_MODULES
 
 
 # -- FLOPs ---------------------------------------------------------------------------------------
@@ -151,6 +153,8 @@ def test_quick_run_writes_rows_with_exactly_the_agreed_keys(quick_run):
         expected |= {("gaussian", "peer-d2l", 8), ("gaussian", "peer-d2l", 64)}
     if TUTORIAL_PEER:
         expected |= {("dcgan-tiny", "peer-tutorial", 2)}
+    if IDIOMATIC_PEER:
+        expected |= {("dcgan-tiny", IDIOMATIC_MODE, 2)}
     assert {(r["model"], r["mode"], r["batch_size"]) for r in rows} == expected
     for r in rows:
         assert list(r) == list(ROW_KEYS)
@@ -169,7 +173,12 @@ def test_quick_rows_are_consistent_with_their_settings(quick_run):
         s = r["settings"]
         step_s = r["step_ms_median"] / 1e3
         assert r["examples_per_s"] == pytest.approx(r["batch_size"] / step_s)
-        g_forwards = 2 if r["mode"] == "peer-d2l" else 1
+        # A peer's G forwards per iteration are its own (d2l and the Keras/Flax loops decode fresh noise).
+        g_forwards = 1
+        if r["mode"] in PEER_MODES:
+            peer, mode = peer_class(BACKEND, preset(r["model"]), r["mode"])
+            assert mode == r["mode"], mode
+            g_forwards = peer.g_forwards
         flops = iteration_flops(preset(r["model"]), r["batch_size"], g_forwards).total
         assert s["flops"]["per_iteration"] == flops
         assert r["gflops_per_s"] == pytest.approx(flops / step_s / 1e9)
