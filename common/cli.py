@@ -160,9 +160,7 @@ def _train_vae(spec: VAESpec, backend: str, cfg: Any, tensorboard: Optional[Path
     from .vae_backend import get_vae_backend
     from .vae_training import train_vae
 
-    if tensorboard is not None:
-        raise GanSuiteError(f"tensorboard: not written for the VAE ({spec.name!r}); its losses are in "
-                            f"losses.png and summary.json; omit --tensorboard")
+    cfg.tensorboard = tensorboard
     cfg.backend = get_vae_backend(backend)
     summary = train_vae(cfg)
     evals = summary["eval"]["over_training"]

@@ -12,6 +12,10 @@ to its reconstruction). Here, in the output folder::
     sampled.png              Dec(z) of fixed z (the seed's sampled grid), at the end
     reconst.png              fixed images, each left of its reconstruction (the seed's x_concat)
 
+With ``--tensorboard DIR`` (tensorboardX, as the GANs' runs): every iteration's losses per
+example (``loss/reconstruction``, ``loss/kl``, ``loss/total``) and examples/s, and each
+evaluation (``eval/reconstruction``, ``eval/kl``, ``eval/total``) at its iteration.
+
 The learning measure, ``eval_loss``: the seed's loss per example (BCE sum + KL, divided by the
 examples) on the first :data:`EVAL_EXAMPLES` images of the dataset with fixed eps, measured
 before the first iteration and every ``quality_every`` iterations. It is the objective the seed
@@ -89,11 +93,15 @@ def train_vae(cfg: RunConfig) -> dict[str, Any]:
     quality_every = cfg.quality_every or max(1, total // 10)
     meta = {"backend": vae.name, "dtype": cfg.dtype, "mode": cfg.mode, "versions": vae.versions()}
 
+    writer = _tensorboard_writer(cfg.tensorboard)
+
     def measure(done: int) -> None:
         scores = eval_loss(vae, state, eval_x, fixed["eps"][:n_eval])
         evals.setdefault("iteration", []).append(float(done))
         for k, v in scores.items():
             evals.setdefault(k, []).append(v)
+            if writer is not None:
+                writer.add_scalar(f"eval/{k}", v, done)
 
     def checkpoint(next_iteration: int) -> None:
         p, o = vae.export_params(state)
@@ -117,6 +125,10 @@ def train_vae(cfg: RunConfig) -> dict[str, Any]:
                 history[k].append(v / len(x))  # per example, as the seed prints loss.item() / batch
             examples += len(x)
             done = it + 1
+            if writer is not None:
+                for k in VAE_SCALARS:
+                    writer.add_scalar(f"loss/{k}", history[k][-1], done)
+                writer.add_scalar("speed/examples_per_s", examples / max(time.perf_counter() - t0, 1e-9), done)
             if done % quality_every == 0 or done == total:
                 measure(done)  # before the checkpoint, which then holds it
             if done % cfg.checkpoint_every == 0 or done == total:
@@ -130,8 +142,20 @@ def train_vae(cfg: RunConfig) -> dict[str, Any]:
         checkpoint(done)  # consistent: the interrupted step either finished or never began
         raise GanSuiteError(f"interrupted at iteration {done}; checkpoint saved to {ckpt_path}; "
                             f"continue with --resume") from None
+    finally:
+        if writer is not None:
+            writer.close()
     elapsed = time.perf_counter() - t0
     return _write_outputs(cfg, state, dataset, history, evals, fixed, eval_x, elapsed, examples, start, total)
+
+
+def _tensorboard_writer(logdir: Path | None) -> Any:
+    """tensorboardX's writer, as common/reporting.py's for the GANs (no framework needed), or None."""
+    if logdir is None:
+        return None
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter(logdir=str(logdir))
 
 
 def _write_outputs(cfg: RunConfig, state: Any, dataset: Any, history: dict[str, list], evals: dict[str, list],

@@ -128,3 +128,28 @@ def test_cli_trains_a_vae_and_reports_its_losses(tmp_path):
     assert res.returncode == 2 and res.stderr.startswith("error: latent:"), res.stderr
     res = _cli("train", "--backend", "oracle", "--model", "vae-small", "--out", str(tmp_path / "x"))
     assert res.returncode == 2 and "vae-tiny" in res.stderr and "dcgan" in res.stderr, res.stderr
+
+
+def test_tensorboard_gets_every_iterations_losses_and_each_evaluation(tmp_path):
+    """--tensorboard on a VAE run: the per-example losses of every iteration, as in the checkpoint's
+    history, and the evaluation loss at each evaluation, read back with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, logs = tmp_path / "run", tmp_path / "tb"
+    res = _cli("train", "--backend", "oracle", "--model", "vae-tiny", "--dtype", "float64", "--out", str(out),
+               "--iterations", "6", "--quality-every", "3", "--no-progress", "--set", "train.batch_size=8",
+               "--tensorboard", str(logs))
+    assert res.returncode == 0, res.stderr
+    acc = EventAccumulator(str(logs))
+    acc.Reload()
+    assert {"loss/reconstruction", "loss/kl", "loss/total", "speed/examples_per_s", "eval/reconstruction",
+            "eval/kl", "eval/total"} <= set(acc.Tags()["scalars"])
+    history = load_vae_checkpoint(out / "checkpoint.safetensors").history
+    for k in ("reconstruction", "kl", "total"):
+        events = acc.Scalars(f"loss/{k}")
+        assert [e.step for e in events] == list(range(1, 7))
+        np.testing.assert_allclose([e.value for e in events], history[k], rtol=1e-6)  # TensorBoard keeps float32
+    evals = acc.Scalars("eval/total")
+    assert [e.step for e in evals] == [0, 3, 6]
+    np.testing.assert_allclose([e.value for e in evals], history["eval/total"], rtol=1e-6)
+    assert evals[-1].value < evals[0].value
