@@ -35,7 +35,7 @@ back to every context, once for the mean and once for the centred squares (the t
 single-worker block, models.TorchBatchNorm), and the spec's running statistics (unbiased over the
 GLOBAL count, updated after every forward) are committed on every context. Autograd differentiates
 through the copies, so the backward is the global-batch BatchNorm's. The nets therefore run in
-lockstep, layer by layer over the shards (:func:`_forward_shards`). The parameter gradients are
+lockstep, layer by layer over the shards (:func:`lockstep_forward`, which train.train_shards runs for every pass). The parameter gradients are
 never summed over the contexts by hand: the kvstore reduces them.
 
 Reductions (the kvstore sums the W contexts' gradients; ``step(n)`` scales by 1/n): ``"mean"``: each
@@ -58,7 +58,7 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 
 from gansuite.common.data_parallel import shard, shard_draws
-from gansuite.common.draws import Draws, check_draws, pass_masks
+from gansuite.common.draws import Draws, check_draws
 from gansuite.common.errors import GanSuiteError
 from gansuite.common.params import OptState, Params
 from gansuite.common.protocol import SCALARS, BackendState, BuildOptions, StepOutput, device_unavailable
@@ -66,7 +66,7 @@ from gansuite.common.spec import GANSpec
 
 from .backend import MxnetBackend, MxnetState
 from .models import EmbedConcatBlock, GANNet, MaskedDropout, TorchBatchNorm, _normalise
-from .train import SpecAdam, _probability, _step_batch, bce
+from .train import Shard, ShardForward, SpecAdam, train_shards
 
 #: The kvstore: "local" (CommCPU). Gluon's Trainer default "device" merges the gradients on
 #: context 0 while its weight copy is on cpu_pinned(0), and SpecAdam's one CachedOp then refuses
@@ -86,7 +86,7 @@ class KVStoreAdam(SpecAdam):
     move to that context at their first update (SpecAdam's one CachedOp needs one context).
 
     The kvstore calls the optimizer through a ctypes callback, which prints an exception and goes
-    on with the weights NOT updated; :attr:`error` keeps it for :func:`_step` to raise."""
+    on with the weights NOT updated; :attr:`error` keeps it for train._trainer_step to raise."""
 
     error: Exception | None = None
 
@@ -101,15 +101,6 @@ class KVStoreAdam(SpecAdam):
         except Exception as err:
             self.error = err
             raise
-
-
-def _step(trainer: gluon.Trainer, batch: int, net: str) -> None:
-    """``trainer.step(batch)``: the kvstore sums the contexts' gradients, Adam runs once; one line
-    if Adam failed inside the kvstore (which would otherwise go on with stale weights)."""
-    trainer.step(batch)
-    err = getattr(trainer._optimizer, "error", None)
-    if err is not None:
-        raise GanSuiteError(f"workers: the kvstore's Adam update of {net} failed: {str(err).splitlines()[-1]}")
 
 
 def _all_sum(parts: list[nd.NDArray]) -> list[nd.NDArray]:
@@ -155,116 +146,24 @@ def _local_batch_norm(bn: TorchBatchNorm, xs: list[nd.NDArray]) -> list[nd.NDArr
     return ys
 
 
-def _forward_shards(net: GANNet, xs: list[nd.NDArray], labels: list[nd.NDArray | None],
-                    masks: list[dict[int, nd.NDArray]], sync_bn: bool) -> list[nd.NDArray]:
-    """One training forward of every shard, layer by layer (GANNet.hybrid_forward's layer loop):
-    BatchNorm needs every shard's statistics before any shard goes on."""
-    for i, block in enumerate(net._children.values()):
-        if isinstance(block, TorchBatchNorm):
-            xs = (_synced_batch_norm if sync_bn else _local_batch_norm)(block, xs)
-        elif isinstance(block, EmbedConcatBlock):
-            xs = [block(x, lab) for x, lab in zip(xs, labels)]
-        elif isinstance(block, MaskedDropout) and masks[0]:
-            xs = [block(x, mask[i]) for x, mask in zip(xs, masks)]
-        else:
-            xs = [block(x) for x in xs]
-    return xs
+def lockstep_forward(sync_bn: bool) -> ShardForward:
+    """train.train_shards's forward for W contexts: every shard, layer by layer (GANNet.hybrid_forward's
+    layer loop), since synchronised BatchNorm needs every shard's statistics before any shard goes on."""
 
-
-def _reduced_grads(params: dict[str, gluon.Parameter], batch: int) -> dict[str, nd.NDArray]:
-    """with_grads: the gradients as the kvstore's Adam sees them (the contexts' sum times
-    rescale_grad = 1/batch), on context 0. A report only: the update uses the kvstore's own sum."""
-    out = {}
-    for name, p in params.items():
-        grads = p.list_grad()
-        out[name] = nd.add_n(*[g.as_in_context(grads[0].context) for g in grads]) * (1.0 / batch)
-    return out
-
-
-def data_parallel_iteration(state: MxnetDataParallelState, shards: list[dict[str, Any]], sync_bn: bool,
-                            with_grads: bool) -> tuple[dict[str, float], dict[str, nd.NDArray] | None]:
-    """train.train_iteration over W shards (the same passes, losses and order; see there): each
-    pass runs every shard in lockstep, one backward over all the shards' losses, and
-    ``trainer.step`` (:func:`_step`) lets the kvstore sum the contexts' gradients and run Adam once."""
-    G, D, loss, train = state.G, state.D, state.spec.loss, state.spec.train
-    W = len(shards)
-    grads: dict[str, nd.NDArray] | None = {} if with_grads else None
-    separate = train.d_backward == "separate"
-
-    def col(key: str) -> list[Any]:
-        return [s.get(key) for s in shards]
-
-    def masks(pass_name: str, net: str) -> list[dict[int, nd.NDArray]]:
-        return [pass_masks(s, pass_name, net) for s in shards]
-
-    def step_batch(rows: int) -> int:
-        # The kvstore SUMS the contexts' gradients: "mean" losses are local means, step(W) averages
-        # them; "sum" and "per_example" local sums add up to the global sum (per_example's 1/B: the
-        # GLOBAL batch, as train._step_batch gives for the full batch).
-        return _step_batch(loss.reduction, rows) * (W if loss.reduction == "mean" else 1)
-
-    # -- D step (train.train_iteration: each pass in its own record() scope) --
-    order = ("fake", "real") if train.d_order == "fake_first" else ("real", "fake")
-    outs, losses, fakes, copied = {}, {}, None, None
-    for which in order:
-        with autograd.record():
-            if which == "real":
-                out = _forward_shards(D, col("real"), col("labels"), masks("real", "D"), sync_bn)
+    def forward(net: GANNet, xs: list[nd.NDArray], labels: list[nd.NDArray | None],
+                masks: list[dict[int, nd.NDArray]]) -> list[nd.NDArray]:
+        for i, block in enumerate(net._children.values()):
+            if isinstance(block, TorchBatchNorm):
+                xs = (_synced_batch_norm if sync_bn else _local_batch_norm)(block, xs)
+            elif isinstance(block, EmbedConcatBlock):
+                xs = [block(x, lab) for x, lab in zip(xs, labels)]
+            elif isinstance(block, MaskedDropout) and masks[0]:
+                xs = [block(x, mask[i]) for x, mask in zip(xs, masks)]
             else:
-                fakes = _forward_shards(G, col("z"), col("fake_labels"), masks("fake", "G"), sync_bn)
-                out = _forward_shards(D, [f.detach() for f in fakes], col("fake_labels"), masks("fake", "D"),
-                                      sync_bn)
-            label = loss.real_label if which == "real" else loss.fake_label
-            outs[which] = [o.reshape(-1) for o in out]
-            losses[which] = [bce(o, label, loss) for o in outs[which]]
-            scaled = [loss.d_loss_scale * lo for lo in losses[which]]
-        if separate:
-            # One backward over every shard's loss: synced BatchNorm links the shards' graphs, and a
-            # backward per shard would overwrite (grad_req='write') what the other one wrote.
-            autograd.backward(scaled)
-            params_D = list(state.trainable["D"].values())
-            if copied is None:
-                copied = [[g.copy() for g in p.list_grad()] for p in params_D]
-            else:
-                for p, saved in zip(params_D, copied):
-                    for g, s in zip(p.list_grad(), saved):
-                        g[:] += s
-    with autograd.record():
-        loss_D = [loss.d_loss_scale * (r + f) for r, f in zip(losses["real"], losses["fake"])]
-    if not separate:
-        autograd.backward(loss_D)
-    n_real, n_fake = sum(o.shape[0] for o in outs["real"]), sum(o.shape[0] for o in outs["fake"])
-    d_batch = step_batch(n_real)
-    if grads is not None:
-        grads.update(_reduced_grads(state.trainable["D"], d_batch))
-    _step(state.trainer_D, d_batch, "D")
+                xs = [block(x) for x in xs]
+        return xs
 
-    # -- G step: through the updated D, on the same fakes or on G(z_gen) --
-    fresh = train.g_noise == "fresh"
-    labels = col("fake_labels_gen" if fresh else "fake_labels")
-    with autograd.record():
-        if fresh:
-            fakes = _forward_shards(G, col("z_gen"), labels, masks("gen", "G"), sync_bn)
-        out_gen = [o.reshape(-1) for o in _forward_shards(D, fakes, labels, masks("gen", "D"), sync_bn)]
-        loss_G = [bce(o, loss.real_label, loss) for o in out_gen]
-    autograd.backward(loss_G)
-    g_batch = step_batch(sum(f.shape[0] for f in fakes))
-    if grads is not None:
-        grads.update(_reduced_grads(state.trainable["G"], g_batch))
-    _step(state.trainer_G, g_batch, "G")
-
-    # One host copy: every shard's losses and D outputs, shards in rank order (= the canonical rows).
-    ctx0 = state.contexts[0]
-    parts = [*loss_D, *loss_G, *outs["real"], *outs["fake"], *out_gen]
-    values = nd.concat(*[p.reshape((-1,)).as_in_context(ctx0) for p in parts], dim=0).asnumpy().astype(np.float64)
-    state.steps += 1
-    # The global loss: the mean of the W local means ("mean": equal shards), else the sum of the local sums.
-    combine = np.mean if loss.reduction == "mean" else np.sum
-    rows = np.split(values[2 * W:], [n_real, n_real + n_fake])
-    D_x, D_G_z1, D_G_z2 = (float(_probability(r, loss).mean()) for r in rows)
-    scalars = {"loss_D": float(combine(values[:W])), "loss_G": float(combine(values[W:2 * W])), "D_x": D_x,
-               "D_G_z1": D_G_z1, "D_G_z2": D_G_z2}
-    return scalars, grads
+    return forward
 
 
 class DataParallelBackend(MxnetBackend):
@@ -292,8 +191,9 @@ class DataParallelBackend(MxnetBackend):
             raise GanSuiteError("z: data-parallel training runs in parity mode, on the host's noise; got none")
         self.configure(state.device, state.options)
         draws = check_draws(state.spec, draws, int(np.shape(real)[0]), int(np.shape(z)[0]))
-        shards = [self._shard(state, r, real, z, draws) for r in range(self.workers)]
-        scalars, grads = data_parallel_iteration(state, shards, self.sync_bn, with_grads)
+        shards = [Shard(state, self._shard(state, r, real, z, draws)) for r in range(self.workers)]
+        # train.py's iteration itself, its passes over the W shards in lockstep
+        scalars, grads = train_shards(state, shards, with_grads, lockstep_forward(self.sync_bn))
         out = StepOutput(**{k: float(scalars[k]) for k in SCALARS})
         if grads is not None:
             out.grads = {k: self._from_framework(state, k, v) for k, v in grads.items()}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
 from gansuite.common.draws import pass_masks
+from gansuite.common.errors import GanSuiteError
 from gansuite.common.spec import AdamSpec, LossSpec
 
 from .layout import _LABEL_DTYPE as LABEL_DTYPE
@@ -207,20 +208,38 @@ def _step_batch(reduction: str, rows: int) -> int:
 
 
 def _grads(params: dict[str, gluon.Parameter], batch: int) -> dict[str, nd.NDArray]:
-    """The gradients as Adam sees them: times rescale_grad = 1/batch (exact copies when batch is 1)."""
-    return {k: p.grad().copy() if batch == 1 else p.grad() * (1.0 / batch) for k, p in params.items()}
+    """The gradients as Adam sees them: the contexts' sum (one context: its own gradient; several:
+    what the kvstore sums, data_parallel.py) times rescale_grad = 1/batch (exact copies when batch is 1)."""
+    out = {}
+    for name, p in params.items():
+        parts = p.list_grad()
+        total = parts[0] if len(parts) == 1 else nd.add_n(*[g.as_in_context(parts[0].context) for g in parts])
+        out[name] = total.copy() if batch == 1 else total * (1.0 / batch)
+    return out
 
 
-class _Draws:
-    """The iteration's labels, fresh noise and dropout masks: the host's (parity, and fast mode fed
-    from the host), or in fast mode with device noise (``train_step(real, None, draws)``: the
-    template keeps only the real batch's labels) MXNet's own: the fake labels and z_gen from its
-    device RNG (seeded at build, as device_noise), dropout from Gluon's Dropout op in train mode
-    (no masks reach the nets). Only what is missing is drawn."""
+def _trainer_step(trainer: gluon.Trainer, batch: int, net: str) -> None:
+    """``trainer.step(batch)``. A kvstore runs the optimizer through a ctypes callback that only
+    prints an exception and goes on with the weights NOT updated; an optimizer that keeps the error
+    (data_parallel.KVStoreAdam) has it raised here in one line."""
+    trainer.step(batch)
+    err = getattr(trainer._optimizer, "error", None)
+    if err is not None:
+        raise GanSuiteError(f"workers: the kvstore's Adam update of {net} failed: {str(err).splitlines()[-1]}")
 
-    def __init__(self, state: Any, draws: dict[str, nd.NDArray], real_rows: int, rows: int) -> None:
-        spec, ctx = state.spec, state.device
+
+class Shard:
+    """One context's part of the iteration: its rows of the real batch and z (``"real"``, ``"z"``),
+    and of the labels, fresh noise and dropout masks: the host's (parity, and fast mode fed from
+    the host), or in fast mode with device noise (``train_step(real, None, draws)``: the template
+    keeps only the real batch's labels) MXNet's own: the fake labels and z_gen from its device RNG
+    (seeded at build, as device_noise), dropout from Gluon's Dropout op in train mode (no masks
+    reach the nets). Only what is missing is drawn. Single-worker training is one shard."""
+
+    def __init__(self, state: Any, draws: dict[str, nd.NDArray]) -> None:
+        spec, ctx = state.spec, draws["real"].context
         self.draws = dict(draws)
+        real_rows, rows = draws["real"].shape[0], draws["z"].shape[0]
         if spec.conditional:
             for key, n in (("labels", real_rows), ("fake_labels", rows), ("fake_labels_gen", rows)):
                 if key not in self.draws:
@@ -238,10 +257,28 @@ class _Draws:
         return pass_masks(self.draws, pass_name, net)
 
 
+#: A training forward of every shard: (net, inputs, labels, masks) per shard -> outputs per shard.
+ShardForward = Callable[[GANNet, list, list, list], list]
+
+
+def _forward_each(net: GANNet, xs: list[nd.NDArray], labels: list[nd.NDArray | None],
+                  masks: list[dict[int, nd.NDArray]]) -> list[nd.NDArray]:
+    """Each shard on its own (one context: the single-worker forward, the net's compiled graph in
+    fast mode). data_parallel.py's forward runs the shards in lockstep, BatchNorm synchronised."""
+    return [_forward(net, x, lab, m) for x, lab, m in zip(xs, labels, masks)]
+
+
 def train_iteration(state: Any, real: nd.NDArray, z: nd.NDArray, with_grads: bool,
                     draws: dict[str, nd.NDArray]) -> tuple[dict[str, float], dict[str, nd.NDArray] | None]:
-    """D step then G step in the spec's sequence. Returns the host scalars and, if asked, the
-    gradients keyed by canonical name (rescaled as Adam sees them: per_example's 1/B included).
+    """One iteration on one context: :func:`train_shards` with one shard (see there)."""
+    return train_shards(state, [Shard(state, {**draws, "real": real, "z": z})], with_grads, _forward_each)
+
+
+def train_shards(state: Any, shards: list[Shard], with_grads: bool,
+                 forward: ShardForward) -> tuple[dict[str, float], dict[str, nd.NDArray] | None]:
+    """D step then G step in the spec's sequence, over the shards of the batch (one per context;
+    single-worker training is one). Returns the host scalars and, if asked, the gradients keyed
+    by canonical name (rescaled as Adam sees them: per_example's 1/B included).
 
     D's passes: D(real), G(z), D(fake) (``d_order="real_first"``, the tutorial) or G(z), D(fake),
     D(real) (``"fake_first"``, seed 004); one backward of the summed loss (``d_backward="joint"``)
@@ -250,19 +287,37 @@ def train_iteration(state: Any, real: nd.NDArray, z: nd.NDArray, with_grads: boo
     more rows than real (``noise_batch="batch_size"``): each BCE reduces over its own batch. A
     conditional GAN: D(real) sees the batch's labels, G and D(fake) the fake labels; the G step
     reuses the D step's fake (``g_noise="reuse"``) or runs G on a new z with new labels
-    (``"fresh"``, seed 002). Each pass multiplies by its own dropout masks (``draws``).
+    (``"fresh"``, seed 002). Each pass multiplies by its own dropout masks.
+
+    Several shards (data_parallel.py): every pass runs all of them (``forward``), one backward
+    over all their losses, and the Trainer's kvstore sums the contexts' gradients. Each shard's
+    loss is its local mean or sum; the step's batch size makes the sum the spec's reduction:
+    ``"mean"`` step(W) (the mean of W equal local means is the global mean), ``"sum"`` step(1),
+    ``"per_example"`` step(B) with B the global batch (rescale_grad = 1/B, as MXNet's
+    Trainer.step(batch_size) and Module apply it).
 
     The losses and D's three output vectors come back as ONE device vector ``[loss_D, loss_G,
-    D(x), D(G(z)) before and after D's step]``: one host copy (the iteration's only sync) for all,
-    and the probability means are taken on the host in float64.
+    D(x), D(G(z)) before and after D's step]`` (every shard's, in rank order: the canonical rows):
+    one host copy (the iteration's only sync) for all, and the probability means are taken on
+    the host in float64.
     """
     G, D, trainer_G, trainer_D, loss = state.G, state.D, state.trainer_G, state.trainer_D, state.spec.loss
     train = state.spec.train
+    W = len(shards)
     first = state.steps == 0 and state.options.mode == "fast"
     t0 = time.perf_counter()
     grads: dict[str, nd.NDArray] | None = {} if with_grads else None
     separate = train.d_backward == "separate"
-    d = _Draws(state, draws, real.shape[0], z.shape[0])
+
+    def col(key: str) -> list[nd.NDArray | None]:
+        return [s.get(key) for s in shards]
+
+    def masks(pass_name: str, net: str) -> list[dict[int, nd.NDArray]]:
+        return [s.masks(pass_name, net) for s in shards]
+
+    def step_batch(outputs: list[nd.NDArray]) -> int:
+        rows = sum(o.shape[0] for o in outputs)
+        return _step_batch(loss.reduction, rows) * (W if loss.reduction == "mean" else 1)
 
     # -- D step: maximise log D(x) + log(1 - D(G(z))) --
     # Inside autograd.record() Gluon is in train mode; our BatchNorm uses batch statistics anyway.
@@ -270,60 +325,69 @@ def train_iteration(state: Any, real: nd.NDArray, z: nd.NDArray, with_grads: boo
     # passes' graphs are recorded in separate record() scopes: MXNet keeps the graph on the
     # arrays, so a later scope (the joint loss, the G step) can still back-propagate through them.
     order = ("fake", "real") if train.d_order == "fake_first" else ("real", "fake")
-    outs, losses, fake, copied = {}, {}, None, None
+    outs, losses, fakes, copied = {}, {}, None, None
     for which in order:
         with autograd.record():
             if which == "real":
-                out = _forward(D, real, d.get("labels"), d.masks("real", "D")).reshape(-1)
+                out = forward(D, col("real"), col("labels"), masks("real", "D"))
             else:
-                labels = d.get("fake_labels")
-                fake = _forward(G, z, labels, d.masks("fake", "G"))  # reused by a "reuse" G step
-                out = _forward(D, fake.detach(), labels, d.masks("fake", "D")).reshape(-1)
+                labels = col("fake_labels")
+                fakes = forward(G, col("z"), labels, masks("fake", "G"))  # reused by a "reuse" G step
+                out = forward(D, [f.detach() for f in fakes], labels, masks("fake", "D"))
             label = loss.real_label if which == "real" else loss.fake_label
-            outs[which], losses[which] = out, bce(out, label, loss)
-            scaled = loss.d_loss_scale * losses[which]
+            outs[which] = [o.reshape(-1) for o in out]
+            losses[which] = [bce(o, label, loss) for o in outs[which]]
+            scaled = [loss.d_loss_scale * lo for lo in losses[which]]
         if separate:
-            scaled.backward()
-            if copied is None:  # copy, not reference: the next backward overwrites the gradients
-                copied = [p.grad().copy() for p in state.trainable["D"].values()]
+            # One backward over every shard's loss: synchronised BatchNorm links the shards'
+            # graphs, and a backward per shard would overwrite (grad_req='write') the other's.
+            autograd.backward(scaled)
+            params_D = list(state.trainable["D"].values())
+            if copied is None:  # copies, not references: the next backward overwrites the gradients
+                copied = [[g.copy() for g in p.list_grad()] for p in params_D]
             else:
-                for p, g in zip(state.trainable["D"].values(), copied):
-                    p.grad()[:] += g
+                for p, saved in zip(params_D, copied):
+                    for g, c in zip(p.list_grad(), saved):
+                        g[:] += c
     with autograd.record():
-        loss_D = loss.d_loss_scale * (losses["real"] + losses["fake"])
+        loss_D = [loss.d_loss_scale * (r + f) for r, f in zip(losses["real"], losses["fake"])]
     if not separate:
-        loss_D.backward()
-    d_batch = _step_batch(loss.reduction, real.shape[0])
+        autograd.backward(loss_D)
+    d_batch = step_batch(outs["real"])
     if grads is not None:
         grads.update(_grads(state.trainable["D"], d_batch))
-    trainer_D.step(d_batch)
+    _trainer_step(trainer_D, d_batch, "D")
 
     # -- G step: maximise log D(G(z)), through the updated D: the same fake, or G on a new z --
     # A reused `fake` still holds G's recorded graph (loss_D's backward stopped at fake.detach()).
     # D's gradients are recomputed here too (as in PyTorch) and overwritten by the next D step.
     fresh = train.g_noise == "fresh"
-    labels = d.get("fake_labels_gen" if fresh else "fake_labels")
+    labels = col("fake_labels_gen" if fresh else "fake_labels")
     with autograd.record():
         if fresh:  # seed 002: z = torch.randn(...); fake_images = G(z) (G's running stats advance again)
-            fake = _forward(G, d.get("z_gen"), labels, d.masks("gen", "G"))
-        out_gen = _forward(D, fake, labels, d.masks("gen", "D")).reshape(-1)
-        loss_G = bce(out_gen, loss.real_label, loss)
-    loss_G.backward()
-    g_batch = _step_batch(loss.reduction, fake.shape[0])  # B = the G step's rows
+            fakes = forward(G, col("z_gen"), labels, masks("gen", "G"))
+        out_gen = [o.reshape(-1) for o in forward(D, fakes, labels, masks("gen", "D"))]
+        loss_G = [bce(o, loss.real_label, loss) for o in out_gen]
+    autograd.backward(loss_G)
+    g_batch = step_batch(fakes)  # B = the G step's rows
     if grads is not None:
         grads.update(_grads(state.trainable["G"], g_batch))
-    trainer_G.step(g_batch)
+    _trainer_step(trainer_G, g_batch, "G")
 
-    report = nd.concat(loss_D.reshape((1,)), loss_G.reshape((1,)), outs["real"], outs["fake"], out_gen, dim=0)
+    ctx0 = shards[0].get("real").context
+    parts = [*loss_D, *loss_G, *outs["real"], *outs["fake"], *out_gen]
+    report = nd.concat(*[p.reshape((-1,)).as_in_context(ctx0) for p in parts], dim=0)
     values = report.asnumpy().astype(np.float64)  # the one host sync of the iteration
     if first:  # graph building and memory planning happen in this call: see MxnetState.compile_s
         state.compile_s = time.perf_counter() - t0
     state.steps += 1
-    n_real, n_fake = real.shape[0], z.shape[0]  # D(x) rows, then D(G(z)) before and after D's step
-    outputs = np.split(values[2:], [n_real, n_real + n_fake])
+    # The global loss: the mean of the W local means ("mean": equal shards), else the sum of the local sums.
+    combine = np.mean if loss.reduction == "mean" else np.sum
+    n_real, n_fake = sum(o.shape[0] for o in outs["real"]), sum(o.shape[0] for o in outs["fake"])
+    outputs = np.split(values[2 * W:], [n_real, n_real + n_fake])  # D(x), D(G(z)) before and after D's step
     D_x, D_G_z1, D_G_z2 = (float(_probability(row, loss).mean()) for row in outputs)
-    scalars = {"loss_D": float(values[0]), "loss_G": float(values[1]), "D_x": D_x, "D_G_z1": D_G_z1,
-               "D_G_z2": D_G_z2}
+    scalars = {"loss_D": float(combine(values[:W])), "loss_G": float(combine(values[W:2 * W])), "D_x": D_x,
+               "D_G_z1": D_G_z1, "D_G_z2": D_G_z2}
     return scalars, grads
 
 
