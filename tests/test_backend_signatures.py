@@ -24,6 +24,7 @@ FILES = ("layout.py", "models.py", "train.py", "backend.py", "traps.py", "vae.py
 #: Public names one framework has and the others do not, each with its reason. Nothing else may differ.
 FRAMEWORK_EXTRAS = {
     ("jax", "backend.py", "train_epoch"): "lax.scan over a stack of batches: many iterations in one compiled call",
+    ("tensorflow", "backend.py", "train_epoch"): "a tf.while_loop over a stack of batches in one tf.function",
 }
 
 

@@ -449,6 +449,40 @@ class TestTensorflowSpecifics:
         assert runs[(0, True)][0] != runs[(1, True)][0]
         assert all(np.isfinite(list(o.values())).all() for o in runs[(0, False)][0])
 
+    @pytest.mark.parametrize("mode,jit", [("parity", False), ("fast", False), ("fast", True)])
+    def test_train_epoch_equals_as_many_train_steps(self, mode, jit):
+        """The multi-step primitive: ``train_epoch`` (one tf.function, a tf.while_loop over the stacked
+        batches) runs the same step as ``train_step``: float64, the Gaussian GAN, 6 iterations from host
+        noise (parity) or the device generator (fast, with and without XLA): the same losses per
+        iteration and the same parameters and Adam state after, to float64 round-off; a model that
+        needs per-iteration draws is refused in parity mode in one line."""
+        from gansuite.common.errors import GanSuiteError
+
+        FP64 = tolerance("float64", "loss")  # the same step, traced in a loop: float64 round-off at most
+        backend, _, _, _ = _tf()
+        be, spec = backend.TensorflowBackend(), preset("gaussian")
+        p, streams = init_params(spec, 0), Streams(spec, 0)
+        reals = np.stack([streams.real(i) for i in range(6)])
+        zs = np.stack([streams.noise(i) for i in range(6)]) if mode == "parity" else None
+        opts = BuildOptions(dtype="float64", mode=mode, seed=7, extra={"jit_compile": jit} if mode == "fast" else {})
+        stepped = be.build(spec, p, None, opts)
+        steps = [be.train_step(stepped, r, None if zs is None else z).loss_D
+                 for r, z in zip(reals, zs if zs is not None else [None] * 6)]
+        epoch = be.build(spec, p, None, opts)
+        out = be.train_epoch(epoch, reals, zs)
+        assert set(out) == {"loss_D", "loss_G", "D_x", "D_G_z1", "D_G_z2"} and len(out["loss_D"]) == 6
+        np.testing.assert_allclose(out["loss_D"], steps, rtol=FP64, atol=0)
+        a, opt_a = be.export_params(stepped)
+        b, opt_b = be.export_params(epoch)
+        assert opt_a.G.step == opt_b.G.step == 6
+        for k in a:
+            assert rel_err(b[k], a[k])[1] <= FP64, k
+        if mode == "parity":
+            mlp = preset("mlp-gan-tiny")
+            with pytest.raises(GanSuiteError, match="train_epoch: model 'mlp-gan-tiny' needs per-iteration draws"):
+                st = be.build(mlp, init_params(mlp, 0), None, opts)
+                be.train_epoch(st, np.stack([Streams(mlp, 0).real(0)]), np.stack([Streams(mlp, 0).noise(0)]))
+
     def test_parity_settings_are_recorded(self):
         backend, _, _, _ = _tf()
         be, spec = backend.TensorflowBackend(), preset("gaussian")

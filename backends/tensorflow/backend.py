@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from gansuite.common.errors import GanSuiteError
@@ -17,7 +18,8 @@ from gansuite.common.spec import GANSpec
 
 from . import device_name, grappler_rewrites_on, onednn_enabled, op_determinism_enabled
 from .models import SpecNet, _canonical_variables, build_net
-from .train import SpecAdam, _make_draws, _make_noise, _make_step, make_adam
+from .layout import activations_to_framework
+from .train import SpecAdam, _make_draws, _make_noise, _make_step, _train_epoch, make_adam
 
 
 @dataclass
@@ -39,6 +41,7 @@ class TensorflowState(BackendState):
     compile_s: float | None = None  # first call of step_fn: tracing + (XLA) compilation + one step
     trace_s: float | None = None  # tracing alone (get_concrete_function), part of compile_s
     traced: set[tuple] = field(default_factory=set)  # input signatures step_fn has seen
+    epoch_fns: dict[tuple, Callable] = field(default_factory=dict)  # train_epoch's tf.function per stack shape
 
 
 class TensorflowBackend(Backend):
@@ -153,3 +156,24 @@ class TensorflowBackend(Backend):
         # Eager CPU ops have finished when they return; GPU kernels are queued asynchronously.
         if state.device.startswith("/GPU"):
             tf.test.experimental.sync_devices()
+
+    # -- extra (not part of the protocol; tests/test_backend_signatures.py FRAMEWORK_EXTRAS) ------
+
+    def train_epoch(self, state: TensorflowState, reals: np.ndarray,
+                    zs: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """``len(reals)`` iterations as ONE call of a tf.function (a ``tf.while_loop`` over a stack of
+        equal-size batches; JAX's is a ``lax.scan``).
+
+        ``reals``: ``(n, B, *example_shape)`` canonical. ``zs``: ``(n, B, *latent_shape)`` host
+        noise, or None to draw it on the device (fast mode). Returns each scalar per iteration.
+        """
+        self.configure(state.device, state.options)
+        return _train_epoch(state, _stack(state, reals), None if zs is None else _stack(state, zs))
+
+
+def _stack(state: TensorflowState, stack: np.ndarray) -> tf.Tensor:
+    """``(n, B, ...)`` canonical -> ``(n, B, ...)`` in this backend's layout (NHWC), one transfer."""
+    stack = np.asarray(stack)
+    flat = activations_to_framework(stack.reshape(-1, *stack.shape[2:]), state.dtype, state.device)
+    with tf.device(state.device):
+        return tf.reshape(flat, [stack.shape[0], stack.shape[1], *flat.shape[1:]])

@@ -11,12 +11,13 @@ import time
 from typing import Any, Callable
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from gansuite.common.draws import mask_key, pass_masks, passes_of
 from gansuite.common.errors import GanSuiteError
 from gansuite.common.layout import channels_last_shape
-from gansuite.common.protocol import DEVICES, BuildOptions
+from gansuite.common.protocol import DEVICES, SCALARS, BuildOptions
 from gansuite.common.spec import AdamSpec, Dropout, GANSpec, LossSpec
 
 
@@ -366,6 +367,52 @@ def _make_step(options: BuildOptions, spec: GANSpec, G: Any, D: Any,
     graph = fast or not options.extra.get("eager", False)
     # autograph=False: the step has no tensor-dependent Python control flow to convert.
     return (tf.function(step, jit_compile=jit, autograph=False) if graph else step), jit, graph
+
+
+def _train_epoch(state: Any, reals: tf.Tensor, zs: tf.Tensor | None) -> dict[str, np.ndarray]:
+    """backend.train_epoch: ``len(reals)`` iterations as ONE call of a tf.function, a ``tf.while_loop``
+    over the stacked batches (the way Keras's ``steps_per_execution`` runs several ``train_step``s
+    per call), each iteration ``state.step_fn`` itself: the same step, the same Adam, the same
+    BatchNorm updates as as many ``train_step`` calls, without a Python round trip per iteration.
+    ``zs`` None: each iteration's z from the device generator (fast mode). It takes no other draws:
+    a model that needs some (fresh z, dropout) runs in fast mode only, on device draws; parity
+    mode, and a conditional GAN (its real labels come with the data), are refused."""
+    spec = state.spec
+    real_rows = int(reals.shape[1])
+    rows = spec.train.noise_rows(real_rows) if zs is None else int(zs.shape[1])  # train_step's device noise rows
+    needed = tuple(_needed_draws(spec, real_rows, rows))
+    if spec.conditional or (state.options.mode == "parity" and needed):
+        raise GanSuiteError(f"train_epoch: model {spec.name!r} needs per-iteration draws (" +
+                            ("the real batch's labels" if spec.conditional else "fresh z, dropout masks") +
+                            "), which train_epoch does not take" + ("" if spec.conditional else " in parity mode") +
+                            "; use train_step" + ("" if spec.conditional else ", or fast mode (device draws)"))
+    key = (tuple(reals.shape), None if zs is None else tuple(zs.shape))
+    if key not in state.epoch_fns:
+        state.epoch_fns[key] = _make_epoch(state, rows, needed, zs is None)
+    with tf.device(state.device):
+        scalars = state.epoch_fns[key](reals, zs if zs is not None else tf.zeros([0], state.dtype))
+    return {k: np.asarray(v.numpy(), dtype=np.float64) for k, v in scalars.items()}
+
+
+def _make_epoch(state: Any, rows: int, needed: tuple[str, ...], device_z: bool) -> Callable:
+    """The tf.function of :func:`_train_epoch` for one stack shape (XLA-compiled with the step when
+    the step is: a while loop inside one cluster)."""
+
+    def epoch(reals: tf.Tensor, zs: tf.Tensor) -> dict[str, tf.Tensor]:
+        n = tf.shape(reals)[0]
+        arrays = {k: tf.TensorArray(state.dtype, size=n) for k in SCALARS}
+
+        def body(i: tf.Tensor, arrays: dict[str, tf.TensorArray]) -> tuple[tf.Tensor, dict[str, tf.TensorArray]]:
+            real = reals[i]
+            z = state.noise_fn(rows) if device_z else zs[i]
+            draws = state.draws_fn(int(real.shape[0]), rows, needed) if needed else {}
+            scalars, _ = state.step_fn(real, z, False, draws)
+            return i + 1, {k: arrays[k].write(i, tf.cast(scalars[k], state.dtype)) for k in SCALARS}
+
+        _, arrays = tf.while_loop(lambda i, _: i < n, body, (tf.constant(0), arrays))
+        return {k: a.stack() for k, a in arrays.items()}
+
+    return tf.function(epoch, jit_compile=state.jit_compile, autograph=False)
 
 
 def _make_noise(rng: tf.random.Generator, latent_shape: tuple[int, ...], dtype: tf.dtypes.DType,
