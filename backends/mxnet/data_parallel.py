@@ -35,7 +35,8 @@ back to every context, once for the mean and once for the centred squares (the t
 single-worker block, models.TorchBatchNorm), and the spec's running statistics (unbiased over the
 GLOBAL count, updated after every forward) are committed on every context. Autograd differentiates
 through the copies, so the backward is the global-batch BatchNorm's. The nets therefore run in
-lockstep, layer by layer over the shards (:func:`lockstep_forward`, which train.train_shards runs for every pass). The parameter gradients are
+lockstep, layer by layer over the shards (:func:`lockstep_forward`, which train._train_shards runs
+for every pass). The parameter gradients are
 never summed over the contexts by hand: the kvstore reduces them.
 
 Reductions (the kvstore sums the W contexts' gradients; ``step(n)`` scales by 1/n): ``"mean"``: each
@@ -66,7 +67,7 @@ from gansuite.common.spec import GANSpec
 
 from .backend import MxnetBackend, MxnetState
 from .models import EmbedConcatBlock, GANNet, MaskedDropout, TorchBatchNorm, _normalise
-from .train import Shard, ShardForward, SpecAdam, train_shards
+from .train import SpecAdam, _Shard, _ShardForward, _train_shards
 
 #: The kvstore: "local" (CommCPU). Gluon's Trainer default "device" merges the gradients on
 #: context 0 while its weight copy is on cpu_pinned(0), and SpecAdam's one CachedOp then refuses
@@ -146,8 +147,8 @@ def _local_batch_norm(bn: TorchBatchNorm, xs: list[nd.NDArray]) -> list[nd.NDArr
     return ys
 
 
-def lockstep_forward(sync_bn: bool) -> ShardForward:
-    """train.train_shards's forward for W contexts: every shard, layer by layer (GANNet.hybrid_forward's
+def lockstep_forward(sync_bn: bool) -> _ShardForward:
+    """train._train_shards's forward for W contexts: every shard, layer by layer (GANNet.hybrid_forward's
     layer loop), since synchronised BatchNorm needs every shard's statistics before any shard goes on."""
 
     def forward(net: GANNet, xs: list[nd.NDArray], labels: list[nd.NDArray | None],
@@ -191,9 +192,9 @@ class DataParallelBackend(MxnetBackend):
             raise GanSuiteError("z: data-parallel training runs in parity mode, on the host's noise; got none")
         self.configure(state.device, state.options)
         draws = check_draws(state.spec, draws, int(np.shape(real)[0]), int(np.shape(z)[0]))
-        shards = [Shard(state, self._shard(state, r, real, z, draws)) for r in range(self.workers)]
+        shards = [_Shard(state, self._shard(state, r, real, z, draws)) for r in range(self.workers)]
         # train.py's iteration itself, its passes over the W shards in lockstep
-        scalars, grads = train_shards(state, shards, with_grads, lockstep_forward(self.sync_bn))
+        scalars, grads = _train_shards(state, shards, with_grads, lockstep_forward(self.sync_bn))
         out = StepOutput(**{k: float(scalars[k]) for k in SCALARS})
         if grads is not None:
             out.grads = {k: self._from_framework(state, k, v) for k, v in grads.items()}

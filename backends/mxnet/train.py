@@ -228,7 +228,7 @@ def _trainer_step(trainer: gluon.Trainer, batch: int, net: str) -> None:
         raise GanSuiteError(f"workers: the kvstore's Adam update of {net} failed: {str(err).splitlines()[-1]}")
 
 
-class Shard:
+class _Shard:
     """One context's part of the iteration: its rows of the real batch and z (``"real"``, ``"z"``),
     and of the labels, fresh noise and dropout masks: the host's (parity, and fast mode fed from
     the host), or in fast mode with device noise (``train_step(real, None, draws)``: the template
@@ -258,7 +258,7 @@ class Shard:
 
 
 #: A training forward of every shard: (net, inputs, labels, masks) per shard -> outputs per shard.
-ShardForward = Callable[[GANNet, list, list, list], list]
+_ShardForward = Callable[[GANNet, list, list, list], list]
 
 
 def _forward_each(net: GANNet, xs: list[nd.NDArray], labels: list[nd.NDArray | None],
@@ -270,12 +270,12 @@ def _forward_each(net: GANNet, xs: list[nd.NDArray], labels: list[nd.NDArray | N
 
 def train_iteration(state: Any, real: nd.NDArray, z: nd.NDArray, with_grads: bool,
                     draws: dict[str, nd.NDArray]) -> tuple[dict[str, float], dict[str, nd.NDArray] | None]:
-    """One iteration on one context: :func:`train_shards` with one shard (see there)."""
-    return train_shards(state, [Shard(state, {**draws, "real": real, "z": z})], with_grads, _forward_each)
+    """One iteration on one context: :func:`_train_shards` with one shard (see there)."""
+    return _train_shards(state, [_Shard(state, {**draws, "real": real, "z": z})], with_grads, _forward_each)
 
 
-def train_shards(state: Any, shards: list[Shard], with_grads: bool,
-                 forward: ShardForward) -> tuple[dict[str, float], dict[str, nd.NDArray] | None]:
+def _train_shards(state: Any, shards: list[_Shard], with_grads: bool,
+                 forward: _ShardForward) -> tuple[dict[str, float], dict[str, nd.NDArray] | None]:
     """D step then G step in the spec's sequence, over the shards of the batch (one per context;
     single-worker training is one). Returns the host scalars and, if asked, the gradients keyed
     by canonical name (rescaled as Adam sees them: per_example's 1/B included).
