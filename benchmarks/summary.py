@@ -101,8 +101,9 @@ def ratio_table(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         if not is_peer(r):
             by_key[(r["device"], r["model"], r["backend"], r["dtype"], r["batch_size"])][r["mode"]] = r
-    lines = ["| device | model | backend | dtype | batch | seed loop | parity / seed | fast / seed |",
-             "|---|---|---|---|---:|---|---:|---:|"]
+    lines = ["| device | model | backend | dtype | batch | seed loop | parity / seed | fast / seed "
+             "| fast multi-step / seed |",
+             "|---|---|---|---|---:|---|---:|---:|---:|"]
     for key in sorted(by_key):
         modes = by_key[key]
         any_row = next(iter(modes.values()))
@@ -111,9 +112,13 @@ def ratio_table(rows: list[dict[str, Any]]) -> list[str]:
             continue
         cells = [f"{modes[m]['examples_per_s'] / peer['examples_per_s']:.2f}x" if m in modes else "—"
                  for m in ("parity", "fast")]
+        # The multi-step primitive (backend.train_epoch: k iterations per compiled call), timed on the
+        # fast row's own state (harness._measure_scan), where the backend has one and it was timed.
+        scan = modes.get("fast", {}).get("settings", {}).get("epoch_scan", {}).get("examples_per_s")
+        cells.append("—" if scan is None else f"{scan / peer['examples_per_s']:.2f}x")
         device, model, backend, dtype, batch = key
         lines.append(f"| {device} | {model} | {backend} | {dtype} | {batch} | {peer['backend']} {peer['mode']} "
-                     f"| {cells[0]} | {cells[1]} |")
+                     f"| {cells[0]} | {cells[1]} | {cells[2]} |")
     return lines if len(lines) > 2 else []
 
 

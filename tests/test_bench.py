@@ -308,6 +308,7 @@ def test_summary_merges_two_backends_into_one_table(tmp_path):
     torch_rows = [_row("torch", "peer-d2l", 8, 100.0), _row("torch", "parity", 8, 200.0),
                   _row("torch", "fast", 8, 400.0), _row("torch", "parity", 64, 900.0)]
     jax_rows = [_row("jax", "parity", 8, 50.0), _row("jax", "fast", 8, 150.0)]
+    jax_rows[1]["settings"]["epoch_scan"] = {"examples_per_s": 12000.0}  # backend.train_epoch, timed on that state
     (tmp_path / "cpu" / "torch.json").write_text(json.dumps(torch_rows))
     (tmp_path / "cpu" / "jax.json").write_text(json.dumps(jax_rows))
     md = build_summary(tmp_path).read_text()
@@ -319,7 +320,8 @@ def test_summary_merges_two_backends_into_one_table(tmp_path):
     assert cells[("torch", "fast", "float32", "8")] == "4.00x"
     assert cells[("jax", "parity", "float32", "8")] == "0.50x (torch peer)"  # JAX has no d2l tab
     assert cells[("torch", "parity", "float32", "64")] == "—"  # no peer measured at batch 64
-    assert "| cpu | gaussian | jax | float32 | 8 | torch peer-d2l | 0.50x | 1.50x |" in md
+    assert "| cpu | gaussian | jax | float32 | 8 | torch peer-d2l | 0.50x | 1.50x | 120.00x |" in md
+    assert "| cpu | gaussian | torch | float32 | 8 | torch peer-d2l | 2.00x | 4.00x | — |" in md  # no train_epoch
     for name in ("throughput-gaussian-cpu.png", "modes-gaussian-cpu.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -338,7 +340,7 @@ def test_summary_shows_the_vae_with_its_seed_loop_ratio(tmp_path):
     assert "| torch | peer-seed002 | float32 | 16 | 1000 |" in vae_table and vae_table.count("(peer)") == 1
     assert "| torch | parity | float32 | 16 | 1500 |" in vae_table and "| 1.50x |" in vae_table
     assert "| 3.00x |" in vae_table and "| 0.50x (torch peer) |" in vae_table
-    assert "| cpu | vae | torch | float32 | 16 | torch peer-seed002 | 1.50x | 3.00x |" in md
+    assert "| cpu | vae | torch | float32 | 16 | torch peer-seed002 | 1.50x | 3.00x | — |" in md
     assert "peer-seed002" in md.split("## ")[1]  # the introduction names every seed loop
 
 
