@@ -29,7 +29,7 @@ from .data_parallel import maybe_die
 from .errors import GanSuiteError
 from .metrics import gaussian_report, swd_images
 from .params import init_params
-from .protocol import SCALARS, GANProtocol, BuildOptions
+from .protocol import SCALARS, BuildOptions, GANProtocol, StepOutput
 from .quality import ImageQuality
 from .reporting import TrainingReporter
 from .spec import GANSpec
@@ -130,6 +130,40 @@ def train(cfg: RunConfig) -> dict[str, Any]:
     last_good = start
     t0, examples = time.perf_counter(), 0
     it = start
+    multi = multi_step(backend, spec, cfg)
+    gaussian_epochs = writes and spec.data.kind == "gaussian"
+
+    def ends_a_call(done: int) -> bool:
+        """Whether iteration ``done`` must end a multi-step call: something reads the state after it."""
+        return (done == total or done % cfg.checkpoint_every == 0
+                or (quality is not None and done % quality_every == 0)
+                or (gaussian_epochs and done % streams.iterations_per_epoch == 0)
+                or (writes and is_images and done % sample_every == 0)
+                or done % MULTI_STEP_MAX == 0)
+    def after_iteration(batch: Any, out: Any, done: int, last_good: int) -> int:
+        """Iteration ``done`` (1-based) finished: its scalars, and whatever reads the state after it.
+        Returns the iteration the last good checkpoint resumes at."""
+        bad = [k for k, v in out.scalars().items() if not math.isfinite(v)]
+        if bad:
+            raise GanSuiteError(
+                f"training diverged at iteration {batch.iteration}: {bad[0]} is {out.scalars()[bad[0]]}; "
+                f"last good checkpoint: {ckpt_path} (resumes at iteration {last_good})")
+        for k, v in out.scalars().items():
+            history[k].append(v)
+        if quality is not None and (done % quality_every == 0 or done == total):
+            measure_quality(done)  # before the checkpoint, which then holds it
+        if done % cfg.checkpoint_every == 0 or done == total:
+            checkpoint(done)
+            last_good = done
+        if gaussian_epochs and done % streams.iterations_per_epoch == 0:
+            fd = gaussian_report(spec, backend.export_params(state)[0])["frechet_distance"]
+            epoch_quality.append({"epoch": done // streams.iterations_per_epoch, "frechet_distance": fd})
+            reporter.metric("quality/frechet_distance", fd, done)
+        if writes and is_images and (done % sample_every == 0 or done == total):
+            frames.append(plots.image_grid(backend.generate(state, fixed_z, "batch", fixed_labels), grid_row))
+        reporter.step(done, out, examples)
+        return last_good
+
     reporter = TrainingReporter(f"{spec.name} on {backend.name}", total, start, cfg.progress and writes,
                                 cfg.log_every, cfg.tensorboard if writes else None,
                                 echo=None if writes else (lambda line: None))  # one log: the writer's
@@ -137,33 +171,36 @@ def train(cfg: RunConfig) -> dict[str, Any]:
         with contextlib.closing(reporter):
             if quality is not None and start == 0:
                 measure_quality(0)  # the initial G: what the run improves on
-            for batch in streams.iterate(start, total):
-                it = batch.iteration
-                maybe_die(it, worker_rank)  # a no-op unless a test asks this worker to die here
-                # fast mode draws z, fake labels and dropout masks on the device (the real labels stay)
-                out = backend.train_step(state, batch.real, batch.z if cfg.mode == "parity" else None,
-                                         draws=batch.draws)
-                bad = [k for k, v in out.scalars().items() if not math.isfinite(v)]
-                if bad:
-                    raise GanSuiteError(
-                        f"training diverged at iteration {it}: {bad[0]} is {out.scalars()[bad[0]]}; "
-                        f"last good checkpoint: {ckpt_path} (resumes at iteration {last_good})")
-                for k, v in out.scalars().items():
-                    history[k].append(v)
-                examples += len(batch.real)
-                done = it + 1
-                if quality is not None and (done % quality_every == 0 or done == total):
-                    measure_quality(done)  # before the checkpoint, which then holds it
-                if done % cfg.checkpoint_every == 0 or done == total:
-                    checkpoint(done)
-                    last_good = done
-                if writes and spec.data.kind == "gaussian" and done % streams.iterations_per_epoch == 0:
-                    fd = gaussian_report(spec, backend.export_params(state)[0])["frechet_distance"]
-                    epoch_quality.append({"epoch": done // streams.iterations_per_epoch, "frechet_distance": fd})
-                    reporter.metric("quality/frechet_distance", fd, done)
-                if writes and is_images and (done % sample_every == 0 or done == total):
-                    frames.append(plots.image_grid(backend.generate(state, fixed_z, "batch", fixed_labels), grid_row))
-                reporter.step(done, out, examples)
+            pending: list[Any] = []  # the batches of the next multi-step call
+            for next_batch in streams.iterate(start, total):
+                if multi:
+                    # Fast mode with backend.train_epoch: consecutive equal-shape batches in ONE
+                    # compiled call (JAX lax.scan, TF while_loop), up to the next iteration whose
+                    # state something reads (checkpoint, quality, frame, epoch, MULTI_STEP_MAX).
+                    if pending and next_batch.real.shape != pending[0].real.shape:
+                        batches, pending = pending, [next_batch]
+                    else:
+                        pending.append(next_batch)
+                        if not ends_a_call(next_batch.iteration + 1):
+                            continue
+                        batches, pending = pending, []
+                    steps = run_multi_step(backend, state, batches)
+                else:
+                    maybe_die(next_batch.iteration, worker_rank)  # a no-op unless a test asks this worker to die here
+                    # fast mode draws z, fake labels and dropout masks on the device (the real labels stay)
+                    batches = [next_batch]
+                    steps = [backend.train_step(state, next_batch.real,
+                                                next_batch.z if cfg.mode == "parity" else None,
+                                                draws=next_batch.draws)]
+                for batch, out in zip(batches, steps):
+                    it = batch.iteration
+                    examples += len(batch.real)
+                    last_good = after_iteration(batch, out, it + 1, last_good)
+            if pending:  # a shape change just before the end left these
+                for batch, out in zip(pending, run_multi_step(backend, state, pending)):
+                    it = batch.iteration
+                    examples += len(batch.real)
+                    last_good = after_iteration(batch, out, it + 1, last_good)
     except KeyboardInterrupt:
         done = len(history["loss_D"])
         checkpoint(done)  # the state is consistent: the interrupted step either finished or never began
@@ -174,6 +211,28 @@ def train(cfg: RunConfig) -> dict[str, Any]:
         return {"model": spec.name, "backend": backend.name, "iterations": total, "rank": worker_rank}
     return write_outputs(cfg, state, streams, history, frames, epoch_quality, elapsed, examples, start, total,
                          quality, quality_history)
+
+
+#: Most iterations in one multi-step call (bounds the stacked batches' memory).
+MULTI_STEP_MAX = 1000
+
+
+def multi_step(backend: GANProtocol, spec: GANSpec, cfg: RunConfig) -> bool:
+    """Whether the loop runs fast mode's iterations through the backend's multi-step primitive,
+    ``train_epoch(state, reals)`` (JAX: one ``lax.scan``; TensorFlow: one ``tf.while_loop``): fast
+    mode (z from the device), one worker, a backend that has one, and a model that takes no
+    per-iteration draws (labels, fresh z, dropout masks: train_epoch takes only the real batches).
+    ``extra={"multi_step": False}`` keeps one call per iteration. Parity mode stays step by step."""
+    return (cfg.mode == "fast" and callable(getattr(backend, "train_epoch", None))
+            and getattr(backend, "workers", 1) == 1 and not spec.conditional
+            and spec.train.g_noise == "reuse" and not spec.has_dropout
+            and bool(cfg.extra.get("multi_step", True)))
+
+
+def run_multi_step(backend: GANProtocol, state: Any, batches: list[Any]) -> list[Any]:
+    """``len(batches)`` iterations in one ``backend.train_epoch`` call; one StepOutput per iteration."""
+    scalars = backend.train_epoch(state, np.stack([b.real for b in batches]))
+    return [StepOutput(**{k: float(scalars[k][i]) for k in SCALARS}) for i in range(len(batches))]
 
 
 def sample_grid(spec: GANSpec) -> tuple[int, int]:
@@ -210,6 +269,8 @@ def write_outputs(cfg: RunConfig, state: Any, streams: Streams, history: dict[st
         "resumed_from": start if cfg.resume else None,
         "seconds": elapsed,
         "examples_per_s": examples / elapsed if elapsed > 0 else None,
+        # fast mode's multi-step primitive (backend.train_epoch), or one train_step per iteration
+        "iterations_per_call": f"up to {MULTI_STEP_MAX}" if multi_step(backend, spec, cfg) else 1,
         "final": {k: float(v[-1]) for k, v in hist.items() if len(v)},
     }
     if len(hist["loss_D"]):
