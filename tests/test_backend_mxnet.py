@@ -294,6 +294,50 @@ def test_onednn_float32_convolutions_are_other_kernels_within_the_forward_tolera
     assert onednn_err != native_err, "oneDNN on and off gave the same logits: the flag did not take"
 
 
+_ONE_CHANNEL_SCRIPT = """
+import mxnet as mx
+from mxnet import autograd, nd
+from gansuite.common.oracle import OracleBackend
+from gansuite.common.params import init_params
+from gansuite.common.presets import preset
+from gansuite.common.protocol import BuildOptions
+from gansuite.common.registry import get_backend
+from gansuite.common.streams import Streams
+# 16 input channels or more (8 pass): dcgan-digits' last layer has 64
+x, w = nd.ones((2, 16, 4, 4)), nd.ones((16, 1, 4, 4))
+x.attach_grad()
+try:
+    with autograd.record():
+        y = nd.Deconvolution(x, w, kernel=(4, 4), stride=(2, 2), pad=(1, 1), num_filter=1, no_bias=True)
+    y.backward(); nd.waitall(); print("upstream: ok")
+except mx.base.MXNetError as err:
+    print("upstream:", str(err).splitlines()[0])
+b, spec = get_backend("mxnet"), preset("dcgan-digits")
+params, batch = init_params(spec, 0), Streams(spec, 0).batch(0)
+st = b.build(spec, params, None, BuildOptions(dtype="float32", mode="fast"))
+out = b.train_step(st, batch.real[:8], batch.z[:8])
+o = OracleBackend()
+ref = o.train_step(o.build(spec, params, None, BuildOptions()), batch.real[:8], batch.z[:8])
+print(max(abs(getattr(out, k) - getattr(ref, k)) / max(1.0, abs(getattr(ref, k)))
+          for k in ("loss_D", "D_x", "D_G_z1", "loss_G", "D_G_z2")))
+"""
+
+
+def test_one_channel_transposed_convolution_trains_with_onednn(mx):
+    """MXNet 1.9.1's oneDNN Deconvolution fails on its input's gradient with ``num_filter=1``
+    (G's last layer for grey digits): a fresh process with oneDNN on shows the upstream error on
+    ``nd.Deconvolution`` alone, and a fast-mode dcgan-digits iteration (models.py's
+    OneChannelConv2DTranspose, native float64 for that layer) runs and matches the oracle within
+    fast mode's 1e-4 on the losses."""
+    env = {**os.environ, "MXNET_MKLDNN_ENABLED": "1"}
+    res = subprocess.run([sys.executable, "-c", _ONE_CHANNEL_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.strip().splitlines()
+    assert lines[0] == "upstream: MXNetError: could not create a primitive descriptor for a reorder primitive", lines
+    assert float(lines[-1]) <= 1e-4, lines
+
+
 def test_hybridize_does_not_change_arithmetic(mx):
     """Fast mode (hybridize, static_alloc, static_shape) with host noise is bit-identical to
     the imperative parity mode on CPU with oneDNN off: Gluon runs the same operators. Also
