@@ -93,19 +93,26 @@ def test_a_conv_and_its_transpose_count_the_same():
 # -- timing --------------------------------------------------------------------------------------
 
 
-def test_compile_time_is_the_warmup_beyond_steady_state():
+def test_compile_time_is_the_warmup_beyond_steady_state(monkeypatch):
+    """measure's arithmetic on a simulated clock: the first call "compiles" for 50 ms, then 2 ms
+    per iteration. (With real sleeps this failed in CI beside another env: a 2 ms sleep took 5 ms
+    under load, so the block size came out 2, not 5.)"""
+    from gansuite.benchmarks import timing
+
+    now = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
     calls: list[int] = []
 
-    def run(n: int) -> None:  # the first call "compiles" for 50 ms, then 2 ms per iteration
-        time.sleep(0.05 if not calls else 0.002 * n)
+    def run(n: int) -> None:
+        now[0] += 0.05 if not calls else 0.002 * n
         calls.append(n)
 
     t = measure(run, lambda: None, Budget(warmup_calls=2, repeats=3, min_repeats=3, min_block_s=0.01,
                                           max_total_s=1.0))
-    assert t.units_per_block == 5 and len(t.unit_s) == 3 and calls[:2] == [1, 1]
-    assert 0.002 <= t.median_s < 0.006
-    assert t.compile_s == pytest.approx(0.05 + 0.002 - 2 * t.median_s, abs=0.015)
+    assert t.units_per_block == 5 and len(t.unit_s) == 3 and calls == [1, 1, 5, 5, 5]
     assert t.min_s <= t.median_s <= t.max_s
+    assert t.min_s == pytest.approx(0.002) and t.max_s == pytest.approx(0.002)
+    assert t.compile_s == pytest.approx(0.05 + 0.002 - 2 * 0.002)
 
 
 def test_a_context_wraps_each_step_not_the_block():
