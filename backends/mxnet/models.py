@@ -35,12 +35,15 @@ class TorchBatchNorm(nn.BatchNorm):
     with the BIASED variance, and only for forwards recorded under ``autograd.record()``
     whose loss is then back-propagated. The spec updates them right after EVERY
     forward (three times per iteration for D) with the UNBIASED variance. So this
-    block calls the op for its OUTPUT only, with ``momentum=1.0`` (the op's weight on
-    the old value), which makes the op's in-backward update write every running value
-    back unchanged; it computes the batch statistics itself and returns, next to its
-    output, the spec's updated running statistics; train.py writes them back after
-    each forward. (Until 2026-12-04 it built the output from broadcast operators too:
-    the same maths, 40x slower forward + backward than the fused op; see hybrid_forward.)
+    block calls the op with ``momentum=1.0`` (the op's weight on the old value), which
+    makes the op's in-backward update write every running value back unchanged, and
+    returns, next to the op's output, the spec's updated running statistics, from the
+    op's own batch statistics; train.py writes them back after each forward. Parity
+    mode runs the op in float64 (its float32 sums are sequential: hybrid_forward). Call it in
+    train mode (``autograd.record()`` or ``autograd.train_mode()``): outside it MXNet's
+    operator normalises with the running statistics.
+    (Until 2026-12-04 it built the output from broadcast operators: the same maths,
+    40x slower forward + backward than the fused op.)
 
     Parameters keep Gluon's names (``gamma``, ``beta``, ``running_mean``,
     ``running_var``; see layout.module_key). ``momentum`` is passed to Gluon in
@@ -54,17 +57,22 @@ class TorchBatchNorm(nn.BatchNorm):
     ``running_var``, as MXNet's own CPU op does; "unbiased" is PyTorch's (the default).
     """
 
-    def __init__(self, layer: BatchNorm, input_rank: int, prefix: str) -> None:
+    def __init__(self, layer: BatchNorm, input_rank: int, prefix: str, exact: bool = True) -> None:
         super().__init__(axis=1, momentum=1.0 - layer.momentum, epsilon=layer.eps, center=True,
                          scale=not layer.fix_gamma, use_global_stats=False, in_channels=layer.num_features,
                          prefix=prefix)
         self.torch_momentum = layer.momentum  # weight on the NEW statistic (PyTorch, the spec)
+        self.exact = exact  # parity mode: the operator in float64 whatever the net's dtype (hybrid_forward)
         self.eps = layer.eps
         self.fix_gamma = layer.fix_gamma
         self.unbiased = layer.running_var == "unbiased"
         self.axes = (0,) if input_rank == 1 else (0, 2, 3)  # every axis but channels (axis 1)
         self.bshape = (1, -1) if input_rank == 1 else (1, -1, 1, 1)
         self.dtype = "float32"
+
+    @property
+    def compute_dtype(self) -> str:
+        return "float64" if self.exact else self.dtype
 
     def cast(self, dtype: Any) -> None:
         # The element count of the unbiased variance is cast to the data's dtype inside the
@@ -83,10 +91,28 @@ class TorchBatchNorm(nn.BatchNorm):
         # update is computed below. fix_gamma: the operator's own (scale 1, gamma never read).
         # Gluon's train mode must be on for batch statistics (autograd.record() sets it;
         # forward_pure sets it explicitly).
-        y = F.BatchNorm(x, gamma, beta, running_mean, running_var, eps=self.eps, momentum=1.0,
-                        fix_gamma=self.fix_gamma, use_global_stats=False, axis=1)
-        mean = F.BlockGrad(self._channel_mean(F, x))
-        var = self._channel_mean(F, F.square(F.broadcast_sub(x, F.reshape(mean, self.bshape))))
+        #
+        # Precision: the CPU operator sums each channel SEQUENTIALLY, forward and backward. In
+        # float32 that is 3.9e-6 of the variance's scale at 64x8x16x16 (a two-stage mean: 4.2e-8),
+        # and on the comparison's full-size DCGANs it missed the float32 tolerance: D(x) 1.7e-5,
+        # D.2.weight's gradient 2.4e-5 > 1e-5 (CI's cross-backend stage, 2026-12-04). So parity
+        # mode runs the operator in float64 (inputs cast up, output cast back: the oracle's
+        # arithmetic, then one rounding; float64's own sequential sums: 5e-15). Fast mode runs it
+        # in the net's dtype (its tolerance is 1e-4).
+        cast = self.compute_dtype != self.dtype
+        args = [x, gamma, beta, running_mean, running_var]
+        if cast:
+            args = [F.cast(a, self.compute_dtype) for a in args]
+        y, op_mean, op_invstd = F.BatchNorm(*args, eps=self.eps, momentum=1.0, fix_gamma=self.fix_gamma,
+                                            use_global_stats=False, output_mean_var=True, axis=1)
+        # The batch statistics of the spec's update are the operator's own (output_mean_var): its mean
+        # and 1/sqrt(var + eps), so var = 1/invstd^2 - eps, two more roundings relative to var + eps in
+        # the compute dtype. Computing them again from x cost 15% of a fast-mode iteration
+        # (full-size DCGAN, batch 64, oneDNN: 210 of 1380 ms).
+        mean = F.BlockGrad(op_mean)
+        var = F.BlockGrad(F.reciprocal(F.square(op_invstd)) - self.eps)
+        if cast:
+            y, mean, var = (F.cast(a, self.dtype) for a in (y, mean, var))
         # Running statistics, PyTorch's EMA: running = (1 - m) running + m stat, with the
         # UNBIASED variance var * n / (n - 1), n = elements per channel (or, running_var="biased",
         # MXNet's own op's choice, the biased one). No gradient flows through them (PyTorch
@@ -94,21 +120,13 @@ class TorchBatchNorm(nn.BatchNorm):
         if self.unbiased:
             shape = F.shape_array(x)
             n = F.cast(F.prod(shape) / F.slice_axis(shape, axis=0, begin=1, end=2), self.dtype)
-            stat_var = F.broadcast_div(F.broadcast_mul(F.BlockGrad(var), n), F.maximum(n - 1, 1))
+            stat_var = F.broadcast_div(F.broadcast_mul(var, n), F.maximum(n - 1, 1))
         else:
-            stat_var = F.BlockGrad(var)
+            stat_var = var
         m = self.torch_momentum
         new_mean = (1 - m) * running_mean + m * mean
         new_var = (1 - m) * running_var + m * stat_var
         return y, new_mean, new_var
-
-    def _channel_mean(self, F: Any, x: Any) -> Any:
-        """The mean over every axis but channels. NCHW: over H*W first, then over N: MXNet's reduce
-        over the strided axes (0, 2, 3) at once took 2.6x longer (18.8 vs 7.2 ms at 64x32x16x16,
-        one thread)."""
-        if self.axes == (0,):
-            return F.mean(x, axis=0)
-        return F.mean(F.mean(F.reshape(x, (0, 0, -1)), axis=2), axis=0)
 
     @property
     def fixed_gamma(self) -> list[str]:
@@ -302,15 +320,16 @@ def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: ty
     """One spec layer, cast to ``dtype`` (before initialisation: its arrays are created in it).
 
     Layer ``"G.3"`` gets the Gluon prefix ``"3_"``: inside its net's name scope (prefix ``"G_"``)
-    its parameters are ``"G_3_weight"`` and so on (layout.module_key). ``mode`` is unused: Gluon
+    its parameters are ``"G_3_weight"`` and so on (layout.module_key). ``mode`` chooses where
+    BatchNorm's running-statistics update takes its batch statistics from (TorchBatchNorm); Gluon
     has no per-layer precision setting, and hybridize is set on the whole net (backend.py).
     """
-    block = _block(layer, input_shape, f"{layer_index(name)}_", dtype)
+    block = _block(layer, input_shape, f"{layer_index(name)}_", dtype, mode)
     block.cast(dtype)
     return block
 
 
-def _block(layer: Layer, input_shape: tuple[int, ...], prefix: str, dtype: type) -> nn.HybridBlock:
+def _block(layer: Layer, input_shape: tuple[int, ...], prefix: str, dtype: type, mode: str) -> nn.HybridBlock:
     input_rank = len(input_shape)
     if isinstance(layer, Dense):
         # Gluon's weight is (units, in_units) = PyTorch's (out, in). flatten=False: act on the
@@ -329,12 +348,17 @@ def _block(layer: Layer, input_shape: tuple[int, ...], prefix: str, dtype: type)
                                   output_padding=0, in_channels=layer.in_channels, use_bias=layer.bias,
                                   layout="NCHW", prefix=prefix)
     if isinstance(layer, BatchNorm):
-        return TorchBatchNorm(layer, input_rank, prefix)
+        return TorchBatchNorm(layer, input_rank, prefix, exact=mode == "parity")
     if isinstance(layer, ReLU):
         return nn.Activation("relu", prefix=prefix)
     if isinstance(layer, LeakyReLU):
-        # Gluon's nn.LeakyReLU has no default slope (alpha is required): pass the spec's.
-        return ExactLeakyReLU(alpha=layer.slope, prefix=prefix)
+        # Gluon's nn.LeakyReLU has no default slope (alpha is required): pass the spec's. Its
+        # operator holds the slope as a C++ float: in a float32 net that moves x * slope by under
+        # one rounding (0.2f is 0.2 * (1 + 1.5e-8)), so float32 nets run the one fused operator
+        # (one pass forward and backward, where max(x, a x) takes two and three); float64 nets the
+        # exact form (ExactLeakyReLU).
+        exact = np.dtype(dtype) == np.float64
+        return (ExactLeakyReLU if exact else nn.LeakyReLU)(alpha=layer.slope, prefix=prefix)
     if isinstance(layer, Tanh):
         return nn.Activation("tanh", prefix=prefix)
     if isinstance(layer, Sigmoid):
