@@ -25,7 +25,7 @@ from gansuite.common.protocol import BuildOptions
 from . import memory
 from .families import family_of
 from .frameworks import environment, framework_of, fresh_compile_cache, is_gpu
-from .mixed import MIXED_DTYPES, mixed_precision
+from .mixed import MIXED_DTYPES, build_extra, mixed_precision
 from .peak import Peak, measure_peak
 from .peers import PEER_MODES, peer_class
 from .timing import Budget, Timing, measure
@@ -143,7 +143,7 @@ def _bench_backend(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, A
 
     t0 = time.perf_counter()
     state = backend.build(spec, params, None, BuildOptions(dtype=build_dtype, device=cfg.device, mode=cfg.mode,
-                                                           seed=cfg.seed))
+                                                           seed=cfg.seed, extra=build_extra(framework, cfg.dtype)))
     build_s = time.perf_counter() - t0
     train = family.train_steps(backend, state, pool, cfg.mode, context)
     timing = measure(train.run, train.sync, budget)

@@ -3,10 +3,11 @@
 The protocol's dtypes are float32 and float64 (parity needs exact arithmetic); mixed
 precision is a benchmark-only setting of fast mode. PyTorch's ``torch.autocast`` wraps
 the unchanged training step: parameters, Adam state and the loss stay float32 while
-convolutions run in bf16. The other backends build their step inside compiled functions
-with no autocast hook (Keras mixed precision is a global policy set before the model is
-built, JAX/Flax takes a module dtype, MXNet AMP rewrites the graph): none of that is in
-their backends, so they have no bf16 path and their bf16 rows are skipped with that reason.
+convolutions run in bf16. TensorFlow's GANs take Keras's ``mixed_bfloat16`` dtype policy on the
+layers that multiply, set at build (:func:`build_extra`: ``BuildOptions.extra``), the same split
+(float32 variables, Adam and loss; bf16 matmuls and convolutions). JAX/Flax would take a module
+dtype and MXNet AMP rewrites the graph: neither is in their backends yet, so their bf16 rows are
+skipped with that reason.
 
 Seed 002's VAE runs under the same autocast on a CPU (its Linear layers in bf16; over its first 10
 full-size iterations the total loss stayed within 1e-4, relative, of float32's: PyTorch 2.13, CPU).
@@ -49,4 +50,17 @@ def mixed_precision(framework: str, device: str, dtype: str,
         return (lambda: torch.autocast(device_type, dtype=torch.bfloat16),
                 f"torch.autocast({device_type!r}, bfloat16) around each step: float32 params, Adam and loss; "
                 "bf16 convs and matmuls")
-    return f"the {framework} backend has no bf16 mixed-precision path (only torch.autocast is wired)"
+    if framework == "tensorflow" and family == "gan":
+        return (contextlib.nullcontext,
+                "Keras dtype policy 'mixed_bfloat16' on Dense/Conv2D/Conv2DTranspose (float32 variables, bf16 "
+                "compute), every other layer, the loss and Adam float32 (backends/tensorflow/models.py)")
+    return (f"the {framework} backend has no bf16 mixed-precision path for the {family} family "
+            "(torch.autocast; Keras's mixed_bfloat16 policy for TensorFlow's GANs)")
+
+
+def build_extra(framework: str, dtype: str) -> dict[str, str]:
+    """What the backend's build needs for ``dtype``: Keras's policy is set on the layers at build
+    (BuildOptions.extra), where torch.autocast wraps the unchanged step."""
+    if dtype in MIXED_DTYPES and framework == "tensorflow":
+        return {"mixed_precision": "mixed_bfloat16"}
+    return {}

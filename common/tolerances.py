@@ -122,3 +122,12 @@ def tolerance(dtype: str, quantity: str) -> float:
 def kink_margin(dtype: str) -> float:
     """Relative distance from an activation kink below which a backend's branch may differ."""
     return TOLERANCES[dtype]["forward"]
+
+#: bf16 mixed precision (a fast-mode benchmark setting: benchmarks/mixed.py): one iteration's
+#: losses and D means vs the float64 oracle, relative to max(1, |value|). bf16 keeps 8 significant
+#: bits (unit roundoff u = 2^-9 ~ 2e-3 for round-to-nearest; 2^-8 ~ 3.9e-3 spacing): each Dense or
+#: convolution rounds its inputs and weights to bf16 and accumulates in float32, so each of the 4-5
+#: such layers a loss passes through adds ~u relative; 5 x 3.9e-3 ~ 2e-2. Measured (Keras
+#: mixed_bfloat16, CPU, batch 8): dcgan-tiny 5.3e-3 (oneDNN off) and 2.5e-3 (on), full-size dcgan
+#: 3.4e-3, mlp-gan 4.8e-5.
+MIXED_BF16_LOSS = 2e-2

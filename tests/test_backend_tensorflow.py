@@ -550,3 +550,33 @@ class TestTensorflowSpecifics:
         lines = dict(l.split(" ", 1) for l in out.stdout.splitlines() if l.startswith(("SETTINGS", "ERR")))
         assert lines["SETTINGS"] == "True False True", out.stdout
         assert float(lines["ERR"]) <= tolerance("float32", "loss"), out.stdout
+
+
+def test_bf16_mixed_fast_step_stays_near_the_oracle():
+    """Fast mode's bf16 mixed precision (extra={"mixed_precision": "mixed_bfloat16"}, the benchmark's
+    bf16-mixed rows): Keras's policy on Dense/Conv2D/Conv2DTranspose, float32 variables, and the
+    nets' outputs cast to float32 by a final Identity layer. One dcgan-tiny iteration's losses are within MIXED_BF16_LOSS of the float64 oracle
+    and further from it than float32's 1e-5 (the policy took); the setting is refused in parity
+    mode and for float64 with one line."""
+    from gansuite.common.errors import GanSuiteError
+    from gansuite.common.registry import get_backend
+    from gansuite.common.tolerances import MIXED_BF16_LOSS
+
+    backend, spec = get_backend("tensorflow"), preset("dcgan-tiny")
+    params, batch = init_params(spec, 0), Streams(spec, 0).batch(0)
+    oracle = OracleBackend()
+    ref = oracle.train_step(oracle.build(spec, params, None, BuildOptions()), batch.real, batch.z)
+    mixed = {"mixed_precision": "mixed_bfloat16"}
+    st = backend.build(spec, params, None, BuildOptions(dtype="float32", mode="fast", extra=mixed))
+    assert backend.settings(st)["mixed_precision"] == "mixed_bfloat16"
+    assert st.G.get_layer("G.0").compute_dtype == "bfloat16" and st.G.get_layer("G.0").kernel.dtype == "float32"
+    assert st.D.layers[-1].name == "D.float32" and st.D.layers[-1].compute_dtype == "float32"  # the logit
+    out = backend.train_step(st, batch.real, batch.z)
+    errs = {k: abs(getattr(out, k) - getattr(ref, k)) / max(1.0, abs(getattr(ref, k)))
+            for k in ("loss_D", "D_x", "D_G_z1", "loss_G", "D_G_z2")}
+    assert max(errs.values()) <= MIXED_BF16_LOSS, errs
+    assert max(errs.values()) > tolerance("float32", "loss"), errs
+    for options in (BuildOptions(dtype="float32", mode="parity", extra=mixed),
+                    BuildOptions(dtype="float64", mode="fast", extra=mixed)):
+        with pytest.raises(GanSuiteError, match=r"^extra.mixed_precision: .*allowed: 'mixed_bfloat16'"):
+            backend.build(spec, params, None, options)

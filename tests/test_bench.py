@@ -402,3 +402,30 @@ def test_onednn_frameworks_bench_parity_and_fast_in_separate_processes():
         (["--quick", "--modes", "fast,peer"], {"TF_ENABLE_ONEDNN_OPTS": "1"})]
     assert processes("mxnet", ["--modes", "fast", "--quick"]) == [(["--quick", "--modes", "fast"], FAST_ENV["mxnet"])]
     assert processes("mxnet", ["--modes", "parity"]) == [(["--modes", "parity"], {})]
+
+
+# -- data-parallel scaling rows (benchmarks/scaling.py) --------------------------------------------
+
+
+def test_scaling_takes_the_steady_state_from_two_run_lengths():
+    """Process start, build and compilation are in both runs: their difference per extra iteration
+    is the steady-state cost (a 3 s start-up and 40 ms per iteration, exactly)."""
+    from gansuite.benchmarks.scaling import markdown, steady_seconds_per_iteration
+
+    assert steady_seconds_per_iteration((5, 3.0 + 5 * 0.04), (45, 3.0 + 45 * 0.04)) == pytest.approx(0.04)
+    with pytest.raises(Exception, match="iterations: the long run must be longer"):
+        steady_seconds_per_iteration((45, 1.0), (5, 0.5))
+    rows = [{"backend": "torch", "model": "dcgan-tiny", "workers": w, "engine": e, "seconds_per_iteration": s,
+             "speedup_vs_one_worker": 0.04 / s} for w, e, s in ((1, "one worker", 0.04), (2, "DDP", 0.05))]
+    md = markdown(rows)
+    assert "no scaling testbed" in md and "| torch | dcgan-tiny | 2 | DDP | 50.0 | 0.80x |" in md
+
+
+def test_scaling_bad_input_is_one_line(capsys, tmp_path):
+    from gansuite.benchmarks.scaling import main
+
+    for argv, field in ((["--backends", "oracle"], "backends"), (["--iterations", "5"], "iterations"),
+                        (["--workers", "0"], "workers")):
+        assert main([*argv, "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {field}:") and "\n" not in err, err

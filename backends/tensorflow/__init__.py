@@ -19,6 +19,11 @@ if "tensorflow" not in sys.modules:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
+#: Keras's bf16 mixed-precision dtype policy (float32 variables, bfloat16 compute), fast mode's
+#: ``extra={"mixed_precision": MIXED_POLICY}`` (benchmarks/mixed.py).
+MIXED_POLICY = "mixed_bfloat16"
+
+
 def onednn_enabled() -> bool:
     """Whether TF's oneDNN (MKL) CPU kernels are on: fixed at import by TF_ENABLE_ONEDNN_OPTS."""
     from tensorflow.python.util import _pywrap_util_port

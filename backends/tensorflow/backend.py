@@ -16,7 +16,7 @@ from gansuite.common.params import is_buffer
 from gansuite.common.protocol import Backend, BackendState, BuildOptions, device_unavailable
 from gansuite.common.spec import GANSpec
 
-from . import device_name, grappler_rewrites_on, onednn_enabled, op_determinism_enabled
+from . import MIXED_POLICY, device_name, grappler_rewrites_on, onednn_enabled, op_determinism_enabled
 from .models import SpecNet, _canonical_variables, build_net
 from .layout import activations_to_framework
 from .train import SpecAdam, _make_draws, _make_noise, _make_step, _train_epoch, make_adam
@@ -63,6 +63,10 @@ class TensorflowBackend(Backend):
             raise GanSuiteError("TF_ENABLE_ONEDNN_OPTS: parity mode needs TensorFlow's oneDNN CPU kernels off; "
                                 "set TF_ENABLE_ONEDNN_OPTS=0 in the environment before TensorFlow is imported "
                                 "(or pass extra={'allow_onednn': True} to accept its float32 error)")
+        mixed = options.extra.get("mixed_precision")
+        if mixed is not None and (mixed != MIXED_POLICY or parity or options.dtype != "float32"):
+            raise GanSuiteError(f"extra.mixed_precision: {mixed!r} is not supported here; allowed: {MIXED_POLICY!r} "
+                                "in fast mode with dtype float32 (parity runs exact float32/float64)")
         # Process-wide flags (as PyTorch's), re-asserted before each call (the template's contract).
         # TF32: TF enables it by default for float32 matmuls/convs on Ampere+ GPUs; parity needs true
         # float32. No effect on CPU; recorded in settings().
@@ -85,9 +89,12 @@ class TensorflowBackend(Backend):
 
     def create_state(self, spec: GANSpec, options: BuildOptions, dtype: tf.dtypes.DType,
                      device: str) -> TensorflowState:
+        # Mixed precision (fast mode, a benchmark setting: benchmarks/mixed.py): Keras's dtype policy
+        # "mixed_bfloat16" on the layers that multiply (models.build_layer), float32 everywhere else.
+        net_dtype = MIXED_POLICY if options.extra.get("mixed_precision") == MIXED_POLICY else dtype
         with tf.device(device):
-            G = build_net(spec.generator, "G", dtype, options.mode)
-            D = build_net(spec.discriminator, "D", dtype, options.mode)
+            G = build_net(spec.generator, "G", net_dtype, options.mode)
+            D = build_net(spec.discriminator, "D", net_dtype, options.mode)
             G_vars, D_vars = _canonical_variables(spec, "G", G), _canonical_variables(spec, "D", D)
             G_params, D_params = ({k: v for k, v in vs.items() if not is_buffer(k)} for vs in (G_vars, D_vars))
             opt_G = make_adam(spec.train.optim_G, list(G_params.values()), options.mode)
@@ -137,6 +144,7 @@ class TensorflowBackend(Backend):
             "device": state.device,
             "device_name": device_name(state.device),
             "tf_function": state.graph,
+            "mixed_precision": state.options.extra.get("mixed_precision"),
             "jit_compile": state.jit_compile,
             "tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
             "determinism": op_determinism_enabled(),

@@ -14,6 +14,7 @@ from gansuite.common.params import is_buffer, param_shapes
 from gansuite.common.spec import (BatchNorm, Conv2d, ConvTranspose2d, Dense, Dropout, EmbedConcat, Flatten, GANSpec,
                                   Layer, LeakyReLU, NetSpec, ReLU, Reshape, Sigmoid, Tanh)
 
+from . import MIXED_POLICY
 from .layout import module_key
 
 # Keras initialisers are never used: every tensor is loaded from the canonical params
@@ -219,32 +220,36 @@ class SpecNet(keras.Sequential):
 def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: tf.dtypes.DType | str,
                 mode: str) -> list[keras.layers.Layer]:
     """One spec layer -> the Keras layer holding its weights (named ``name``, ``"G.3"``), plus any explicit
-    pad/crop. ``dtype``: a Keras dtype (``tf.float64`` or ``"float64"``). ``mode`` is unused: Keras has no
-    per-layer precision setting (TF32, grappler and XLA are per process or per function: backend.py)."""
+    pad/crop. ``dtype``: a Keras dtype (``tf.float64`` or ``"float64"``), or the policy ``"mixed_bfloat16"``
+    (fast mode's mixed precision): then the layers that multiply (Dense, Conv2D, Conv2DTranspose and
+    their pad/crop) take it (float32 variables, bfloat16 compute, as torch.autocast runs matmuls and
+    convolutions) and every other layer is float32, Keras casting each input to the layer's compute
+    dtype. ``mode`` is unused: TF32, grappler and XLA are per process or per function (backend.py)."""
+    heavy, dtype = dtype, ("float32" if dtype == MIXED_POLICY else dtype)
     if isinstance(layer, Dense):
         return [keras.layers.Dense(layer.out_features, use_bias=layer.bias, activation=None,
-                                   kernel_initializer=_UNUSED_INIT, name=name, dtype=dtype)]
+                                   kernel_initializer=_UNUSED_INIT, name=name, dtype=heavy)]
     if isinstance(layer, Conv2d):
         # channels_last everywhere: TF's CPU Conv2D has no NCHW kernel (layout.py transposes).
         modes = {same_or_valid_conv(layer, size) for size in input_shape[1:]}
         padding, pad = modes.pop() if len(modes) == 1 else ("valid", layer.padding)
         conv = keras.layers.Conv2D(layer.out_channels, layer.kernel, strides=layer.stride, padding=padding,
                                    data_format="channels_last", dilation_rate=1, use_bias=layer.bias,
-                                   kernel_initializer=_UNUSED_INIT, name=name, dtype=dtype)
+                                   kernel_initializer=_UNUSED_INIT, name=name, dtype=heavy)
         if not pad:
             return [conv]
-        return [keras.layers.ZeroPadding2D(pad, data_format="channels_last", name=f"{name}.pad", dtype=dtype), conv]
+        return [keras.layers.ZeroPadding2D(pad, data_format="channels_last", name=f"{name}.pad", dtype=heavy), conv]
     if isinstance(layer, ConvTranspose2d):
         # Keras has no PyTorch-style crop p: 'same'/'valid' where they coincide, else an explicit crop.
         padding, (before, after) = same_or_valid_conv_transpose(layer)
         deconv = keras.layers.Conv2DTranspose(layer.out_channels, layer.kernel, strides=layer.stride,
                                               padding=padding, output_padding=None, data_format="channels_last",
                                               dilation_rate=1, use_bias=layer.bias, kernel_initializer=_UNUSED_INIT,
-                                              name=name, dtype=dtype)
+                                              name=name, dtype=heavy)
         if not (before or after):
             return [deconv]
         return [deconv, keras.layers.Cropping2D(((before, after), (before, after)), data_format="channels_last",
-                                                name=f"{name}.crop", dtype=dtype)]
+                                                name=f"{name}.crop", dtype=heavy)]
     if isinstance(layer, BatchNorm):
         # Keras defaults are momentum=0.99 on the OLD value and epsilon=1e-3; the spec's momentum
         # (PyTorch's, 0.1) is the weight on the NEW value => Keras momentum = 1 - spec.momentum.
@@ -292,9 +297,12 @@ def build_net(net: NetSpec, name: str, dtype: tf.dtypes.DType | str, mode: str) 
     the default policy would be float32.
     """
     shapes = [net.input_shape, *net.shapes()]
-    layers: list = [keras.Input(shape=channels_last_shape(net.input_shape), dtype=dtype, name=f"{name}.input")]
+    variables = "float32" if dtype == MIXED_POLICY else dtype
+    layers: list = [keras.Input(shape=channels_last_shape(net.input_shape), dtype=variables, name=f"{name}.input")]
     for i, layer in enumerate(net.layers):
         layers += build_layer(layer, shapes[i], f"{name}.{i}", dtype, mode)
+    if dtype == MIXED_POLICY:  # the output in float32 (D's logit comes from a bfloat16 Conv2D), as Keras's guide does
+        layers.append(keras.layers.Identity(dtype="float32", name=f"{name}.float32"))
     return SpecNet(layers, name=name)
 
 
