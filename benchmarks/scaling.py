@@ -20,13 +20,12 @@ its speed-up.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from gansuite.common.data_parallel import ENGINES, FAULT_ENV, WORKER_ENV
+from gansuite.common.data_parallel import ENGINES
+from gansuite.common.dp_compare import cli_train
 from gansuite.common.errors import ArgumentParser, GanSuiteError, run_main
 from gansuite.common.registry import backend_python
 
@@ -46,12 +45,10 @@ def steady_seconds_per_iteration(short: tuple[int, float], long: tuple[int, floa
 
 
 def train_seconds(python: str, backend: str, model: str, workers: int, iterations: int, out: Path) -> float:
-    """Run ``gansuite train`` in ``python`` and return summary.json's ``seconds``."""
-    cmd = [python, "-m", "gansuite.common.cli", "train", "--backend", backend, "--model", model, "--out", str(out),
-           "--iterations", str(iterations), "--dtype", "float32", "--workers", str(workers),
-           "--checkpoint-every", str(iterations), "--no-quality", "--no-progress", "--sample-every", str(iterations)]
-    env = {k: v for k, v in os.environ.items() if k not in (WORKER_ENV, FAULT_ENV)}
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    """Run ``gansuite train`` in ``python`` (common/dp_compare.cli_train, the comparison's command
+    line) and return summary.json's ``seconds``."""
+    res = cli_train(backend, model, out, workers=workers, iterations=iterations, dtype="float32",
+                    checkpoint_every=iterations, python=python, timeout=1800)
     if res.returncode != 0:
         last = (res.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise GanSuiteError(f"{backend} --workers {workers}: {last}")

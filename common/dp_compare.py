@@ -33,16 +33,18 @@ WORKERS = 2
 
 def cli_train(backend: str, model: str, out: Path, *, workers: int = WORKERS, iterations: int = ITERATIONS,
               dtype: str = "float64", sync_bn: bool = True, resume: bool = False, checkpoint_every: int = 2,
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """``gansuite train`` as a user runs it, in a fresh process (an engine sets its devices at import)."""
-    cmd = [sys.executable, "-m", "gansuite.common.cli", "train", "--backend", backend, "--model", model,
+              env: dict[str, str] | None = None, python: str = sys.executable,
+              timeout: float = 600) -> subprocess.CompletedProcess:
+    """``gansuite train`` as a user runs it, in a fresh process (an engine sets its devices at import),
+    by ``python`` (another env's interpreter: benchmarks/scaling.py)."""
+    cmd = [python, "-m", "gansuite.common.cli", "train", "--backend", backend, "--model", model,
            "--out", str(out), "--iterations", str(iterations), "--dtype", dtype, "--workers", str(workers),
            "--checkpoint-every", str(checkpoint_every), "--no-quality", "--no-progress",
            "--sample-every", str(iterations),  # one progress frame: the comparison reads the checkpoint
            "--sync-bn" if sync_bn else "--no-sync-bn"] + (["--resume"] if resume else [])
     full_env = {k: v for k, v in os.environ.items() if k not in (WORKER_ENV, FAULT_ENV)}
     full_env.update(env or {})
-    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
 def single_worker(backend: str, model: str, out: Path, dtype: str, iterations: int = ITERATIONS) -> Checkpoint:

@@ -123,6 +123,7 @@ def kink_margin(dtype: str) -> float:
     """Relative distance from an activation kink below which a backend's branch may differ."""
     return TOLERANCES[dtype]["forward"]
 
+
 #: bf16 mixed precision (a fast-mode benchmark setting: benchmarks/mixed.py): one iteration's
 #: losses and D means vs the float64 oracle, relative to max(1, |value|). bf16 keeps 8 significant
 #: bits (unit roundoff u = 2^-9 ~ 2e-3 for round-to-nearest; 2^-8 ~ 3.9e-3 spacing): each Dense or

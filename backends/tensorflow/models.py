@@ -217,6 +217,11 @@ class SpecNet(keras.Sequential):
 
 
 
+def _variable_dtype(dtype: tf.dtypes.DType | str) -> tf.dtypes.DType | str:
+    """The variables' dtype of a net built with ``dtype``: float32 under the mixed policy."""
+    return "float32" if dtype == MIXED_POLICY else dtype
+
+
 def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: tf.dtypes.DType | str,
                 mode: str) -> list[keras.layers.Layer]:
     """One spec layer -> the Keras layer holding its weights (named ``name``, ``"G.3"``), plus any explicit
@@ -225,7 +230,7 @@ def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: tf
     their pad/crop) take it (float32 variables, bfloat16 compute, as torch.autocast runs matmuls and
     convolutions) and every other layer is float32, Keras casting each input to the layer's compute
     dtype. ``mode`` is unused: TF32, grappler and XLA are per process or per function (backend.py)."""
-    heavy, dtype = dtype, ("float32" if dtype == MIXED_POLICY else dtype)
+    heavy, dtype = dtype, _variable_dtype(dtype)
     if isinstance(layer, Dense):
         return [keras.layers.Dense(layer.out_features, use_bias=layer.bias, activation=None,
                                    kernel_initializer=_UNUSED_INIT, name=name, dtype=heavy)]
@@ -297,8 +302,8 @@ def build_net(net: NetSpec, name: str, dtype: tf.dtypes.DType | str, mode: str) 
     the default policy would be float32.
     """
     shapes = [net.input_shape, *net.shapes()]
-    variables = "float32" if dtype == MIXED_POLICY else dtype
-    layers: list = [keras.Input(shape=channels_last_shape(net.input_shape), dtype=variables, name=f"{name}.input")]
+    layers: list = [keras.Input(shape=channels_last_shape(net.input_shape), dtype=_variable_dtype(dtype),
+                                name=f"{name}.input")]
     for i, layer in enumerate(net.layers):
         layers += build_layer(layer, shapes[i], f"{name}.{i}", dtype, mode)
     if dtype == MIXED_POLICY:  # the output in float32 (D's logit comes from a bfloat16 Conv2D), as Keras's guide does
