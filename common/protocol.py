@@ -129,6 +129,24 @@ def check_choice(field_name: str, value: Any, allowed: Any) -> None:
         raise GanSuiteError(f"{field_name}: {value!r} is not supported; allowed: {', '.join(allowed)}")
 
 
+#: Fast mode's bf16 mixed precision, the same value on every backend (Keras's policy name):
+#: ``BuildOptions(dtype="float32", mode="fast", extra={"mixed_precision": MIXED_BF16})``. Variables,
+#: Adam state, BatchNorm and the loss stay float32; the layers that multiply (Dense, Conv2d,
+#: ConvTranspose2d) compute in bfloat16 -- each framework's own mechanism (torch.autocast, Keras's
+#: dtype policy, Flax's module ``dtype``, MXNet's AMP). Never in parity mode: parity is exact.
+MIXED_BF16 = "mixed_bfloat16"
+
+
+def mixed_precision(options: BuildOptions) -> str | None:
+    """``options.extra["mixed_precision"]`` checked: None (full precision) or :data:`MIXED_BF16`;
+    anything else, parity mode or a float64 build is refused in one line."""
+    mixed = options.extra.get("mixed_precision")
+    if mixed is not None and (mixed != MIXED_BF16 or options.mode != "fast" or options.dtype != "float32"):
+        raise GanSuiteError(f"extra.mixed_precision: {mixed!r} is not supported here; allowed: {MIXED_BF16!r} "
+                            "in fast mode with dtype float32 (parity runs exact float32/float64)")
+    return mixed
+
+
 def check_options(options: BuildOptions) -> str:
     """Validate dtype, mode and device; return the device kind ("cpu" or "cuda")."""
     check_choice("dtype", options.dtype, DTYPES)

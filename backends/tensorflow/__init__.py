@@ -20,7 +20,7 @@ if "tensorflow" not in sys.modules:
 
 
 #: Keras's bf16 mixed-precision dtype policy (float32 variables, bfloat16 compute), fast mode's
-#: ``extra={"mixed_precision": MIXED_POLICY}`` (benchmarks/mixed.py).
+#: ``extra={"mixed_precision": MIXED_BF16}`` (common/protocol.py names every backend's setting after it).
 MIXED_POLICY = "mixed_bfloat16"
 
 

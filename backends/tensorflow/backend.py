@@ -13,7 +13,8 @@ import tensorflow as tf
 from gansuite.common.errors import GanSuiteError
 from gansuite.common.layout import channels_last_shape, net_of
 from gansuite.common.params import is_buffer
-from gansuite.common.protocol import Backend, BackendState, BuildOptions, device_unavailable
+from gansuite.common.protocol import (MIXED_BF16, Backend, BackendState, BuildOptions, device_unavailable,
+                                      mixed_precision)
 from gansuite.common.spec import GANSpec
 
 from . import MIXED_POLICY, device_name, grappler_rewrites_on, onednn_enabled, op_determinism_enabled
@@ -63,10 +64,7 @@ class TensorflowBackend(Backend):
             raise GanSuiteError("TF_ENABLE_ONEDNN_OPTS: parity mode needs TensorFlow's oneDNN CPU kernels off; "
                                 "set TF_ENABLE_ONEDNN_OPTS=0 in the environment before TensorFlow is imported "
                                 "(or pass extra={'allow_onednn': True} to accept its float32 error)")
-        mixed = options.extra.get("mixed_precision")
-        if mixed is not None and (mixed != MIXED_POLICY or parity or options.dtype != "float32"):
-            raise GanSuiteError(f"extra.mixed_precision: {mixed!r} is not supported here; allowed: {MIXED_POLICY!r} "
-                                "in fast mode with dtype float32 (parity runs exact float32/float64)")
+        mixed_precision(options)  # one line for a value, mode or dtype that has no mixed path
         # Process-wide flags (as PyTorch's), re-asserted before each call (the template's contract).
         # TF32: TF enables it by default for float32 matmuls/convs on Ampere+ GPUs; parity needs true
         # float32. No effect on CPU; recorded in settings().
@@ -91,7 +89,7 @@ class TensorflowBackend(Backend):
                      device: str) -> TensorflowState:
         # Mixed precision (fast mode, a benchmark setting: benchmarks/mixed.py): Keras's dtype policy
         # "mixed_bfloat16" on the layers that multiply (models.build_layer), float32 everywhere else.
-        net_dtype = MIXED_POLICY if options.extra.get("mixed_precision") == MIXED_POLICY else dtype
+        net_dtype = MIXED_POLICY if mixed_precision(options) == MIXED_BF16 else dtype
         with tf.device(device):
             G = build_net(spec.generator, "G", net_dtype, options.mode)
             D = build_net(spec.discriminator, "D", net_dtype, options.mode)
