@@ -143,3 +143,54 @@ def test_fast_mode_compiles_on_a_gpu_or_when_asked():
     ref = o.train_step(o.build(spec, params, None, BuildOptions(dtype="float64")), b.real, b.z)
     for k in SCALARS:
         assert abs(getattr(out, k) - getattr(ref, k)) <= tolerance("float32", "loss") * abs(getattr(ref, k)), k
+
+
+def test_bf16_mixed_fast_step_stays_near_the_oracle():
+    """Fast mode's bf16 mixed precision (extra={"mixed_precision": "mixed_bfloat16"}): torch.autocast
+    around each pass's forwards (models._autocast). One dcgan-tiny iteration's scalars are within
+    MIXED_BF16_LOSS of the float64 oracle and further from it than float32's tolerance (autocast
+    took); D's first convolution returned bfloat16 while its weight, BatchNorm buffers and Adam
+    moments stayed float32; generate returns float32. D's step moves D(G(z)) by more than
+    MIXED_BF16_LOSS here, so a G step run on autocast's stale pre-step bf16 copies of D (one region
+    across the D step) would miss D_G_z2. Refused in parity mode and for float64 with one line."""
+    import torch
+
+    from gansuite.backends.torch import models
+    from gansuite.common.errors import GanSuiteError
+    from gansuite.common.protocol import MIXED_BF16
+    from gansuite.common.registry import get_backend
+    from gansuite.common.streams import Streams
+    from gansuite.common.tolerances import MIXED_BF16_LOSS
+
+    backend, spec = get_backend("torch"), preset("dcgan-tiny")
+    params, batch = init_params(spec, 0), Streams(spec, 0).batch(0)
+    oracle = OracleBackend()
+    ref = oracle.train_step(oracle.build(spec, params, None, BuildOptions()), batch.real, batch.z)
+    assert abs(ref.D_G_z2 - ref.D_G_z1) > MIXED_BF16_LOSS  # stale D weights in the G step would show
+    mixed = {"mixed_precision": MIXED_BF16}
+    st = backend.build(spec, params, None, BuildOptions(dtype="float32", mode="fast", extra=mixed))
+    assert backend.settings(st)["mixed_precision"] == "mixed_bfloat16"
+    conv = st.D[0]
+    assert isinstance(conv, torch.nn.Conv2d)
+    seen: list[tuple[torch.dtype, torch.dtype]] = []
+    hook = conv.register_forward_hook(lambda mod, args, out: seen.append((args[0].dtype, out.dtype)))
+    out = backend.train_step(st, batch.real, batch.z)
+    hook.remove()
+    # D runs three times per iteration (real, fake, the G step): float32 in, bfloat16 out each time
+    assert seen == [(torch.float32, torch.bfloat16)] * 3, seen
+    assert conv.weight.dtype == torch.float32 and st.opt_D.state[conv.weight]["exp_avg"].dtype == torch.float32
+    assert {b.dtype for n, b in st.D.named_buffers() if "running" in n} == {torch.float32}
+    errs = {k: abs(getattr(out, k) - getattr(ref, k)) / max(1.0, abs(getattr(ref, k)))
+            for k in ("loss_D", "D_x", "D_G_z1", "loss_G", "D_G_z2")}
+    assert max(errs.values()) <= MIXED_BF16_LOSS, errs
+    assert max(errs.values()) > tolerance("float32", "loss"), errs
+    # the pure forward: G's first layer in bfloat16, its output handed back in float32
+    seen.clear()
+    hook = st.G[0].register_forward_hook(lambda mod, args, out: seen.append((args[0].dtype, out.dtype)))
+    sample = models.forward(st, "G", torch.as_tensor(batch.z, dtype=torch.float32), "batch", None)
+    hook.remove()
+    assert seen == [(torch.float32, torch.bfloat16)] and sample.dtype == torch.float32, (seen, sample.dtype)
+    for options in (BuildOptions(dtype="float32", mode="parity", extra=mixed),
+                    BuildOptions(dtype="float64", mode="fast", extra=mixed)):
+        with pytest.raises(GanSuiteError, match=r"^extra.mixed_precision: .*allowed: 'mixed_bfloat16'"):
+            backend.build(spec, params, None, options)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from gansuite.common.layout import layer_of, net_of
-from gansuite.common.protocol import Backend, BackendState, BuildOptions, device_unavailable
+from gansuite.common.protocol import Backend, BackendState, BuildOptions, device_unavailable, mixed_precision
 from gansuite.common.spec import GANSpec
 
 from . import layout
@@ -44,6 +44,9 @@ class TorchBackend(Backend):
         return torch.device(kind)
 
     def configure(self, device: torch.device, options: BuildOptions) -> None:
+        # bf16 mixed precision is fast mode's, float32 only: one line for anything else. It is no
+        # process-wide flag: models._autocast enters torch.autocast around each pass's forwards.
+        mixed_precision(options)
         # CPU: oneDNN convolutions stay on (PyTorch's default) in both modes. They round differently
         # from the native kernels (forward ~1e-6 of scale, within tolerance), and on full-size DCGAN at
         # batch 8 that once moved one LeakyReLU input across 0 and a D gradient by 1.9e-2: a kink flip,
@@ -119,6 +122,7 @@ class TorchBackend(Backend):
             "cudnn_benchmark": torch.backends.cudnn.benchmark,
             "mkldnn": torch.backends.mkldnn.enabled,
             "compiled": _compiles(state.options, state.device),
+            "mixed_precision": state.options.extra.get("mixed_precision"),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         }
 

@@ -4,12 +4,13 @@ the labels and dropout masks, every default set explicitly; the pure forward."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any, ContextManager, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gansuite.common.protocol import MIXED_BF16
 from gansuite.common.spec import (BatchNorm, Conv2d, ConvTranspose2d, Dense, Dropout, EmbedConcat, Flatten, Layer,
                                   LeakyReLU, NetSpec, ReLU, Reshape, Sigmoid, Tanh)
 
@@ -160,13 +161,29 @@ def _frozen_running_stats(net: nn.Module) -> Iterator[None]:
                 v.copy_(saved[k])
 
 
+def _autocast(state: Any) -> ContextManager:
+    """Fast mode's bf16 mixed precision (``extra["mixed_precision"]``, checked in backend.configure):
+    ``torch.autocast`` runs Linear, Conv2d and ConvTranspose2d in bfloat16 on bf16 copies of the
+    float32 weights; the parameters, BatchNorm buffers, Adam state and (outside the region) the loss
+    stay float32. Entered around the forwards of ONE pass, never across an optimiser step: autocast
+    caches its bf16 weight copies until the outermost region exits (benchmarks/mixed.py), so a
+    region spanning a step would run the next forward on the stale pre-step weights. Otherwise a
+    no-op context."""
+    if state.options.extra.get("mixed_precision") == MIXED_BF16:
+        return torch.autocast(state.device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def forward(state: Any, net: str, x: torch.Tensor, bn: str, labels: torch.Tensor | None) -> torch.Tensor:
     """Net ``net`` on ``x`` (and ``labels``): BatchNorm on batch ("batch") or running ("running")
-    statistics, Dropout off; no state change."""
+    statistics, Dropout off; no state change. Under mixed precision the net runs in autocast and its
+    output comes back in the state's dtype (float32), as the training step's do."""
     module = state.G if net == "G" else state.D
     with torch.no_grad(), _frozen_running_stats(module):
         module.train(bn == "batch")
         try:
-            return module(x, labels)
+            with _autocast(state):
+                out = module(x, labels)
+            return out.to(state.dtype)  # the identity unless autocast left bfloat16
         finally:
             module.train()

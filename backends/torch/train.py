@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from gansuite.common.draws import pass_masks
 from gansuite.common.spec import AdamSpec, LossSpec
 
+from .models import _autocast
+
 
 class _EpsHatAdam(torch.optim.Optimizer):
     """Adam in the "eps-hat" form of Keras and MXNet (AdamSpec.form="eps_hat"):
@@ -123,21 +125,25 @@ def _d_passes(state: Any, real: torch.Tensor, z: torch.Tensor, draws: _Draws) ->
     one backward per pass ("separate": the tutorial's errD_real.backward(); errD_fake.backward()),
     the two gradients summed by autograd's accumulation into .grad. z may have more rows than real
     (train.noise_batch="batch_size"): each BCE reduces over its own batch. A conditional GAN: D(real)
-    sees the batch's labels, G and D(fake) the fake labels."""
+    sees the batch's labels, G and D(fake) the fake labels. Under mixed precision each pass's forwards
+    run in their own autocast region (models._autocast) and the nets' outputs are cast back to the
+    state's dtype inside it, so the BCE, the backward's entry and the scalars are float32."""
     G, D, loss, train = state.G_run, state.D_run, state.spec.loss, state.spec.train
-    separate, own = train.d_backward == "separate", draws.own_dropout
+    separate, own, dtype = train.d_backward == "separate", draws.own_dropout, state.dtype
     out: dict[str, torch.Tensor] = {}
 
     def real_pass() -> None:
-        out["real"] = D(real, draws.get("labels"), draws.masks("real", "D"), own).reshape(-1)
+        with _autocast(state):
+            out["real"] = D(real, draws.get("labels"), draws.masks("real", "D"), own).reshape(-1).to(dtype)
         out["bce_real"] = bce(out["real"], loss.real_label, loss)
         if separate:
             (loss.d_loss_scale * out["bce_real"]).backward()
 
     def fake_pass() -> None:
         labels = draws.get("fake_labels")
-        out["fake_img"] = G(z, labels, draws.masks("fake", "G"), own)  # reused by a "reuse" G step
-        out["fake"] = D(out["fake_img"].detach(), labels, draws.masks("fake", "D"), own).reshape(-1)
+        with _autocast(state):
+            out["fake_img"] = G(z, labels, draws.masks("fake", "G"), own).to(dtype)  # reused by a "reuse" G step
+            out["fake"] = D(out["fake_img"].detach(), labels, draws.masks("fake", "D"), own).reshape(-1).to(dtype)
         out["bce_fake"] = bce(out["fake"], loss.fake_label, loss)
         if separate:
             (loss.d_loss_scale * out["bce_fake"]).backward()
@@ -168,13 +174,15 @@ def train_iteration(state: Any, real: torch.Tensor, z: torch.Tensor, with_grads:
     opt_D.step()
 
     # -- G step: maximise log D(G(z)), through the updated D: the same fake, or G on a new z --
+    # A new autocast region (mixed precision): D's bf16 weight copies are made from its updated weights.
     state.G.zero_grad(set_to_none=True)
-    if state.spec.train.g_noise == "fresh":  # seed 002: z = torch.randn(...); fake_images = G(z)
-        labels = d.get("fake_labels_gen")
-        fake = G(d.get("z_gen"), labels, d.masks("gen", "G"), d.own_dropout)
-    else:
-        labels = d.get("fake_labels")
-    out_gen = D(fake, labels, d.masks("gen", "D"), d.own_dropout).reshape(-1)
+    with _autocast(state):
+        if state.spec.train.g_noise == "fresh":  # seed 002: z = torch.randn(...); fake_images = G(z)
+            labels = d.get("fake_labels_gen")
+            fake = G(d.get("z_gen"), labels, d.masks("gen", "G"), d.own_dropout).to(state.dtype)
+        else:
+            labels = d.get("fake_labels")
+        out_gen = D(fake, labels, d.masks("gen", "D"), d.own_dropout).reshape(-1).to(state.dtype)
     loss_G = bce(out_gen, loss.real_label, loss)
     loss_G.backward()
     _rescale(state.G, loss.reduction, fake.shape[0])  # B = the G step's rows
