@@ -12,11 +12,12 @@ from mxnet import gluon, nd
 from gansuite.common.errors import GanSuiteError
 from gansuite.common.layout import layer_of, net_of
 from gansuite.common.params import param_shapes, trainable_names
-from gansuite.common.protocol import Backend, BackendState, BuildOptions, device_unavailable
+from gansuite.common.protocol import (MIXED_BF16, Backend, BackendState, BuildOptions, device_unavailable,
+                                      mixed_precision)
 from gansuite.common.spec import GANSpec
 
 from . import ENV_FLAGS, layout, onednn_enabled
-from .models import GANNet, build_net
+from .models import GANNet, _use_amp_bf16, build_net
 from .train import SpecAdam, make_adam
 
 
@@ -46,6 +47,16 @@ class MxnetBackend(Backend):
         return mx.gpu(0) if kind == "cuda" else mx.cpu()
 
     def configure(self, device: mx.Context, options: BuildOptions) -> None:
+        # bf16 mixed precision (fast mode, a benchmark setting: benchmarks/mixed.py) is MXNet's AMP
+        # (models._bf16_symbol), whose bfloat16 kernels on CPU are oneDNN's only: MXNet 1.9.1's native
+        # Convolution on a bfloat16 input fails in the engine with "MXNetError: Unknown type enum 12"
+        # (12: mshadow's kBfloat16; FullyConnected: "Unsupported type 12"; measured in
+        # tests/test_backend_mxnet.py). Refused here in one line, not at the first step.
+        if mixed_precision(options) == MIXED_BF16 and not onednn_enabled():
+            raise GanSuiteError(
+                f"extra.mixed_precision: {MIXED_BF16!r} needs oneDNN (MXNET_MKLDNN_ENABLED=1 before mxnet runs "
+                "its first operator); this process has it off, and MXNet 1.9.1's native CPU Convolution fails "
+                "on bfloat16 with 'MXNetError: Unknown type enum 12'")
         # MXNet reads MXNET_MKLDNN_ENABLED once, at the first operator that asks, and then never
         # again: it cannot be switched per build as torch.backends.mkldnn can. __init__.py sets it
         # to 0 unless the user chose; parity under oneDNN is refused, at build and every call after.
@@ -79,6 +90,11 @@ class MxnetBackend(Backend):
             # fixed input shapes (static_shape). Built at the first call: see compile_s.
             for net in nets.values():
                 net.hybridize(active=True, static_alloc=True, static_shape=True)
+                if mixed_precision(options) == MIXED_BF16:
+                    # MXNet's AMP pass on the traced graph: Dense and Conv2D in bfloat16 (Conv2DTranspose
+                    # float32: models._bf16_symbol says why), everything else, the parameters, Adam and
+                    # the outputs float32 (models._AmpGraph).
+                    _use_amp_bf16(net)
             # Device-side noise: MXNet's RNG is one generator per device, process-wide (not per
             # state): two fast-mode states in one process draw from the same stream.
             mx.random.seed(options.seed, ctx=device)
@@ -125,6 +141,8 @@ class MxnetBackend(Backend):
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "cpu_count": os.cpu_count(),
             "compile_s": state.compile_s,
+            # bf16 mixed precision: MXNet AMP's graph pass, Convolution and FullyConnected in bfloat16 (models.py)
+            "mixed_precision": state.options.extra.get("mixed_precision"),
             "adam": {net: f"SpecAdam, form {cfg.form!r}, one CachedOp per net and step"
                      for net, cfg in (("G", state.spec.train.optim_G), ("D", state.spec.train.optim_D))},
             # Trainer.step(B) (rescale_grad 1/B) for the per_example reduction, else step(1).

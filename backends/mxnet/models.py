@@ -26,6 +26,57 @@ def _normalise(F: Any, xc: Any, var: Any, gamma: Any, beta: Any, eps: float, bsh
     return F.broadcast_add(scaled, F.reshape(beta, bshape))
 
 
+def _bf16_symbol(out: Any, inputs: list[Any]) -> Any:
+    """``out`` rewritten by MXNet's AMP graph pass (``amp.convert_symbol``, target bfloat16): an
+    ``amp_cast`` to bfloat16 before each input and weight of the operators on AMP's own bf16 list
+    (lists/symbol_bf16.py BF16_FUNCS: Convolution, FullyConnected) and one to float32 after it.
+    Every other operator is passed as float32 (AMP's fp32, dtype-neutral and conditional lists
+    together, none conditional): by default AMP lets bfloat16 flow on through the dtype-neutral ones
+    (BatchNorm, relu, ...), but the spec's split keeps BatchNorm, the activations, the running
+    statistics and the outputs float32. ``cast_optional_params=False``: the parameters stay float32
+    arrays (the Trainer's, Adam's), cast inside the graph; amp_cast's backward brings their
+    gradients back to float32.
+
+    Deconvolution (Conv2DTranspose) stays float32, as on AMP's own list (FP32_FUNCS), though the
+    suite's setting names ConvTranspose2d among the bf16 layers: MXNet 1.9.1's oneDNN bfloat16
+    Deconvolution crashes the process (SIGSEGV) in its backward when its weight is an
+    amp_cast/cast output, the only way to keep a float32 variable (measured; a bfloat16 leaf weight
+    trains: tests/test_backend_mxnet.py). So G's transposed convolutions compute in float32 here."""
+    from mxnet.contrib.amp import amp
+
+    bf16 = amp.bfloat16
+    lp16 = amp.list_lp16_ops(bf16)
+    fp32 = (set(amp.list_fp32_ops(bf16)) | set(amp.list_lp16_fp32_ops(bf16))
+            | {op for op, _, _ in amp.list_conditional_fp32_ops(bf16)}) - set(lp16)
+    return amp.convert_symbol(out, "bfloat16", target_dtype_ops=lp16, fp32_ops=sorted(fp32),
+                              conditional_fp32_ops=[], data_names=[i.name for i in inputs],
+                              cast_optional_params=False)
+
+
+class _AmpGraph:
+    """Mixin for a Gluon HybridBlock: with :attr:`amp_bf16` set, the symbol graph Gluon traces at the
+    first hybridized call is converted by :func:`_bf16_symbol` before Gluon builds its CachedOp from
+    it (``HybridBlock._get_graph``, which ``_build_cache`` calls), so the net runs as ONE cached graph
+    with MXNet's own AMP casts in it. A retrace (``_clear_cached_op``) converts again. Off (the
+    default), the block is Gluon's own."""
+
+    amp_bf16 = False
+
+    def _get_graph(self, *args: Any) -> tuple[Any, Any]:
+        if self.amp_bf16 and not self._cached_graph:
+            inputs, out = super()._get_graph(*args)
+            self._cached_graph = inputs, _bf16_symbol(out, inputs)
+        return super()._get_graph(*args)
+
+
+class _Dense(_AmpGraph, nn.Dense):
+    """``nn.Dense`` that can run in bfloat16 (:class:`_AmpGraph`)."""
+
+
+class _Conv2D(_AmpGraph, nn.Conv2D):
+    """``nn.Conv2D`` that can run in bfloat16 (:class:`_AmpGraph`)."""
+
+
 class TorchBatchNorm(nn.BatchNorm):
     """Gluon's BatchNorm with PyTorch's running statistics (the spec's), usable hybridized.
 
@@ -141,7 +192,7 @@ class TorchBatchNorm(nn.BatchNorm):
         return _normalise(nd, xc, var, gamma, self.beta.data(x.context), self.eps, self.bshape)
 
 
-class GANNet(nn.HybridSequential):
+class GANNet(_AmpGraph, nn.HybridSequential):
     """``HybridSequential`` whose forward also returns each BatchNorm's updated running stats.
 
     ``net(x, *inputs)`` -> ``(y, running_mean_0, running_var_0, running_mean_1, ...)`` in layer
@@ -334,12 +385,12 @@ def _block(layer: Layer, input_shape: tuple[int, ...], prefix: str, dtype: type,
     if isinstance(layer, Dense):
         # Gluon's weight is (units, in_units) = PyTorch's (out, in). flatten=False: act on the
         # last axis like nn.Linear (the default flattens every non-batch axis into one).
-        return nn.Dense(layer.out_features, in_units=layer.in_features, use_bias=layer.bias,
-                        flatten=False, prefix=prefix)
+        return _Dense(layer.out_features, in_units=layer.in_features, use_bias=layer.bias,
+                      flatten=False, prefix=prefix)
     if isinstance(layer, Conv2d):
         # Weight (channels, in_channels, kh, kw) = OIHW; NCHW is Gluon's default layout, set explicitly.
-        return nn.Conv2D(layer.out_channels, layer.kernel, strides=layer.stride, padding=layer.padding,
-                         in_channels=layer.in_channels, use_bias=layer.bias, layout="NCHW", prefix=prefix)
+        return _Conv2D(layer.out_channels, layer.kernel, strides=layer.stride, padding=layer.padding,
+                       in_channels=layer.in_channels, use_bias=layer.bias, layout="NCHW", prefix=prefix)
     if isinstance(layer, ConvTranspose2d):
         # Gluon's padding p crops p pixels per side like PyTorch's (out = (in-1)s - 2p + k + output_padding),
         # and its weight is (in_channels, channels, kh, kw) = PyTorch's (in, out, kh, kw).
@@ -379,6 +430,15 @@ def build_net(net: NetSpec, name: str, dtype: type, mode: str) -> GANNet:
         for i, layer in enumerate(net.layers):
             model.add(build_layer(layer, shapes[i], f"{name}.{i}", dtype, mode))
     return model
+
+
+def _use_amp_bf16(net: GANNet) -> None:
+    """bf16 mixed precision (fast mode, before the first call): the net's one cached graph, and each
+    Dense and Conv2D layer's own (the layer-by-layer pure forwards), converted by MXNet's AMP pass
+    (:class:`_AmpGraph`). Needs oneDNN: MXNet 1.9.1's native CPU kernels have no bfloat16 (backend.py)."""
+    for block in (net, *net._children.values()):
+        if isinstance(block, _AmpGraph):
+            block.amp_bf16 = True
 
 
 def forward(state: Any, net: str, x: nd.NDArray, bn: str, labels: nd.NDArray | None) -> nd.NDArray:
