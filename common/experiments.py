@@ -11,6 +11,7 @@
 * ``ckpt-<model>.safetensors``, ``samples-<model>.npy``, ``cont-<model>.npz``  for conversion
 * ``traps.json``       framework defaults left in place vs corrected (backends/<fw>/traps.py)
 * ``data_parallel.json``  2 workers on the framework's engine vs one on the full batch (common/dp_compare.py)
+* ``mixed.json``       fast mode's bf16 mixed precision vs the float64 oracle, beside float32 (common/mixed_compare.py)
 * ``meta.json``        versions and settings
 
 ``convert_phase(backend, out)`` (phase "convert", in the backend's env, after every backend's
@@ -127,6 +128,10 @@ def run_phase(backend_name: str, out: Path, models: tuple[str, ...] = COMPARE_MO
 
         dp_root = art / "data-parallel"
         (art / "data_parallel.json").write_text(json.dumps(compare_rows(backend_name, dp_root), indent=1))
+    if backend_name != "oracle" and "dcgan" in models:  # its one-iteration model (test runs pick gaussian)
+        from .mixed_compare import mixed_rows  # it builds on this module's compare_spec
+
+        (art / "mixed.json").write_text(json.dumps(mixed_rows(backend_name), indent=1))
     meta = {"backend": backend_name, "versions": backend.versions(), "seconds": time.perf_counter() - t0,
             "models": list(models), "quick": quick}
     (art / "meta.json").write_text(json.dumps(meta, indent=1))

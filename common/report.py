@@ -36,7 +36,7 @@ def build_report(out: Path, availability: dict[str, dict[str, Any]]) -> dict[str
     present = [b for b, a in availability.items() if a["available"] and (art / b / "meta.json").exists()]
     frameworks = [b for b in present if b != "oracle"]
     report: dict[str, Any] = {"backends": availability, "parity": [], "traps": [], "conversion": [],
-                              "data_parallel": []}
+                              "data_parallel": [], "mixed_precision": []}
 
     for b in frameworks:  # vs the oracle, from the rows each env computed
         rows = json.loads((art / b / "rows.json").read_text())
@@ -74,6 +74,9 @@ def build_report(out: Path, availability: dict[str, dict[str, Any]]) -> dict[str
         traps = art / b / "traps.json"
         if traps.exists():
             report["traps"] += json.loads(traps.read_text())
+        mixed = art / b / "mixed.json"
+        if mixed.exists():
+            report["mixed_precision"] += json.loads(mixed.read_text())
         dp = art / b / "data_parallel.json"
         if dp.exists():
             report["data_parallel"] += json.loads(dp.read_text())
@@ -236,6 +239,7 @@ def _markdown(report: dict[str, Any]) -> str:
     for t in report["traps"]:
         lines.append(f"| {t['difference']} | {', '.join(t['backends'])} | {_fmt(t['err_default'])} | "
                      f"{_fmt(t['err_corrected'])} | {t.get('measured_on', '')} |")
+    lines += _mixed_precision(report)
     lines += _data_parallel(report)
     lines += ["", "## Weight conversion (float64 checkpoints, same fixed z)", "",
               "| from | to | model | samples max abs diff | samples rel err | params after 2 more iterations, rel err | passed |",
@@ -270,6 +274,45 @@ def _data_parallel(report: dict[str, Any]) -> list[str]:
             worst += f" (vs the float64 run: {_fmt(r['max_rel_err_vs_float64'])})"
         lines.append(f"| {r['backend']} | {r['engine']} | {r['model']} | {r['dtype']} | {bn} | "
                      f"{worst} | {where} | {_fmt(r['tolerance'])} | {_fmt(r['passed'])} |")
+    return lines
+
+
+def _mixed_precision(report: dict[str, Any]) -> list[str]:
+    """Fast mode's bf16 mixed precision beside its float32, vs the float64 oracle (common/mixed_compare.py)."""
+    rows = report.get("mixed_precision", [])
+    if not rows:
+        return []
+    first = next((r for r in rows if "errors" in r), rows[0])
+    lines = ["", "## bf16 mixed precision vs the float64 oracle", "",
+             "Fast mode with `extra={'mixed_precision': 'mixed_bfloat16'}` (each framework's own mechanism: "
+             "torch.autocast, Keras's dtype policy, Flax's module dtype, MXNet's AMP) beside the same fast mode in "
+             f"float32, host-fed noise. One iteration of full-size {first['model']} at batch {first['batch_size']}: "
+             "forwards and gradients relative to the tensor's scale (D's in units of its real+fake parts), the "
+             "scalars relative to max(1, |value|), parameters after Adam in learning rates; tolerances and their "
+             "derivation in common/tolerances.py MIXED_BF16_TOLERANCES. Horizon: first iteration whose trajectory "
+             f"error ({first.get('horizon_model', '-')}, {first.get('iterations', '-')} iterations) passes each "
+             "threshold, over the losses and every tensor's subsample ('all') and over the losses alone ('-' = never).", "",
+             "| backend | precision | forward | scalars | worst gradient | params after Adam (lr) | passed | "
+             "horizon all 1e-3 / 1e-2 / 1e-1 | horizon losses 1e-3 / 1e-2 / 1e-1 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "errors" not in r:
+            lines.append(f"| {r['backend']} | {r['precision']} | no path: {r.get('unsupported', '')} | | | | | | |")
+            continue
+        c = r["checks"]
+        cell = {q: f"{_fmt(c[q]['worst'])} ({c[q]['tensor']})" for q in c}
+        hz = {part: " / ".join(_fmt(h["first_above"][t]) for t in h["first_above"]) for part, h in r["horizon"].items()}
+        lines.append(f"| {r['backend']} | {r['precision']} | {cell['forward']} | {cell['scalar']} | {cell['grad']} | "
+                     f"{cell['param_lr']} | {_fmt(all(q['passed'] for q in c.values()))} | {hz['all']} | {hz['losses']} |")
+    backends = list(dict.fromkeys(r["backend"] for r in rows if r["precision"] == "bf16-mixed" and "errors" in r))
+    if backends:
+        names = list(next(r for r in rows if r["precision"] == "bf16-mixed" and "errors" in r)["errors"]["grad"])
+        lines += ["", "Per tensor, bf16-mixed, one iteration (gradient error; parameters after Adam in lr):", "",
+                  "| tensor | " + " | ".join(backends) + " |", "|---" * (1 + len(backends)) + "|"]
+        by = {r["backend"]: r["errors"] for r in rows if r["precision"] == "bf16-mixed" and "errors" in r}
+        for name in names:
+            lines.append(f"| {name} | " + " | ".join(
+                f"{_fmt(by[b]['grad'].get(name))} / {_fmt(by[b]['param_lr'].get(name))}" for b in backends) + " |")
     return lines
 
 

@@ -37,14 +37,16 @@ class Trace:
 
 def run_trace(backend: GANProtocol, spec: GANSpec, seed: int, dtype: str, iterations: int,
               snapshot_every: int = 0, params: Params | None = None, mode: str = "parity",
-              after_step: Callable[[int, Any], None] | None = None) -> Trace:
+              after_step: Callable[[int, Any], None] | None = None, extra: dict[str, Any] | None = None) -> Trace:
     """Train ``iterations`` steps on the shared streams and record everything.
 
     ``after_step(iteration, state)``, if given, runs after every iteration (the comparison's
-    trajectories record a parameter subsample there: common/trajectory.py)."""
+    trajectories record a parameter subsample there: common/trajectory.py). ``extra``: the build's
+    ``BuildOptions.extra`` (fast mode's mixed precision: common/mixed_compare.py); noise and draws still
+    come from the host."""
     streams = Streams(spec, seed)
     start = init_params(spec, seed) if params is None else params
-    state = backend.build(spec, start, None, BuildOptions(dtype=dtype, mode=mode, seed=seed))
+    state = backend.build(spec, start, None, BuildOptions(dtype=dtype, mode=mode, seed=seed, extra=dict(extra or {})))
     scalars = {k: np.empty(iterations) for k in SCALARS}
     snapshots: dict[int, Params] = {}
     for batch in streams.iterate(0, iterations):

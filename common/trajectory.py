@@ -53,15 +53,17 @@ def subsample(params: Params, idx: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([np.asarray(params[k], np.float64).reshape(-1)[i] for k, i in idx.items()])
 
 
-def run_trajectory(backend: GANProtocol, spec: GANSpec, dtype: str, iterations: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Per-iteration scalars and parameter subsample (after each iteration) on the shared streams."""
+def run_trajectory(backend: GANProtocol, spec: GANSpec, dtype: str, iterations: int, seed: int = 0,
+                   mode: str = "parity", extra: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Per-iteration scalars and parameter subsample (after each iteration) on the shared streams
+    (host-fed noise and draws in either ``mode``; ``extra``: the build's options, run_trace)."""
     idx = subsample_indices(spec)
     params = np.empty((iterations, sum(len(i) for i in idx.values())))
 
     def record(iteration: int, state: Any) -> None:
         params[iteration] = subsample(backend.export_params(state)[0], idx)
 
-    trace = run_trace(backend, spec, seed, dtype, iterations, after_step=record)
+    trace = run_trace(backend, spec, seed, dtype, iterations, mode=mode, after_step=record, extra=extra)
     scalars = np.stack([trace.scalars[k] for k in SCALARS], axis=1)
     sizes = np.array([len(i) for i in idx.values()])
     return {"scalars": scalars, "params": params, "tensor_sizes": sizes, "tensor_names": np.array(list(idx))}

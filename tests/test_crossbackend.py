@@ -132,3 +132,21 @@ def test_seed_code_matches_its_preset_on_every_backend(report, expected, system)
         assert r["passed"], (f"{system.document} vs {system.preset} on {name}: losses {r['losses_rel_err']:.3g}, "
                              f"params {r['params_rel_err']:.3g} > {r['tolerance']:.0e}")
 
+
+def test_bf16_mixed_precision_is_characterised_on_every_backend(report, expected):
+    """Each backend's fast-mode bf16-mixed iteration is within MIXED_BF16_TOLERANCES of the float64
+    oracle for every quantity (common/tolerances.py derives them), its float32 fast mode is too, and
+    bf16 really ran: its forward error is at least 100x float32's (bf16 keeps 8 bits to float32's 24).
+    Both have a divergence horizon measured over the whole run."""
+    rows = {(r["backend"], r["precision"]): r for r in report.get("mixed_precision", [])}
+    for name in expected:
+        for precision in ("float32", "bf16-mixed"):
+            r = rows.get((name, precision))
+            assert r is not None, f"{name}: no {precision} row in the mixed-precision section"
+            assert "errors" in r, f"{name} {precision}: no path: {r.get('unsupported')}"
+            for quantity, c in r["checks"].items():
+                assert c["passed"], f"{name} {precision} {quantity}: {c['tensor']} {c['worst']:.3g} > {c['tolerance']:g}"
+            assert len(r["horizon"]["all"]["error"]) == r["iterations"], r["horizon"]
+        f32, bf16 = (rows[(name, p)]["checks"]["forward"]["worst"] for p in ("float32", "bf16-mixed"))
+        assert bf16 >= 100 * f32, f"{name}: bf16-mixed forward error {bf16:.3g} vs float32 {f32:.3g}: did bf16 run?"
+

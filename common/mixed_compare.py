@@ -1,0 +1,156 @@
+"""bf16 mixed precision against the float64 oracle (issue 16): the comparison report's mixed-precision
+section, measured once here for every backend env.
+
+Fast mode with ``extra={"mixed_precision": MIXED_BF16}`` (common/protocol.py) computes the layers that
+multiply in bfloat16 and keeps everything else float32. Two things characterise it, each beside the
+same fast mode in float32, so the bf16 part of the error is read against float32's:
+
+* **one iteration** (full-size ``dcgan`` at the comparison's batch 8, the shared start, batch and
+  host-fed noise): per tensor, G(z) and D(x), the five scalars, every gradient (D's from the D step at
+  the shared start; G's from the G step after the backend's own D update, so it also carries the D
+  step's error) and every parameter after Adam, against the oracle's same iteration in float64;
+* **the divergence horizon** (``dcgan-tiny``, its own batch 16, MIXED_TRAJECTORY iterations on the shared
+  streams, host-fed noise): the per-iteration trajectory error (common/trajectory.py: both losses and a
+  fixed subsample of every tensor) against the oracle's float64 run, and the first iteration above each of
+  HORIZON_THRESHOLDS.
+
+Errors are common/parity.rel_err: max|x - ref| / max|ref| per tensor; the scalars relative to
+max(1, |ref|); parameters after the step in units of the learning rate (Adam's first step moves each
+element by at most lr, so ``2 lr`` bounds any port with a correct Adam, whatever its gradients).
+Tolerances: common/tolerances.py MIXED_BF16 (derived there). A backend with no bf16 path says why.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import GanSuiteError
+from .experiments import compare_spec
+from .oracle import OracleBackend
+from .parity import parity_batch, rel_err, summand_scale
+from .params import init_params, trainable_names
+from .presets import preset
+from .protocol import MIXED_BF16, SCALARS, BuildOptions, GANProtocol
+from .registry import get_backend
+from .spec import GANSpec
+from .tolerances import MIXED_BF16_TOLERANCES
+from .trajectory import divergence_iteration, run_trajectory, trajectory_error
+
+#: The one-iteration model (full size, the comparison's batch 8) and the horizon's (cheap enough for the
+#: float64 oracle over a long run: 0.12 s per iteration).
+ONE_ITERATION_MODEL = "dcgan"
+HORIZON_MODEL = "dcgan-tiny"
+#: Horizon run length: long enough for float32 to cross DIVERGENCE_THRESHOLD (Adam amplifies roundoff
+#: wherever a gradient is near zero) and bf16 to cross 1e-1.
+MIXED_TRAJECTORY = 100
+HORIZON_THRESHOLDS = (1e-3, 1e-2, 1e-1)
+#: The precisions compared, as (label, BuildOptions.extra) of a float32 fast-mode build.
+PRECISIONS: tuple[tuple[str, dict[str, Any]], ...] = (("float32", {}), ("bf16-mixed", {"mixed_precision": MIXED_BF16}))
+
+
+def _fast(extra: dict[str, Any]) -> BuildOptions:
+    return BuildOptions(dtype="float32", mode="fast", extra=dict(extra))
+
+
+def one_iteration(backend: GANProtocol, spec: GANSpec, extra: dict[str, Any]) -> dict[str, Any]:
+    """Per-tensor errors of one fast-mode iteration against the float64 oracle's, measured the way the
+    parity check measures them (common/parity.one_step), without its kink following: with bf16 a
+    kink branch taken the other way is part of what the precision does.
+
+    * D step: from the shared start; D's gradients in units of ``max(|g_real| + |g_fake|)`` (their
+      real- and fake-batch parts nearly cancel at the start: common/parity.summand_scale);
+    * G step: the oracle's G step from the backend's own updated D (so a G gradient measures the G
+      step, not the D step's Adam update of near-zero gradients again);
+    * parameters after Adam in units of the learning rate, against the oracle's Adam applied to the
+      oracle's gradients: this one is end to end (Adam's first step ~ lr * sign(g) turns every
+      near-zero gradient's error into up to 2 lr)."""
+    batch = parity_batch(spec, 0)
+    params, real, z, draws = init_params(spec, 0), batch.real, batch.z, batch.draws
+    oracle = OracleBackend()
+    ref = oracle.build(spec, params, None, BuildOptions(dtype="float64"))
+    ref_adam = oracle.build(spec, params, None, BuildOptions(dtype="float64"))
+    oracle.train_step(ref_adam, real, z, draws=draws)  # the oracle's own whole iteration
+    ref_after, _ = oracle.export_params(ref_adam)
+    st = backend.build(spec, params, None, _fast(extra))
+    errors: dict[str, dict[str, float]] = {
+        "forward": {"G(z)": rel_err(backend.generate(st, z, "batch", draws.get("fake_labels")),
+                                    oracle.generate(ref, z, "batch", draws.get("fake_labels")))[1],
+                    "D(x)": rel_err(backend.discriminate(st, real, "batch", draws.get("labels")),
+                                    oracle.discriminate(ref, real, "batch", draws.get("labels")))[1]}}
+    out = backend.train_step(st, real, z, with_grads=True, draws=draws)
+    after, _ = backend.export_params(st)
+    missing = set(trainable_names(spec, "G") + trainable_names(spec, "D")) - set(out.grads or {})
+    if missing:
+        raise GanSuiteError(f"{backend.name}: train_step(with_grads=True) returned no gradient for {sorted(missing)}")
+    d = oracle.d_step(ref, real, z, draws)
+    g_real, g_fake = oracle.d_grad_parts(ref, d)
+    errors["scalar"] = {k: abs(getattr(out, k) - getattr(d, k)) / max(1.0, abs(getattr(d, k)))
+                        for k in ("loss_D", "D_x", "D_G_z1")}
+    grads = {k: rel_err(out.grads[k], g, summand_scale(g_real[k], g_fake[k]))[1] for k, g in d.grads.items()}
+    for k in trainable_names(spec, "D"):  # the G step from the backend's own D update (parity.one_step, 3.)
+        ref.params[k] = np.asarray(after[k], np.float64).copy()
+    g = oracle.g_step(ref, d, draws)
+    errors["scalar"].update({k: abs(getattr(out, k) - getattr(g, k)) / max(1.0, abs(getattr(g, k)))
+                             for k in ("loss_G", "D_G_z2")})
+    grads.update({k: rel_err(out.grads[k], v)[1] for k, v in g.grads.items()})
+    errors["grad"] = grads
+    errors["param_lr"] = {k: float(np.max(np.abs(np.asarray(after[k], np.float64) - ref_after[k]))) / _lr(spec, k)
+                          for k in grads}
+    return {"errors": errors, "settings": {k: str(v) for k, v in backend.settings(st).items()}}
+
+
+def _lr(spec: GANSpec, name: str) -> float:
+    return (spec.train.optim_G if name.startswith("G.") else spec.train.optim_D).lr
+
+
+def horizon(traj: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The per-iteration error against the oracle's trajectory and its first crossing of each threshold:
+    of everything (the losses and every tensor's subsample, as the report's trajectories) and of the
+    losses alone (a parameter that starts at 0, a BatchNorm bias, is off by O(1) of its own scale
+    after one Adam step on a sign-flipped near-zero gradient, which the bf16 forward makes common)."""
+    out: dict[str, Any] = {}
+    for part in ("all", "losses"):
+        err = trajectory_error(traj, ref, part)
+        out[part] = {"error": [float(e) for e in err],
+                     "first_above": {f"{t:g}": divergence_iteration(err, t) for t in HORIZON_THRESHOLDS}}
+    return out
+
+
+def mixed_rows(backend_name: str) -> list[dict[str, Any]]:
+    """Every precision of one backend: its one-iteration errors and its horizon, or why it has no path."""
+    backend = get_backend(backend_name)
+    one_spec, horizon_spec = compare_spec(ONE_ITERATION_MODEL), preset(HORIZON_MODEL)
+    ref_traj = run_trajectory(get_backend("oracle"), horizon_spec, "float64", MIXED_TRAJECTORY)
+    rows = []
+    for label, extra in PRECISIONS:
+        row: dict[str, Any] = {"backend": backend_name, "precision": label, "model": ONE_ITERATION_MODEL,
+                               "batch_size": one_spec.train.batch_size, "horizon_model": HORIZON_MODEL,
+                               "iterations": MIXED_TRAJECTORY}
+        try:
+            row.update(one_iteration(backend, one_spec, extra))
+        except GanSuiteError as e:  # no bf16 path in this backend: the one line that says why
+            row["unsupported"] = str(e)
+            rows.append(row)
+            continue
+        traj = run_trajectory(backend, horizon_spec, "float32", MIXED_TRAJECTORY, mode="fast", extra=extra)
+        row["horizon"] = horizon(traj, ref_traj)
+        row["checks"] = check_row(row["errors"], label)
+        rows.append(row)
+    return rows
+
+
+def check_row(errors: dict[str, dict[str, float]], precision: str) -> dict[str, dict[str, Any]]:
+    """Worst tensor per quantity against its tolerance (common/tolerances.py MIXED_BF16_TOLERANCES;
+    float32 fast mode against the same bounds: they hold a fortiori)."""
+    out = {}
+    for quantity, per_tensor in errors.items():
+        if not per_tensor:
+            continue
+        name = max(per_tensor, key=per_tensor.get)
+        tol = MIXED_BF16_TOLERANCES[quantity]
+        out[quantity] = {"worst": per_tensor[name], "tensor": name, "tolerance": tol,
+                         "passed": bool(per_tensor[name] <= tol)}
+    return out
+
