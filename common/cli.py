@@ -91,6 +91,10 @@ def train(
     sync_bn: bool = typer.Option(True, "--sync-bn/--no-sync-bn",
                                  help="data-parallel: BatchNorm statistics of the global batch (off: each "
                                       "worker's own, which changes the maths)"),
+    processes: Optional[int] = typer.Option(None, help="data-parallel: the workers' processes, 1 or --workers "
+                                                       "(one per worker: the multi-process, multi-host engine: "
+                                                       "torchrun, MultiWorkerMirroredStrategy, jax.distributed); "
+                                                       "default: torch one per worker, the others 1"),
 ) -> None:
     """Train one model on one backend (on several workers with --workers)."""
     from .registry import get_backend
@@ -110,9 +114,10 @@ def train(
     if quality_every < 0:
         raise GanSuiteError(f"quality-every: must be 0 (10 over the run) or a positive integer, got {quality_every}")
     spec = resolve_spec(model, spec_file, data, epochs, set_, split)
-    from .data_parallel import check_workers, get_data_parallel_backend, in_worker, launch
+    from .data_parallel import check_processes, check_workers, get_data_parallel_backend, in_worker, launch
 
     check_workers(workers, spec, backend)
+    processes = check_processes(processes, workers, backend)
     if workers > 1 and not in_worker():
         # The engine's own launcher runs this same command as the worker process(es).
         from .training import CHECKPOINT
@@ -120,7 +125,7 @@ def train(
         args = ["train", "--backend", backend, "--model", model, "--out", str(out), "--seed", str(seed),
                 "--dtype", dtype, "--mode", mode, "--device", device, "--checkpoint-every", str(checkpoint_every),
                 "--log-every", str(log_every), "--quality-every", str(quality_every), "--sample-every", str(sample_every),
-                "--workers", str(workers),
+                "--workers", str(workers), "--processes", str(processes),
                 "--sync-bn" if sync_bn else "--no-sync-bn", "--resume" if resume else "--no-resume",
                 "--progress" if progress else "--no-progress",
                 "--quality" if quality else "--no-quality"]
@@ -129,7 +134,7 @@ def train(
             args += [] if value is None else [flag, str(value)]
         for item in set_:
             args += ["--set", item]
-        typer.echo(launch(backend, workers, args, out / CHECKPOINT), nl=False)
+        typer.echo(launch(backend, workers, args, out / CHECKPOINT, processes), nl=False)
         return
     if isinstance(spec, VAESpec):
         return _train_vae(spec, backend, RunConfig(spec=spec, backend=None, out_dir=out, seed=seed, dtype=dtype,
@@ -137,7 +142,7 @@ def train(
                                                    checkpoint_every=checkpoint_every, resume=resume,
                                                    progress=progress, log_every=log_every,
                                                    quality_every=quality_every), tensorboard)
-    be = get_data_parallel_backend(backend, workers, sync_bn) if workers > 1 else get_backend(backend)
+    be = get_data_parallel_backend(backend, workers, sync_bn, processes) if workers > 1 else get_backend(backend)
     summary = run_training(RunConfig(spec=spec, backend=be, out_dir=out, seed=seed, dtype=dtype, mode=mode,
                                      device=device, iterations=iterations, checkpoint_every=checkpoint_every,
                                      resume=resume, progress=progress, log_every=log_every,

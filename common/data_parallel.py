@@ -27,19 +27,40 @@ mxnet        Gluon over ``W`` contexts (``mx.cpu(0)``, ``mx.cpu(1)``) with a kvs
              ``contrib.nn.SyncBatchNorm``
 ===========  ===================================================================================
 
-``gansuite train --workers W`` validates its input in the calling process, then runs the same
-command line as the engine's worker process(es) (:func:`worker_command`), marked by
-:data:`WORKER_ENV`; a worker that dies fails the run with one line naming the last good checkpoint.
+Several processes (``--processes W``: one process per worker, on one host or several;
+:data:`MULTI_PROCESS_ENGINES`). torch always runs that way. For the others ``--processes 1`` (the
+default) is the one-process engine above and ``--processes W`` the framework's multi-process engine:
+
+===========  ===================================================================================
+tensorflow   ``tf.distribute.MultiWorkerMirroredStrategy``, the cluster in ``TF_CONFIG`` (its
+             ``task.index`` is the rank), collectives over gRPC
+jax          ``jax.distributed.initialize(coordinator, W, rank)`` in every process
+             (:data:`COORDINATOR_ENV`, :data:`RANK_ENV`), one global ``Mesh`` over every
+             process's devices, each process feeding its own shard; gloo CPU collectives
+===========  ===================================================================================
+
+Each worker process is the same ``gansuite train ... --workers W --processes W`` command marked by
+:data:`WORKER_ENV`, plus the engine's own cluster description (torchrun's ``RANK``/``MASTER_*``,
+``TF_CONFIG``, the two ``GANSUITE_DP_*`` variables of JAX). On one host, ``gansuite train --workers
+W [--processes W]`` validates its input in the calling process and starts them itself
+(:func:`launch`: torchrun for torch, :func:`local_cluster` on 127.0.0.1 and free ports for the
+others); on several hosts the user starts each with that environment (README, "Several devices").
+A worker that dies fails the run with one line naming the last good checkpoint; the launcher then
+ends the other workers (a survivor would wait in its next collective).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -63,6 +84,22 @@ ENGINES = {
     "mxnet": "Gluon over several contexts with a local kvstore; BatchNorm synchronised through autograd across "
              "the contexts",
 }
+#: The engine of each backend when the workers are processes (``--processes W``; several hosts).
+MULTI_PROCESS_ENGINES = {
+    "torch": ENGINES["torch"],
+    "tensorflow": "tf.distribute.MultiWorkerMirroredStrategy, one process per worker (TF_CONFIG), collectives over "
+                  "gRPC; BatchNorm moments all-reduced by the replica context",
+    "jax": "jax.distributed.initialize in every process, one global Mesh over all processes' devices (gloo CPU "
+           "collectives), each process feeding its shard",
+}
+#: A worker process's rank (0 .. W-1) where the engine takes it from the suite: JAX's process_id.
+RANK_ENV = "GANSUITE_DP_RANK"
+#: ``host:port`` of rank 0's coordinator where the engine takes it from the suite: JAX's coordinator_address.
+COORDINATOR_ENV = "GANSUITE_DP_COORDINATOR"
+#: Every worker process of a local cluster binds to the loopback interface only.
+LOCALHOST = "127.0.0.1"
+#: Seconds the launcher gives the other workers to end after one failed (SIGTERM), before SIGKILL.
+STOP_GRACE_S = 10.0
 
 
 def check_workers(workers: int, spec: Any, backend: str) -> None:
@@ -87,6 +124,37 @@ def check_workers(workers: int, spec: Any, backend: str) -> None:
     if bad:
         raise GanSuiteError(f"workers: {workers} workers cannot split a batch of {bad[0]} rows evenly; allowed: a "
                             f"divisor of every batch ({', '.join(map(str, sorted(rows)))} rows)")
+
+
+def default_processes(backend: str, workers: int) -> int:
+    """Processes a run of ``workers`` workers takes unless told: torch one per worker, the others one."""
+    return workers if backend == "torch" else 1
+
+
+def check_processes(processes: int | None, workers: int, backend: str) -> int:
+    """The run's process count (``None``: :func:`default_processes`); one line for a count the engine
+    cannot run: each engine runs its workers in one process or one process per worker (torch: only
+    the latter), and only the engines of :data:`MULTI_PROCESS_ENGINES` have the latter."""
+    if processes is None:
+        return default_processes(backend, workers)
+    if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
+        raise GanSuiteError(f"processes: must be a positive integer, got {processes!r}")
+    if workers == 1:
+        allowed = [1]
+    elif backend == "torch":
+        allowed = [workers]
+    elif backend in MULTI_PROCESS_ENGINES:
+        allowed = [1, workers]
+    else:
+        allowed = [1]
+    if processes not in allowed:
+        why = {"torch": "one process per worker (torchrun)"}.get(backend, "one process" if allowed == [1] else
+                                                                  "one process, or one process per worker")
+        if backend not in MULTI_PROCESS_ENGINES and workers > 1:
+            why += f" (its multi-process engine is not wired; multi-process engines: {', '.join(MULTI_PROCESS_ENGINES)})"
+        raise GanSuiteError(f"processes: {backend} runs {workers} workers in {why}; allowed: "
+                            f"{', '.join(map(str, allowed))}; got {processes}")
+    return processes
 
 
 def _dataset_rows(spec: GANSpec) -> int:
@@ -144,23 +212,59 @@ def maybe_die(iteration: int, worker_rank: int = 0) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def worker_env(backend: str, workers: int, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of the worker process(es): :data:`WORKER_ENV`, each engine's device count,
-    and threads split between worker processes (torch: one process per worker, on shared cores)."""
+def worker_env(backend: str, workers: int, base: dict[str, str] | None = None,
+               processes: int | None = None) -> dict[str, str]:
+    """The environment of the worker process(es): :data:`WORKER_ENV`, each engine's device count
+    (per process), and threads split between worker processes (on shared cores)."""
+    processes = default_processes(backend, workers) if processes is None else processes
     env = dict(os.environ if base is None else base)
     env[WORKER_ENV] = str(workers)
     if backend == "jax":
-        # XLA's CPU client exposes one device unless told otherwise, read once at jax's import.
+        # XLA's CPU client exposes one device unless told otherwise, read once at jax's import:
+        # the process's own devices (all W in one process; one each with a process per worker).
         flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
-        env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={workers}"])
-    if backend == "torch" and "OMP_NUM_THREADS" not in env:
-        # torchrun would set 1 (with a warning); the cores split between the W processes is what it means.
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+        env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={workers // processes}"])
+    if processes > 1 and "OMP_NUM_THREADS" not in env:
+        # torchrun would set 1 (with a warning); the cores split between the processes is what it means.
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
     return env
 
 
+def free_port(host: str = LOCALHOST) -> int:
+    """A TCP port free on ``host`` now: the one the OS gives a socket bound to port 0 (released at
+    once, for the worker that binds it next; the window between is the usual launcher race)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def local_cluster(backend: str, workers: int, host: str = LOCALHOST) -> list[dict[str, str]]:
+    """Rank r's cluster description for ``workers`` processes on this host (loopback, free ports),
+    in each engine's own terms: ``TF_CONFIG`` (every worker's address, this one's index) for
+    MultiWorkerMirroredStrategy; rank 0's coordinator address and the rank for JAX."""
+    if backend == "tensorflow":
+        cluster = {"worker": [f"{host}:{free_port(host)}" for _ in range(workers)]}
+        return [{"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": r}})}
+                for r in range(workers)]
+    if backend == "jax":
+        coordinator = f"{host}:{free_port(host)}"
+        return [{COORDINATOR_ENV: coordinator, RANK_ENV: str(r)} for r in range(workers)]
+    raise GanSuiteError(f"processes: no multi-process engine for {backend!r}; multi-process engines: "
+                        f"{', '.join(b for b in MULTI_PROCESS_ENGINES if b != 'torch')} (torch: torchrun)")
+
+
+def env_rank(workers: int) -> int:
+    """:data:`RANK_ENV` checked: one line unless it is a rank of ``workers`` processes."""
+    raw = os.environ.get(RANK_ENV)
+    if raw is None or not raw.isdigit() or int(raw) >= workers:
+        raise GanSuiteError(f"{RANK_ENV}: each worker process needs its rank, an integer in 0..{workers - 1}; "
+                            f"got {raw!r} (gansuite train --workers {workers} --processes {workers} sets it)")
+    return int(raw)
+
+
 def worker_command(backend: str, workers: int, cli_args: Sequence[str]) -> list[str]:
-    """The command that runs ``gansuite <cli_args>`` as ``workers`` data-parallel workers."""
+    """The command that runs ``gansuite <cli_args>`` as ``workers`` data-parallel workers (torch:
+    torchrun's; the others: the command of one process, which :func:`launch` starts once per process)."""
     cli = ["-m", "gansuite.common.cli", *cli_args]
     if backend == "torch":
         # --standalone: a single-node rendezvous on a free local port (no MASTER_ADDR to set).
@@ -168,21 +272,76 @@ def worker_command(backend: str, workers: int, cli_args: Sequence[str]) -> list[
     return [sys.executable, *cli]
 
 
-def launch(backend: str, workers: int, cli_args: Sequence[str], checkpoint: Any) -> str:
+def launch(backend: str, workers: int, cli_args: Sequence[str], checkpoint: Any, processes: int | None = None) -> str:
     """Run the workers; their stdout back (rank 0's summary). A failed worker -> one line naming the
     last good checkpoint (atomic: a dying worker never leaves half of one)."""
-    proc = subprocess.run(worker_command(backend, workers, cli_args), env=worker_env(backend, workers),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if proc.returncode == 0:
-        return proc.stdout
-    sys.stderr.write(proc.stderr[-4000:])
-    why = _failure(proc.stderr, proc.returncode)
+    processes = default_processes(backend, workers) if processes is None else processes
+    command, env = worker_command(backend, workers, cli_args), worker_env(backend, workers, processes=processes)
+    if backend == "torch" or processes == 1:
+        proc = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        code, stdout, stderr, why = proc.returncode, proc.stdout, proc.stderr, None
+    else:
+        code, stdout, stderr, why = _run_processes(command, [{**env, **extra} for extra in local_cluster(backend, workers)])
+    if code == 0:
+        return stdout
+    sys.stderr.write(stderr[-4000:])
+    why = why or _failure(stderr, code)
     resume = "no checkpoint was written"
     if os.path.exists(checkpoint):
         from .checkpoint import load_checkpoint
 
         resume = f"last good checkpoint: {checkpoint} (resumes at iteration {load_checkpoint(checkpoint).next_iteration})"
     raise GanSuiteError(f"workers: a data-parallel worker failed ({why}); {resume}")
+
+
+def _run_processes(command: list[str], envs: list[dict[str, str]]) -> tuple[int, str, str, str | None]:
+    """``command`` once per environment (rank r: ``envs[r]``), watched as torchrun watches its
+    workers: the first to fail fails the run and the others are ended (SIGTERM, then SIGKILL after
+    :data:`STOP_GRACE_S`), since a survivor would wait for the dead one in its next collective.
+    Returns (exit status, rank 0's stdout, every rank's stderr, what failed or None)."""
+    with tempfile.TemporaryDirectory(prefix="gansuite-dp-") as tmp:
+        logs = [(open(os.path.join(tmp, f"{r}.out"), "w+"), open(os.path.join(tmp, f"{r}.err"), "w+"))
+                for r in range(len(envs))]
+        procs: list[subprocess.Popen] = []
+        failed: tuple[int, int] | None = None
+        try:
+            for env, (out, err) in zip(envs, logs):
+                procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=err, text=True))
+            while failed is None and any(p.poll() is None for p in procs):
+                time.sleep(0.1)
+                # A worker killed by a signal is a cause; one that failed in the same instant with a
+                # status is usually its peer's consequence (a broken collective): the signal first.
+                bad = sorted((p.returncode >= 0, r) for r, p in enumerate(procs) if p.poll() not in (None, 0))
+                failed = (bad[0][1], procs[bad[0][1]].returncode) if bad else None
+            if failed is None:
+                bad = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode != 0]
+                failed = bad[0] if bad else None
+        finally:
+            _stop(procs)
+        texts = []
+        for out, err in logs:
+            out.seek(0), err.seek(0)
+            texts.append((out.read(), err.read()))
+            out.close(), err.close()
+    stderr = "".join(f"[worker {r}] {line}\n" for r, (_, err) in enumerate(texts) for line in err.splitlines())
+    if failed is None:
+        return 0, texts[0][0], stderr, None
+    rank_, code = failed
+    return code, texts[0][0], stderr, f"worker {rank_}: {_failure(texts[rank_][1], code)}"
+
+
+def _stop(procs: Sequence[subprocess.Popen]) -> None:
+    """End every process still running: SIGTERM, and SIGKILL for one still there after the grace."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + STOP_GRACE_S
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def _failure(stderr: str, code: int) -> str:
@@ -203,10 +362,13 @@ def _exit_reason(code: int) -> str:
     return f"exit status {code}"
 
 
-def get_data_parallel_backend(name: str, workers: int, sync_bn: bool = True) -> Any:
-    """The engine-backed backend of ``name`` for ``workers`` workers (in a worker process)."""
+def get_data_parallel_backend(name: str, workers: int, sync_bn: bool = True, processes: int | None = None) -> Any:
+    """The engine-backed backend of ``name`` for ``workers`` workers (in a worker process): the
+    module's ``DataParallelBackend``, or its ``MultiProcessBackend`` for one process per worker."""
     from .registry import get_backend
 
+    processes = check_processes(processes, workers, name)
     get_backend(name)  # the one-line refusal of a backend not installed here
     module = importlib.import_module(f"gansuite.backends.{name}.data_parallel")
-    return module.DataParallelBackend(workers=workers, sync_bn=sync_bn)
+    engine = module.MultiProcessBackend if processes > 1 and name != "torch" else module.DataParallelBackend
+    return engine(workers=workers, sync_bn=sync_bn)

@@ -11,6 +11,7 @@ of the final checkpoint, as max abs error / max |single-worker value| (common/pa
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .data_parallel import FAULT_ENV, WORKER_ENV
+from .data_parallel import COORDINATOR_ENV, FAULT_ENV, RANK_ENV, WORKER_ENV
 from .parity import rel_err
 from .presets import preset
 from .registry import get_backend
@@ -34,17 +35,31 @@ WORKERS = 2
 def cli_train(backend: str, model: str, out: Path, *, workers: int = WORKERS, iterations: int = ITERATIONS,
               dtype: str = "float64", sync_bn: bool = True, resume: bool = False, checkpoint_every: int = 2,
               env: dict[str, str] | None = None, python: str = sys.executable,
-              timeout: float = 600) -> subprocess.CompletedProcess:
+              timeout: float = 600, processes: int | None = None) -> subprocess.CompletedProcess:
     """``gansuite train`` as a user runs it, in a fresh process (an engine sets its devices at import),
-    by ``python`` (another env's interpreter: benchmarks/scaling.py)."""
+    by ``python`` (another env's interpreter: benchmarks/scaling.py); ``processes``: ``--processes``
+    (None: the engine's default). Past ``timeout`` the command AND every process it started (torchrun's
+    or the launcher's workers: its process group) are killed, and TimeoutExpired is raised."""
     cmd = [python, "-m", "gansuite.common.cli", "train", "--backend", backend, "--model", model,
            "--out", str(out), "--iterations", str(iterations), "--dtype", dtype, "--workers", str(workers),
            "--checkpoint-every", str(checkpoint_every), "--no-quality", "--no-progress",
            "--sample-every", str(iterations),  # one progress frame: the comparison reads the checkpoint
            "--sync-bn" if sync_bn else "--no-sync-bn"] + (["--resume"] if resume else [])
-    full_env = {k: v for k, v in os.environ.items() if k not in (WORKER_ENV, FAULT_ENV)}
+    cmd += [] if processes is None else ["--processes", str(processes)]
+    full_env = {k: v for k, v in os.environ.items() if k not in (WORKER_ENV, FAULT_ENV, RANK_ENV, COORDINATOR_ENV,
+                                                                 "TF_CONFIG")}
     full_env.update(env or {})
-    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    # A session of its own: its process group is the command and its workers (subprocess.run's
+    # timeout would kill the command alone and leave the workers running).
+    with subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def single_worker(backend: str, model: str, out: Path, dtype: str, iterations: int = ITERATIONS) -> Checkpoint:

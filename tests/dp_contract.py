@@ -42,14 +42,15 @@ class DataParallelContract:
         """Runs shared by the tests: (model, dtype, workers, sync_bn) -> checkpoint, made on demand."""
         root, cache = tmp_path_factory.mktemp(f"dp-{self.backend_name}"), {}
 
-        def get(model: str, dtype: str, workers: int, sync_bn: bool = True) -> Checkpoint:
-            key = (model, dtype, workers, sync_bn)
+        def get(model: str, dtype: str, workers: int, sync_bn: bool = True, processes: int | None = None) -> Checkpoint:
+            key = (model, dtype, workers, sync_bn) + (() if processes is None else (f"p{processes}",))
             if key not in cache:
                 out = root / "-".join(map(str, key))
                 if workers == 1:
                     cache[key] = single_worker(self.backend_name, model, out, dtype)
                 else:
-                    ok(cli_train(self.backend_name, model, out, workers=workers, dtype=dtype, sync_bn=sync_bn))
+                    ok(cli_train(self.backend_name, model, out, workers=workers, dtype=dtype, sync_bn=sync_bn,
+                                 processes=processes))
                     cache[key] = load_checkpoint(out / CHECKPOINT)
             return cache[key]
 
@@ -98,3 +99,39 @@ class DataParallelContract:
 
     def blocker(self, dtype: str) -> str:
         return "not supported by the engine"
+
+
+class MultiProcessContract:
+    """The multi-process engine (``--processes 2``: one process per worker, the engine of several
+    hosts; common.data_parallel.MULTI_PROCESS_ENGINES), mixed into a :class:`DataParallelContract`
+    subclass (its ``runs`` fixture, so the one-worker run is shared): the launcher starts the 2
+    worker processes on 127.0.0.1 and free ports. float64 dcgan-tiny only (CI time): the equality,
+    and a process that dies."""
+
+    def test_two_processes_equal_one_worker_on_the_full_batch(self, runs) -> None:
+        got, ref = runs("dcgan-tiny", "float64", WORKERS, processes=WORKERS), runs("dcgan-tiny", "float64", 1)
+        assert got.meta.get("workers") == str(WORKERS)
+        errors = differences(got, ref)
+        print(f"{self.backend_name} dcgan-tiny float64, {WORKERS} processes vs 1 worker, {ITERATIONS} iterations: "
+              f"{errors}")
+        bad = {k: v for k, v in errors.items() if not v <= DATA_PARALLEL["float64"]}
+        assert not bad, f"beyond {DATA_PARALLEL['float64']:g}: {bad}"
+
+    def test_a_process_that_dies_fails_the_run_and_its_checkpoint_resumes_exactly(self, runs) -> None:
+        """Worker 1 (not the writer) SIGKILLed at the start of the last iteration: the launcher ends
+        worker 0 (waiting for it in a collective) and names worker 1 and the last good checkpoint;
+        resumed with 2 processes, the run ends bit-identical to the uninterrupted one."""
+        out = runs.root / "killed-processes"
+        proc = cli_train(self.backend_name, "dcgan-tiny", out, processes=WORKERS,
+                         env={FAULT_ENV: f"{ITERATIONS - 1}:1"})
+        assert proc.returncode != 0
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: workers: a data-parallel worker failed (worker 1: killed by SIGKILL); "
+                               f"last good checkpoint: {out / CHECKPOINT} (resumes at iteration {ITERATIONS - 2})"), \
+            proc.stderr[-3000:]
+        ok(cli_train(self.backend_name, "dcgan-tiny", out, processes=WORKERS, resume=True))
+        resumed, straight = load_checkpoint(out / CHECKPOINT), runs("dcgan-tiny", "float64", WORKERS, processes=WORKERS)
+        for name, value in straight.params.items():
+            np.testing.assert_array_equal(resumed.params[name], value, err_msg=name)
+        for key in ("loss_D", "loss_G"):
+            np.testing.assert_array_equal(resumed.history[key], straight.history[key], err_msg=key)

@@ -100,3 +100,73 @@ def test_cli_refuses_workers_before_starting_any(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: workers: 3 workers cannot split a batch of 16 rows")
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("processes, workers, backend, message", [
+    (1, 2, "torch", r"^processes: torch runs 2 workers in one process per worker \(torchrun\); allowed: 2; got 1$"),
+    (3, 4, "jax", r"^processes: jax runs 4 workers in one process, or one process per worker; allowed: 1, 4; got 3$"),
+    (0, 2, "tensorflow", r"^processes: must be a positive integer, got 0$"),
+    (2, 1, "tensorflow", r"^processes: tensorflow runs 1 workers in one process; allowed: 1; got 2$"),
+])
+def test_process_counts_an_engine_cannot_run_are_refused_in_one_line(processes, workers, backend, message):
+    with pytest.raises(GanSuiteError, match=message):
+        dp.check_processes(processes, workers, backend)
+
+
+def test_the_default_process_count_is_each_engines_own():
+    assert dp.check_processes(None, 2, "torch") == 2
+    assert [dp.check_processes(None, 2, b) for b in ("jax", "tensorflow", "mxnet")] == [1, 1, 1]
+    assert dp.check_processes(2, 2, "tensorflow") == 2 and dp.check_processes(2, 2, "jax") == 2
+
+
+def test_a_local_cluster_is_loopback_addresses_on_distinct_free_ports():
+    import json
+
+    configs = [json.loads(e["TF_CONFIG"]) for e in dp.local_cluster("tensorflow", 3)]
+    hosts = configs[0]["cluster"]["worker"]
+    assert len(set(hosts)) == 3 and all(h.startswith("127.0.0.1:") for h in hosts)
+    assert [c["cluster"]["worker"] for c in configs] == [hosts] * 3
+    assert [c["task"] for c in configs] == [{"type": "worker", "index": r} for r in range(3)]
+    jax_envs = dp.local_cluster("jax", 2)
+    assert [e[dp.RANK_ENV] for e in jax_envs] == ["0", "1"]
+    assert jax_envs[0][dp.COORDINATOR_ENV] == jax_envs[1][dp.COORDINATOR_ENV]
+    assert jax_envs[0][dp.COORDINATOR_ENV].startswith("127.0.0.1:")
+    # one process per worker: each its own device (jax) and its share of the cores
+    env = dp.worker_env("jax", 2, {}, processes=2)
+    assert env["XLA_FLAGS"] == "--xla_force_host_platform_device_count=1" and "OMP_NUM_THREADS" in env
+
+
+def test_the_launcher_ends_the_other_workers_when_one_dies(tmp_path):
+    """Rank 1 SIGKILLs itself, rank 0 would wait for ever (a collective on a dead peer): the run fails
+    at once, naming worker 1, and rank 0 is ended (its marker file never appears)."""
+    import os
+    import time
+
+    marker = tmp_path / "rank0-finished"
+    script = ("import os, signal, time\n"
+              "if os.environ['R'] == '1': os.kill(os.getpid(), signal.SIGKILL)\n"
+              f"time.sleep(60); open({str(marker)!r}, 'w').close()\n")
+    start = time.monotonic()
+    code, _, _, why = dp._run_processes([sys.executable, "-c", script], [{**os.environ, "R": str(r)} for r in (0, 1)])
+    assert code == -signal.SIGKILL and why == "worker 1: killed by SIGKILL"
+    assert time.monotonic() - start < 30 and not marker.exists()
+
+
+def test_the_launcher_returns_rank_0s_output_and_a_workers_own_error_line():
+    import os
+
+    script = "import os, sys\nprint('out', os.environ['R'])\nif os.environ['R'] == '1': sys.exit('error: seed: bad')\n"
+    envs = [{**os.environ, "R": str(r)} for r in (0, 1)]
+    code, out, err, why = dp._run_processes([sys.executable, "-c", script], envs)
+    assert (code, why) == (1, "worker 1: seed: bad") and "[worker 1] error: seed: bad" in err
+    code, out, _, why = dp._run_processes([sys.executable, "-c", "print('out')"], envs)
+    assert (code, out, why) == (0, "out\n", None)
+
+
+def test_cli_refuses_a_process_count_before_starting_any(tmp_path, capsys):
+    code = main(["train", "--backend", "torch", "--model", "dcgan-tiny", "--out", str(tmp_path), "--workers", "2",
+                 "--processes", "1"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: processes: torch runs 2 workers in one process per worker (torchrun); allowed: 2; got 1"]
+    assert not any(tmp_path.iterdir())

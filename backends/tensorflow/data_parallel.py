@@ -166,8 +166,12 @@ class DataParallelBackend(TensorflowBackend):
             raise GanSuiteError("extra.jit_compile: data-parallel training on TensorFlow runs MirroredStrategy's "
                                 "step without XLA; allowed: False")
         # Before the template's first tensor: the logical devices must exist when the runtime starts.
-        self.strategy = _mirrored_strategy(self.workers)
+        self.strategy = self._make_strategy()
         return super().build(spec, params, opt_state, options)
+
+    def _make_strategy(self) -> tf.distribute.Strategy:
+        """This engine's strategy: MirroredStrategy over the process's W logical CPUs."""
+        return _mirrored_strategy(self.workers)
 
     def create_state(self, spec: GANSpec, options: BuildOptions, dtype: tf.dtypes.DType,
                      device: str) -> TensorflowState:
@@ -198,3 +202,87 @@ class DataParallelBackend(TensorflowBackend):
                 "replicas": strategy.num_replicas_in_sync,
                 "replica_devices": list(strategy.extended.worker_devices),
                 "sync_bn": self.sync_bn}
+
+
+def cluster_rank(workers: int) -> int:
+    """This process's rank in the ``TF_CONFIG`` cluster (MultiWorkerMirroredStrategy's own
+    description: ``cluster.worker`` every worker's ``host:port``, ``task`` this one), one line
+    for a description that is not a cluster of ``workers`` workers with this one among them."""
+    import json
+    import os
+
+    raw = os.environ.get("TF_CONFIG")
+    example = ('{"cluster": {"worker": ["host0:port", "host1:port"]}, "task": {"type": "worker", "index": 0}}; '
+               f"gansuite train --workers {workers} --processes {workers} sets it on one host")
+    try:
+        config = json.loads(raw) if raw else None
+        hosts, task = config["cluster"]["worker"], config["task"]
+        index = task["index"]
+    except (ValueError, TypeError, KeyError):
+        raise GanSuiteError(f"TF_CONFIG: each worker process needs the cluster and its task, e.g. {example}; got "
+                            f"{raw!r}") from None
+    if set(config["cluster"]) != {"worker"} or len(hosts) != workers:
+        raise GanSuiteError(f"TF_CONFIG: cluster must be {workers} workers and nothing else (no chief, ps or "
+                            f"evaluator), got {json.dumps(config['cluster'])}")
+    if task.get("type") != "worker" or not isinstance(index, int) or not 0 <= index < workers:
+        raise GanSuiteError(f"TF_CONFIG: task must be a worker with an index in 0..{workers - 1}, got "
+                            f"{json.dumps(task)}")
+    return index
+
+
+#: The process's one MultiWorkerMirroredStrategy (made once: it starts the process's gRPC server).
+_MULTI_WORKER: list[tf.distribute.MultiWorkerMirroredStrategy] = []
+
+
+def _multi_worker_strategy(workers: int) -> tf.distribute.MultiWorkerMirroredStrategy:
+    """MultiWorkerMirroredStrategy over the TF_CONFIG cluster: one replica per worker process (its
+    CPU), made on first use. It must come before any other TensorFlow work in the process: it starts
+    the process's gRPC server and configures the collective ops (tensorflow.org,
+    tf.distribute.MultiWorkerMirroredStrategy: "needs to be created at the program's startup")."""
+    if not _MULTI_WORKER:
+        options = tf.distribute.experimental.CommunicationOptions(
+            # RING: gRPC collectives, what AUTO picks on a CPU anyway (NCCL is GPU-only), stated so
+            # that a GPU cluster does not silently switch the reduction's implementation. No
+            # timeout_seconds (TF's default: none): rank 0 measures and writes between iterations
+            # while the others wait in their next collective; a dead peer is the launcher's to end
+            # (common.data_parallel) and MultiWorkerMirroredStrategy's own health check's.
+            implementation=tf.distribute.experimental.CommunicationImplementation.RING)
+        _MULTI_WORKER.append(tf.distribute.MultiWorkerMirroredStrategy(communication_options=options))
+    strategy = _MULTI_WORKER[0]
+    if strategy.num_replicas_in_sync != workers:
+        raise GanSuiteError(f"workers: MultiWorkerMirroredStrategy has {strategy.num_replicas_in_sync} replicas in "
+                            f"sync, not {workers} (one CPU per worker process)")
+    return strategy
+
+
+class MultiProcessBackend(DataParallelBackend):
+    """The TensorFlow backend on ``workers`` processes, one replica each, under
+    ``tf.distribute.MultiWorkerMirroredStrategy`` (common/data_parallel.py, "Several processes").
+
+    Everything else is :class:`DataParallelBackend`'s: the same step under ``strategy.run``, the
+    replica's rows chosen by ``replica_id_in_sync_group`` (global over the cluster: worker r's one
+    replica is r), Keras's optimizer summing the replicas' gradients through the replica context
+    (here a cross-process all-reduce), the synchronised BatchNorm's sums all-reduced the same way and
+    ``strategy.reduce`` for the scalars, whose result every worker gets. Every worker computes the same
+    updates from the same sums, so the processes' variables stay equal; rank 0 (TF_CONFIG's worker 0)
+    writes the outputs. Parity mode: fast mode's device draws come from each process's own generator."""
+
+    def __init__(self, workers: int, sync_bn: bool = True) -> None:
+        super().__init__(workers, sync_bn)
+        self.rank = cluster_rank(workers)
+        self.writes_outputs = self.rank == 0
+
+    def build(self, spec: GANSpec, params: Params, opt_state: OptState | None,
+              options: BuildOptions) -> TensorflowState:
+        if options.mode != "parity":
+            raise GanSuiteError("mode: multi-process data-parallel training on TensorFlow runs in parity mode; "
+                                "allowed: parity")
+        return super().build(spec, params, opt_state, options)
+
+    def _make_strategy(self) -> tf.distribute.Strategy:
+        return _multi_worker_strategy(self.workers)
+
+    def settings(self, state: TensorflowState) -> dict[str, Any]:
+        resolver = self.strategy.cluster_resolver
+        return {**super().settings(state), "task": {"type": resolver.task_type, "index": resolver.task_id},
+                "cluster": resolver.cluster_spec().as_dict()}
