@@ -1,6 +1,8 @@
 """Data-parallel training on JAX (backends/jax/data_parallel.py: a jax.sharding Mesh, the batch
 NamedSharding-split, the state replicated; the trap: shard_map with per-device BatchNorm) through the
-contract every engine passes (tests/dp_contract.py), plus checks that the engine really is used:
+contract every engine passes (tests/dp_contract.py), and over two processes (jax.distributed.initialize,
+a global Mesh, gloo; MultiProcessBackend) through the multi-process contract, plus checks that the
+engine really is used:
 the arrays' placements over the 2 devices, in a process started with
 XLA_FLAGS=--xla_force_host_platform_device_count=2 (this one may see one device only)."""
 
@@ -13,7 +15,7 @@ import textwrap
 
 import pytest
 
-from dp_contract import DataParallelContract
+from dp_contract import DataParallelContract, MultiProcessContract
 from gansuite.common.data_parallel import worker_env
 from gansuite.common.errors import GanSuiteError
 
@@ -29,8 +31,20 @@ def compilation_cache(tmp_path_factory):
         yield
 
 
-class TestJaxDataParallel(DataParallelContract):
+class TestJaxDataParallel(DataParallelContract, MultiProcessContract):
     backend_name = "jax"
+
+    def test_the_processes_joined_one_distributed_runtime_and_one_global_mesh(self, runs) -> None:
+        """Rank 0's record of the multi-process contract run: process 0 of 2, its one local device,
+        a mesh over both processes' devices, gloo collectives."""
+        import json
+
+        runs("dcgan-tiny", "float64", 2, processes=2)
+        settings = json.loads((runs.root / "dcgan-tiny-float64-2-True-p2" / "summary.json").read_text())["settings"]
+        assert (settings["processes"], settings["process_index"], settings["cpu_collectives"]) == (2, 0, "gloo")
+        assert settings["mesh"] == {"batch": 2} and len(settings["local_devices"]) == 1, settings
+        assert settings["mesh_devices"][0] == settings["local_devices"][0], settings
+        assert len(set(settings["mesh_devices"])) == 2, settings
 
 
 # A gaussian GAN with a BatchNorm in D: a cheap compile, and per-device statistics to tell apart.
@@ -102,4 +116,19 @@ def test_too_few_devices_and_fast_mode_are_one_line_refusals():
     with pytest.raises(GanSuiteError, match=f"^workers: {many} workers need {many} JAX cpu devices, .*XLA_FLAGS="
                                             f"--xla_force_host_platform_device_count={many}") as err:
         DataParallelBackend(many).build(spec, params, None, BuildOptions())
+    assert "\n" not in str(err.value)
+
+
+def test_a_process_without_its_rank_or_coordinator_is_one_line(monkeypatch):
+    from gansuite.backends.jax.data_parallel import MultiProcessBackend, initialize_distributed
+    from gansuite.common.data_parallel import COORDINATOR_ENV, RANK_ENV
+
+    monkeypatch.delenv(RANK_ENV, raising=False)
+    with pytest.raises(GanSuiteError, match=rf"^{RANK_ENV}: each worker process needs its rank, an integer in "
+                                            r"0\.\.1; got None"):
+        MultiProcessBackend(2)
+    monkeypatch.setenv(COORDINATOR_ENV, "no-port")
+    with pytest.raises(GanSuiteError, match=rf"^{COORDINATOR_ENV}: each worker process needs rank 0's coordinator "
+                                            r"address, host:port .*; got 'no-port'") as err:
+        initialize_distributed(2, 0)
     assert "\n" not in str(err.value)

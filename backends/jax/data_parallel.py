@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -44,7 +45,7 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from gansuite.common.data_parallel import shard_slice
+from gansuite.common.data_parallel import COORDINATOR_ENV, env_rank, shard_slice
 from gansuite.common.draws import Draws, check_draws
 from gansuite.common.errors import GanSuiteError
 from gansuite.common.params import OptState, Params
@@ -157,8 +158,13 @@ class DataParallelBackend(JaxBackend):
         if not self.sync_bn:  # one copy of the running statistics per device, a leading device axis
             train = _map_stats(train, lambda s: np.broadcast_to(np.asarray(s), (self.workers, *s.shape)))
         specs = _state_specs(per_device_stats=not self.sync_bn)
-        state.train = jax.device_put(train, jax.tree.map(lambda s: NamedSharding(state.mesh, s), specs))
+        state.train = self._place(train, jax.tree.map(lambda s: NamedSharding(state.mesh, s), specs))
         return state
+
+    def _place(self, tree: Any, shardings: Any) -> Any:
+        """``tree`` (this process holds every row) placed with ``shardings`` (a prefix tree): the
+        devices are all this process's, so a device_put is the whole of it."""
+        return jax.device_put(tree, shardings)
 
     def generate(self, state: DataParallelJaxState, z: np.ndarray, bn: str = "batch",
                  labels: np.ndarray | None = None) -> np.ndarray:
@@ -182,7 +188,7 @@ class DataParallelBackend(JaxBackend):
         inputs = (self.layout.activations_to_framework(real, state.dtype, state.device),
                   self.layout.activations_to_framework(z, state.dtype, state.device),
                   self._draws_to_framework(state, draws))
-        real_f, z_f, draws_f = jax.device_put(inputs, NamedSharding(state.mesh, P(AXIS)))  # every draw is batch-major
+        real_f, z_f, draws_f = self._place(inputs, NamedSharding(state.mesh, P(AXIS)))  # every draw is batch-major
         scalars, grads = _run_iteration(state, _jitted_iteration(state.mesh, self.sync_bn), real_f, z_f,
                                         with_grads, draws_f)
         out = StepOutput(**{k: float(scalars[k]) for k in SCALARS})
@@ -217,3 +223,72 @@ class DataParallelBackend(JaxBackend):
         if not self.sync_bn:
             train = _map_stats(train, lambda s: s[0])  # rank 0's row
         return dataclasses.replace(state, train=train)
+
+
+def initialize_distributed(workers: int, rank: int) -> None:
+    """``jax.distributed.initialize`` for process ``rank`` of ``workers``, rank 0's coordinator at
+    :data:`common.data_parallel.COORDINATOR_ENV` (``host:port``), CPU collectives over gloo. It has to
+    run before the process's first JAX computation (it decides the global device list: docs.jax.dev
+    "Multi-process environments"); a second call in the same process only checks the numbers."""
+    if jax.distributed.is_initialized():
+        if (jax.process_count(), jax.process_index()) != (workers, rank):
+            raise GanSuiteError(f"workers: JAX's distributed runtime is process {jax.process_index()} of "
+                                f"{jax.process_count()} here, not {rank} of {workers}")
+        return
+    coordinator = os.environ.get(COORDINATOR_ENV, "")
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        raise GanSuiteError(f"{COORDINATOR_ENV}: each worker process needs rank 0's coordinator address, host:port "
+                            f"(the same in every process); got {coordinator!r} (gansuite train --workers {workers} "
+                            f"--processes {workers} sets it)")
+    # gloo: jaxlib 0.10.2's CPU cross-process collectives (jax_cpu_collectives_implementation, whose
+    # default it also is; "mpi" needs an MPI launch), set so that the choice does not move with JAX's
+    # default. Without a distributed client XLA:CPU has no cross-process collectives at all.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=workers, process_id=rank)
+    except RuntimeError as err:  # e.g. a computation already ran: the device list is fixed
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise GanSuiteError(f"workers: jax.distributed.initialize failed ({first})") from None
+
+
+class MultiProcessBackend(DataParallelBackend):
+    """The JAX backend on ``workers`` processes, one CPU device each (common/data_parallel.py,
+    "Several processes"): ``jax.distributed.initialize`` joins them, the mesh spans every process's
+    devices (``jax.devices()`` is global after it), and everything else is :class:`DataParallelBackend`'s
+    jitted program: JAX's multi-controller model runs the SAME global-view program in every process,
+    XLA inserting the collectives (gloo between processes). Each process builds its part of each
+    global array from the rows it holds (``jax.make_array_from_process_local_data``): its shard of the
+    batch (common.data_parallel.shard's rows: the mesh orders devices by process, one per process), and
+    the whole replicated state. Its own device is ``jax.local_devices()[0]``; pure forwards and exports
+    read that device's copy (equal on every process; in the trap, each process's own statistics: rank
+    0's are the ones written). Rank 0 writes the outputs."""
+
+    def __init__(self, workers: int, sync_bn: bool = True) -> None:
+        super().__init__(workers, sync_bn)
+        self.rank = env_rank(workers)
+        self.writes_outputs = self.rank == 0
+        initialize_distributed(workers, self.rank)
+
+    def framework_device(self, kind: str) -> jax.Device:
+        device = super().framework_device(kind)  # checks the platform; jax.devices() is global here
+        return jax.local_devices(backend=device.platform)[0]
+
+    def _place(self, tree: Any, shardings: Any) -> Any:
+        """Global arrays from this process's rows: along ``AXIS``, the rows of this process's devices
+        (its shard: rank r of W equal blocks); replicated, everything."""
+        def place(x: Any, sharding: NamedSharding) -> jax.Array:
+            if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
+                # The state's typed PRNG key: placed as its raw data, then wrapped again (same impl).
+                return jax.random.wrap_key_data(place(jax.random.key_data(x), sharding), impl=jax.random.key_impl(x))
+            x = np.asarray(x)  # the whole value (a local device's array comes to the host)
+            mine = x if sharding.spec == P() else x[shard_slice(x.shape[0], self.rank, jax.process_count(), "batch")]
+            return jax.make_array_from_process_local_data(sharding, mine, x.shape)
+
+        shardings = jax.tree.broadcast(shardings, tree, is_leaf=lambda n: isinstance(n, NamedSharding))
+        return jax.tree.map(place, tree, shardings)
+
+    def settings(self, state: DataParallelJaxState) -> dict[str, Any]:
+        return {**super().settings(state), "processes": jax.process_count(), "process_index": jax.process_index(),
+                "local_devices": [f"{d.platform}:{d.id}" for d in jax.local_devices()],
+                "cpu_collectives": jax.config.jax_cpu_collectives_implementation}
