@@ -117,7 +117,7 @@ def train(
     from .data_parallel import check_processes, check_workers, get_data_parallel_backend, in_worker, launch
 
     check_workers(workers, spec, backend)
-    processes = check_processes(processes, workers, backend)
+    processes = check_processes(processes, workers, backend, dtype)
     if workers > 1 and not in_worker():
         # The engine's own launcher runs this same command as the worker process(es).
         from .training import CHECKPOINT

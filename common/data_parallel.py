@@ -91,11 +91,22 @@ MULTI_PROCESS_ENGINES = {
                   "gRPC; BatchNorm moments all-reduced by the replica context",
     "jax": "jax.distributed.initialize in every process, one global Mesh over all processes' devices (gloo CPU "
            "collectives), each process feeding its shard",
+    "mxnet": "the dist_sync kvstore (ps-lite: scheduler, server, one process per worker) summing the gradients; "
+             "BatchNorm synchronised through the same kvstore in an autograd.Function",
+}
+#: dtypes a multi-process engine cannot run, with the measured reason (the engine's build refuses
+#: them too, for workers started by hand). MXNet 1.9.1's dist_sync server sums float64 pushes in
+#: float32 (backends/mxnet/data_parallel.py, MultiProcessBackend.build).
+MULTI_PROCESS_DTYPE_BLOCKERS = {
+    ("mxnet", "float64"): "MXNet 1.9.1's dist_sync kvstore server sums float64 pushes in float32",
 }
 #: A worker process's rank (0 .. W-1) where the engine takes it from the suite: JAX's process_id.
 RANK_ENV = "GANSUITE_DP_RANK"
 #: ``host:port`` of rank 0's coordinator where the engine takes it from the suite: JAX's coordinator_address.
 COORDINATOR_ENV = "GANSUITE_DP_COORDINATOR"
+#: The line a worker whose engine numbers it at its rendezvous (MXNet's ps-lite) writes to stderr,
+#: followed by its rank, so that the launcher names a failed worker by that rank (:func:`announce_rank`).
+RANK_LINE = "gansuite: data-parallel worker rank "
 #: Every worker process of a local cluster binds to the loopback interface only.
 LOCALHOST = "127.0.0.1"
 #: Seconds the launcher gives the other workers to end after one failed (SIGTERM), before SIGKILL.
@@ -131,10 +142,11 @@ def default_processes(backend: str, workers: int) -> int:
     return workers if backend == "torch" else 1
 
 
-def check_processes(processes: int | None, workers: int, backend: str) -> int:
+def check_processes(processes: int | None, workers: int, backend: str, dtype: str | None = None) -> int:
     """The run's process count (``None``: :func:`default_processes`); one line for a count the engine
     cannot run: each engine runs its workers in one process or one process per worker (torch: only
-    the latter), and only the engines of :data:`MULTI_PROCESS_ENGINES` have the latter."""
+    the latter), and only the engines of :data:`MULTI_PROCESS_ENGINES` have the latter; or for a
+    ``dtype`` the multi-process engine cannot run (:data:`MULTI_PROCESS_DTYPE_BLOCKERS`)."""
     if processes is None:
         return default_processes(backend, workers)
     if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
@@ -154,6 +166,11 @@ def check_processes(processes: int | None, workers: int, backend: str) -> int:
             why += f" (its multi-process engine is not wired; multi-process engines: {', '.join(MULTI_PROCESS_ENGINES)})"
         raise GanSuiteError(f"processes: {backend} runs {workers} workers in {why}; allowed: "
                             f"{', '.join(map(str, allowed))}; got {processes}")
+    blocker = MULTI_PROCESS_DTYPE_BLOCKERS.get((backend, dtype)) if processes > 1 and backend != "torch" else None
+    if blocker:
+        allowed_dtypes = [d for d in ("float32", "float64") if (backend, d) not in MULTI_PROCESS_DTYPE_BLOCKERS]
+        raise GanSuiteError(f"dtype: {blocker}, so a multi-process {backend} run cannot be {dtype}; allowed: "
+                            f"{', '.join(allowed_dtypes)} (or --processes 1)")
     return processes
 
 
@@ -249,8 +266,30 @@ def local_cluster(backend: str, workers: int, host: str = LOCALHOST) -> list[dic
     if backend == "jax":
         coordinator = f"{host}:{free_port(host)}"
         return [{COORDINATOR_ENV: coordinator, RANK_ENV: str(r)} for r in range(workers)]
+    if backend == "mxnet":
+        # ps-lite: one scheduler (DMLC_PS_ROOT_*), one server, the workers; every node on ``host``
+        # itself (DMLC_NODE_HOST: loopback, not the interface ps-lite would pick). ps-lite numbers the
+        # workers at its rendezvous (kv.rank): no rank here.
+        ps = {"DMLC_PS_ROOT_URI": host, "DMLC_PS_ROOT_PORT": str(free_port(host)), "DMLC_NUM_SERVER": "1",
+              "DMLC_NUM_WORKER": str(workers), "DMLC_NODE_HOST": host}
+        return [{**ps, "DMLC_ROLE": "worker"} for _ in range(workers)]
     raise GanSuiteError(f"processes: no multi-process engine for {backend!r}; multi-process engines: "
                         f"{', '.join(b for b in MULTI_PROCESS_ENGINES if b != 'torch')} (torch: torchrun)")
+
+
+def cluster_services(backend: str, workers_envs: list[dict[str, str]]) -> list[tuple[str, list[str], dict[str, str]]]:
+    """Processes a local cluster needs besides its workers, as (name, command, environment): MXNet's
+    ps-lite scheduler and server (``import mxnet`` with DMLC_ROLE=scheduler or server runs the node
+    and exits when the workers finish: mxnet/kvstore/kvstore_server.py); none for the others."""
+    if backend != "mxnet":
+        return []
+    base = {k: v for k, v in workers_envs[0].items() if k != "DMLC_ROLE"}
+    return [(role, [sys.executable, "-c", "import mxnet"], {**base, "DMLC_ROLE": role}) for role in ("scheduler", "server")]
+
+
+def announce_rank(rank: int) -> None:
+    """Tell the launcher this process's rank (:data:`RANK_LINE`), for an engine that assigns it."""
+    print(f"{RANK_LINE}{rank}", file=sys.stderr, flush=True)
 
 
 def env_rank(workers: int) -> int:
@@ -281,7 +320,8 @@ def launch(backend: str, workers: int, cli_args: Sequence[str], checkpoint: Any,
         proc = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         code, stdout, stderr, why = proc.returncode, proc.stdout, proc.stderr, None
     else:
-        code, stdout, stderr, why = _run_processes(command, [{**env, **extra} for extra in local_cluster(backend, workers)])
+        envs = [{**env, **extra} for extra in local_cluster(backend, workers)]
+        code, stdout, stderr, why = _run_processes(command, envs, cluster_services(backend, envs))
     if code == 0:
         return stdout
     sys.stderr.write(stderr[-4000:])
@@ -294,28 +334,39 @@ def launch(backend: str, workers: int, cli_args: Sequence[str], checkpoint: Any,
     raise GanSuiteError(f"workers: a data-parallel worker failed ({why}); {resume}")
 
 
-def _run_processes(command: list[str], envs: list[dict[str, str]]) -> tuple[int, str, str, str | None]:
-    """``command`` once per environment (rank r: ``envs[r]``), watched as torchrun watches its
-    workers: the first to fail fails the run and the others are ended (SIGTERM, then SIGKILL after
-    :data:`STOP_GRACE_S`), since a survivor would wait for the dead one in its next collective.
-    Returns (exit status, rank 0's stdout, every rank's stderr, what failed or None)."""
+def _run_processes(command: list[str], envs: list[dict[str, str]],
+                   services: Sequence[tuple[str, list[str], dict[str, str]]] = ()) -> tuple[int, str, str, str | None]:
+    """``command`` once per environment (worker r: ``envs[r]``, in launch order), watched as torchrun
+    watches its workers: the first to fail fails the run and the others are ended (SIGTERM, then
+    SIGKILL after :data:`STOP_GRACE_S`), since a survivor would wait for the dead one in its next
+    collective. ``services`` (:func:`cluster_services`) start first; one that fails while the
+    workers run fails the run too; once the workers are done they get the grace to end, then are
+    ended. Returns (exit status, worker 0's stdout, every process's stderr, what failed or None)."""
+    names = [f"worker {r}" for r in range(len(envs))] + [name for name, _, _ in services]
     with tempfile.TemporaryDirectory(prefix="gansuite-dp-") as tmp:
-        logs = [(open(os.path.join(tmp, f"{r}.out"), "w+"), open(os.path.join(tmp, f"{r}.err"), "w+"))
-                for r in range(len(envs))]
+        logs = [(open(os.path.join(tmp, f"{i}.out"), "w+"), open(os.path.join(tmp, f"{i}.err"), "w+"))
+                for i in range(len(names))]
         procs: list[subprocess.Popen] = []
         failed: tuple[int, int] | None = None
         try:
-            for env, (out, err) in zip(envs, logs):
-                procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=err, text=True))
-            while failed is None and any(p.poll() is None for p in procs):
+            runs = [(cmd, env) for _, cmd, env in services] + [(command, env) for env in envs]
+            for (cmd, env), (out, err) in zip(runs, logs[len(envs):] + logs[:len(envs)]):
+                procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True))
+            procs = procs[len(services):] + procs[:len(services)]  # in the order of ``names``
+            workers = procs[:len(envs)]
+            while failed is None and any(p.poll() is None for p in workers):
                 time.sleep(0.1)
                 # A worker killed by a signal is a cause; one that failed in the same instant with a
                 # status is usually its peer's consequence (a broken collective): the signal first.
-                bad = sorted((p.returncode >= 0, r) for r, p in enumerate(procs) if p.poll() not in (None, 0))
+                bad = sorted((p.returncode >= 0, i) for i, p in enumerate(procs) if p.poll() not in (None, 0))
                 failed = (bad[0][1], procs[bad[0][1]].returncode) if bad else None
             if failed is None:
-                bad = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode != 0]
+                bad = [(i, p.returncode) for i, p in enumerate(workers) if p.returncode != 0]
                 failed = bad[0] if bad else None
+            if failed is None:  # the services end once their workers have: give them the grace first
+                deadline = time.monotonic() + STOP_GRACE_S
+                while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+                    time.sleep(0.1)
         finally:
             _stop(procs)
         texts = []
@@ -323,11 +374,15 @@ def _run_processes(command: list[str], envs: list[dict[str, str]]) -> tuple[int,
             out.seek(0), err.seek(0)
             texts.append((out.read(), err.read()))
             out.close(), err.close()
-    stderr = "".join(f"[worker {r}] {line}\n" for r, (_, err) in enumerate(texts) for line in err.splitlines())
+    for i, (_, err) in enumerate(texts[:len(envs)]):  # the engine's own rank, where it assigned one
+        announced = [line[len(RANK_LINE):] for line in err.splitlines() if line.startswith(RANK_LINE)]
+        if announced and announced[-1].isdigit():
+            names[i] = f"worker {announced[-1]}"
+    stderr = "".join(f"[{names[i]}] {line}\n" for i, (_, err) in enumerate(texts) for line in err.splitlines())
     if failed is None:
         return 0, texts[0][0], stderr, None
-    rank_, code = failed
-    return code, texts[0][0], stderr, f"worker {rank_}: {_failure(texts[rank_][1], code)}"
+    index, code = failed
+    return code, texts[0][0], stderr, f"{names[index]}: {_failure(texts[index][1], code)}"
 
 
 def _stop(procs: Sequence[subprocess.Popen]) -> None:

@@ -1,12 +1,15 @@
 """MXNet Gluon data-parallel training (backends/mxnet/data_parallel.py: W contexts in one process,
 the Trainer's "local" kvstore summing gradients and running Adam, BatchNorm on the global batch)
-through the contract every engine passes, plus checks that the engine is the one in use."""
+through the contract every engine passes; over two processes (the dist_sync kvstore: ps-lite's
+scheduler, server and workers on 127.0.0.1) through the multi-process contract, in float32 (its
+server sums float64 in float32: common.data_parallel.MULTI_PROCESS_DTYPE_BLOCKERS); plus checks
+that the engine is the one in use."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from dp_contract import DataParallelContract
+from dp_contract import DataParallelContract, MultiProcessContract
 
 from gansuite.common.data_parallel import shard
 from gansuite.common.errors import GanSuiteError
@@ -17,8 +20,19 @@ from gansuite.common.registry import get_backend
 from gansuite.common.streams import Streams
 
 
-class TestMxnetDataParallel(DataParallelContract):
+class TestMxnetDataParallel(DataParallelContract, MultiProcessContract):
     backend_name = "mxnet"
+    multi_process_dtype = "float32"  # the dist_sync server's float32 sum (MultiProcessBackend.build)
+
+    def test_the_processes_shared_one_dist_sync_kvstore(self, runs) -> None:
+        """Rank 0's record of the multi-process contract run: ps-lite's worker 0 of 2 on dist_sync,
+        BatchNorm synchronised through it."""
+        import json
+
+        runs("dcgan-tiny", "float32", 2, processes=2)
+        settings = json.loads((runs.root / "dcgan-tiny-float32-2-True-p2" / "summary.json").read_text())["settings"]
+        assert (settings["kvstore"], settings["rank"], settings["num_workers"]) == ("dist_sync", 0, 2), settings
+        assert settings["batchnorm"].startswith("global statistics through the dist_sync kvstore"), settings
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +83,15 @@ def test_fast_mode_is_refused_in_one_line() -> None:
     spec = preset("gaussian")
     with pytest.raises(GanSuiteError, match=r"^mode: data-parallel training runs in parity mode; allowed: parity$"):
         DataParallelBackend(workers=2).build(spec, init_params(spec, 0, "float64"), None, BuildOptions(mode="fast"))
+
+
+def test_a_worker_without_its_ps_lite_environment_is_one_line(monkeypatch) -> None:
+    get_backend("mxnet")
+    from gansuite.backends.mxnet.data_parallel import MultiProcessBackend
+
+    for key in ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER", "DMLC_NUM_WORKER"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(GanSuiteError, match=r"^DMLC_ROLE: each worker process of MXNet's dist_sync kvstore needs "
+                                            r"DMLC_ROLE=worker, DMLC_NUM_WORKER=2") as err:
+        MultiProcessBackend(workers=2)
+    assert "\n" not in str(err.value)

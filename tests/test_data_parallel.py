@@ -127,6 +127,14 @@ def test_a_local_cluster_is_loopback_addresses_on_distinct_free_ports():
     assert len(set(hosts)) == 3 and all(h.startswith("127.0.0.1:") for h in hosts)
     assert [c["cluster"]["worker"] for c in configs] == [hosts] * 3
     assert [c["task"] for c in configs] == [{"type": "worker", "index": r} for r in range(3)]
+    mx_envs = dp.local_cluster("mxnet", 2)
+    assert [e["DMLC_ROLE"] for e in mx_envs] == ["worker", "worker"] and mx_envs[0] == mx_envs[1]
+    assert mx_envs[0]["DMLC_PS_ROOT_URI"] == mx_envs[0]["DMLC_NODE_HOST"] == "127.0.0.1"
+    assert (mx_envs[0]["DMLC_NUM_WORKER"], mx_envs[0]["DMLC_NUM_SERVER"]) == ("2", "1")
+    services = dp.cluster_services("mxnet", mx_envs)
+    assert [(name, env["DMLC_ROLE"], env["DMLC_PS_ROOT_PORT"]) for name, _, env in services] == [
+        ("scheduler", "scheduler", mx_envs[0]["DMLC_PS_ROOT_PORT"]), ("server", "server", mx_envs[0]["DMLC_PS_ROOT_PORT"])]
+    assert dp.cluster_services("jax", []) == [] and dp.cluster_services("tensorflow", []) == []
     jax_envs = dp.local_cluster("jax", 2)
     assert [e[dp.RANK_ENV] for e in jax_envs] == ["0", "1"]
     assert jax_envs[0][dp.COORDINATOR_ENV] == jax_envs[1][dp.COORDINATOR_ENV]
@@ -170,3 +178,22 @@ def test_cli_refuses_a_process_count_before_starting_any(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: processes: torch runs 2 workers in one process per worker (torchrun); allowed: 2; got 1"]
     assert not any(tmp_path.iterdir())
+
+
+def test_a_dtype_a_multi_process_engine_cannot_run_is_one_line():
+    with pytest.raises(GanSuiteError, match=r"^dtype: MXNet 1\.9\.1's dist_sync kvstore server sums float64 pushes in "
+                                            r"float32, so a multi-process mxnet run cannot be float64; allowed: "
+                                            r"float32 \(or --processes 1\)$"):
+        dp.check_processes(2, 2, "mxnet", "float64")
+    assert dp.check_processes(2, 2, "mxnet", "float32") == 2 and dp.check_processes(1, 2, "mxnet", "float64") == 1
+
+
+def test_the_launcher_names_a_worker_by_the_rank_its_engine_announced():
+    """ps-lite numbers MXNet's workers at its rendezvous: launch index 0 may be rank 1."""
+    import os
+
+    script = ("import os, signal\nfrom gansuite.common.data_parallel import announce_rank\n"
+              "announce_rank(1 - int(os.environ['R']))\n"
+              "if os.environ['R'] == '0': os.kill(os.getpid(), signal.SIGKILL)\n")
+    _, _, _, why = dp._run_processes([sys.executable, "-c", script], [{**os.environ, "R": str(r)} for r in (0, 1)])
+    assert why == "worker 1: killed by SIGKILL"

@@ -51,14 +51,15 @@ running statistics.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Callable
 
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
-from gansuite.common.data_parallel import shard, shard_draws
+from gansuite.common.data_parallel import announce_rank, shard, shard_draws
 from gansuite.common.draws import Draws, check_draws
 from gansuite.common.errors import GanSuiteError
 from gansuite.common.params import OptState, Params
@@ -113,14 +114,16 @@ def _all_sum(parts: list[nd.NDArray]) -> list[nd.NDArray]:
     return [total.as_in_context(part.context) for part in parts]
 
 
-def _synced_batch_norm(bn: TorchBatchNorm, xs: list[nd.NDArray]) -> list[nd.NDArray]:
+def _synced_batch_norm(bn: TorchBatchNorm, xs: list[nd.NDArray], all_sum: Callable = _all_sum,
+                       processes: int = 1) -> list[nd.NDArray]:
     """models.TorchBatchNorm's training forward with the statistics of the GLOBAL batch (all shards):
     mean, then the biased variance of the centred data, each a per-context sum added over the
-    contexts; the running statistics (unbiased over the global count n) committed on every context."""
-    n = sum(x.size // x.shape[1] for x in xs)  # elements per channel in the global batch
-    means = [s / n for s in _all_sum([nd.sum(x, axis=bn.axes) for x in xs])]
+    contexts (``all_sum``; across ``processes`` processes of equal shards: :class:`_KVStoreAllSum`);
+    the running statistics (unbiased over the global count n) committed on every context."""
+    n = sum(x.size // x.shape[1] for x in xs) * processes  # elements per channel in the global batch
+    means = [s / n for s in all_sum([nd.sum(x, axis=bn.axes) for x in xs])]
     centred = [nd.broadcast_sub(x, nd.reshape(mean, bn.bshape)) for x, mean in zip(xs, means)]
-    variances = [s / n for s in _all_sum([nd.sum(nd.square(xc), axis=bn.axes) for xc in centred])]
+    variances = [s / n for s in all_sum([nd.sum(nd.square(xc), axis=bn.axes) for xc in centred])]
     ys, m = [], bn.torch_momentum
     for xc, mean, var in zip(centred, means, variances):
         ctx = xc.context
@@ -147,15 +150,17 @@ def _local_batch_norm(bn: TorchBatchNorm, xs: list[nd.NDArray]) -> list[nd.NDArr
     return ys
 
 
-def lockstep_forward(sync_bn: bool) -> _ShardForward:
+def lockstep_forward(sync_bn: bool, synced: Callable | None = None) -> _ShardForward:
     """train._train_shards's forward for W contexts: every shard, layer by layer (GANNet.hybrid_forward's
-    layer loop), since synchronised BatchNorm needs every shard's statistics before any shard goes on."""
+    layer loop), since synchronised BatchNorm needs every shard's statistics before any shard goes on.
+    ``synced``: the synchronised BatchNorm (default: across this process's contexts)."""
+    synced = synced or _synced_batch_norm
 
     def forward(net: GANNet, xs: list[nd.NDArray], labels: list[nd.NDArray | None],
                 masks: list[dict[int, nd.NDArray]]) -> list[nd.NDArray]:
         for i, block in enumerate(net._children.values()):
             if isinstance(block, TorchBatchNorm):
-                xs = (_synced_batch_norm if sync_bn else _local_batch_norm)(block, xs)
+                xs = (synced if sync_bn else _local_batch_norm)(block, xs)
             elif isinstance(block, EmbedConcatBlock):
                 xs = [block(x, lab) for x, lab in zip(xs, labels)]
             elif isinstance(block, MaskedDropout) and masks[0]:
@@ -255,3 +260,173 @@ class DataParallelBackend(MxnetBackend):
             "trainer_step_batch_size": {"mean": "W", "sum": 1, "per_example": "B (global)"}[reduction],
         })
         return out
+
+
+#: The kvstore of a multi-process run: ps-lite's synchronous one (every push of a key waits for all
+#: workers' pushes; the server sums them).
+DIST_KVSTORE = "dist_sync"
+
+
+def _dist_kvstore(workers: int) -> mx.kvstore.KVStore:
+    """The process's ``dist_sync`` kvstore (ps-lite, configured by MXNet's own DMLC_* environment:
+    DMLC_ROLE=worker, DMLC_PS_ROOT_URI/PORT the scheduler, DMLC_NUM_SERVER, DMLC_NUM_WORKER), one
+    line where that environment is missing or describes another worker count."""
+    missing = [k for k in ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER", "DMLC_NUM_WORKER")
+               if not os.environ.get(k)]
+    if missing or os.environ["DMLC_ROLE"] != "worker" or os.environ["DMLC_NUM_WORKER"] != str(workers):
+        got = {k: os.environ.get(k) for k in ("DMLC_ROLE", "DMLC_NUM_WORKER", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT")}
+        raise GanSuiteError(f"DMLC_ROLE: each worker process of MXNet's {DIST_KVSTORE} kvstore needs DMLC_ROLE=worker, "
+                            f"DMLC_NUM_WORKER={workers}, DMLC_NUM_SERVER and the scheduler's DMLC_PS_ROOT_URI and "
+                            f"DMLC_PS_ROOT_PORT; got {got} (gansuite train --workers {workers} --processes {workers} "
+                            f"sets them and starts the scheduler and server)")
+    kv = mx.kv.create(DIST_KVSTORE)
+    if kv.num_workers != workers:
+        raise GanSuiteError(f"workers: the {DIST_KVSTORE} kvstore has {kv.num_workers} workers, not {workers}")
+    return kv
+
+
+class _KVStoreAllSum:
+    """The sum over the worker processes of one array per process, through the ``dist_sync``
+    kvstore (push then pull: the server's sum of the W pushes), recorded by autograd: its backward
+    is the same sum of the head gradients, what the cross-context copies' backward is within a
+    process. MXNet has no cross-process synchronised BatchNorm (contrib.nn.SyncBatchNorm meets at a
+    barrier inside one process) and no differentiable collective; this is the kvstore, the
+    framework's one cross-process reduction, made differentiable with ``autograd.Function``.
+
+    Keys: one pair (forward, backward) per call, numbered in call order, which is the same in every
+    process (the iteration runs the same passes in lockstep), so the server pairs the processes'
+    pushes by key whatever order the engine runs the backwards in. :meth:`reset` at each iteration
+    reuses the keys (an iteration's sequence of calls is the spec's, fixed); each is initialised
+    once, at its forward, on the Python thread (kvstore.init waits for every worker)."""
+
+    def __init__(self, kv: mx.kvstore.KVStore) -> None:
+        self.kv, self.calls, self.ready = kv, 0, set()
+
+    def reset(self) -> None:
+        self.calls = 0
+
+    def pushpull(self, key: str, x: nd.NDArray) -> nd.NDArray:
+        out = nd.zeros(x.shape, ctx=x.context, dtype=x.dtype)
+        self.kv.pushpull(key, x, out=out)
+        return out
+
+    def __call__(self, parts: list[nd.NDArray]) -> list[nd.NDArray]:
+        (x,) = parts  # one context per process
+        key, self.calls = f"bn/{self.calls}", self.calls + 1
+        if key not in self.ready:
+            for direction in ("fwd", "bwd"):
+                self.kv.init(f"{key}/{direction}", nd.zeros(x.shape, ctx=x.context, dtype=x.dtype))
+            self.ready.add(key)
+        owner = self
+
+        class AllSum(autograd.Function):
+            def forward(self, value: nd.NDArray) -> nd.NDArray:
+                return owner.pushpull(f"{key}/fwd", value)
+
+            def backward(self, grad: nd.NDArray) -> nd.NDArray:
+                return owner.pushpull(f"{key}/bwd", grad)
+
+        return [AllSum()(x)]
+
+
+class _ProcessTrainer(gluon.Trainer):
+    """train.make_adam's Trainer (SpecAdam run locally by the Trainer's updater) whose ``step`` first
+    sums the gradients over the worker processes in the ``dist_sync`` kvstore (keys
+    ``grad/<net>/<i>``: G's and D's Trainers share the process's one kvstore, and Gluon's own
+    ``kvstore=`` path would key both nets' parameters 0, 1, ...) and scales the step's batch size to
+    the global batch: train._train_shards computes it for this process's one shard (``"mean"``: 1,
+    ``"per_example"``: the local rows; ``"sum"``: 1), the spec's reduction over W equal shards is
+    ``step(W)`` / ``step(B)`` / ``step(1)``. Every process then runs the same Adam on the same summed
+    gradients: the weights stay equal (and the Adam state is canonical in every process)."""
+
+    def __init__(self, params: list[gluon.Parameter], optimizer: SpecAdam, kv: mx.kvstore.KVStore, net: str,
+                 scale: int) -> None:
+        super().__init__(params, optimizer, kvstore=None, update_on_kvstore=False)
+        self.dist, self.scale = kv, scale
+        self.keys = [f"grad/{net}/{i}" for i in range(len(params))]
+        for key, p in zip(self.keys, params):  # in the same order in every process (kvstore.init waits for all)
+            kv.init(key, nd.zeros(p.shape, ctx=p.list_ctx()[0], dtype=p.dtype))
+
+    def step(self, batch_size: int, ignore_stale_grad: bool = False) -> None:
+        for key, p in zip(self.keys, self._params):
+            grad = p.grad()
+            self.dist.pushpull(key, grad, out=grad)
+        super().step(batch_size * self.scale, ignore_stale_grad)
+
+
+class MultiProcessBackend(MxnetBackend):
+    """MxnetBackend on ``workers`` processes, one context each, joined by the ``dist_sync`` kvstore
+    (common/data_parallel.py, "Several processes"): each process runs train.py's iteration on its
+    shard (one _Shard), BatchNorm synchronised across the processes by :class:`_KVStoreAllSum`, the
+    gradients summed by the kvstore before each process's identical Adam step (:class:`_ProcessTrainer`),
+    the scalars summed the same way. ps-lite numbers the workers itself at its rendezvous
+    (``kv.rank``, not the launch order); worker 0 writes the outputs."""
+
+    def __init__(self, workers: int, sync_bn: bool = True) -> None:
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise GanSuiteError(f"workers: must be a positive integer, got {workers!r}")
+        self.workers, self.sync_bn = workers, bool(sync_bn)
+        self.kv = _dist_kvstore(workers)
+        self.rank = self.kv.rank
+        announce_rank(self.rank)  # ps-lite's numbering, not the launch order: the launcher names workers by it
+        self.writes_outputs = self.rank == 0
+        self.all_sum = _KVStoreAllSum(self.kv)
+
+    def build(self, spec: GANSpec, params: Params, opt_state: OptState | None,
+              options: BuildOptions) -> MxnetState:
+        if options.mode != "parity":
+            raise GanSuiteError("mode: data-parallel training runs in parity mode; allowed: parity")
+        if options.dtype != "float32":
+            # Measured (2 workers on 127.0.0.1, pushpull of float64 [1/3, pi, 1 + 1e-9] and twice that):
+            # the result is the float32 sum of the float32-rounded pushes (relative errors 0, 2.5e-9,
+            # -1.0e-9), every time with the server on NaiveEngine and in some runs on the threaded one; a
+            # float64 dcgan-tiny run then ended 4.7e-7 from one worker. A float64 run would be float32
+            # maths under a float64 label.
+            raise GanSuiteError(f"dtype: MXNet 1.9.1's {DIST_KVSTORE} kvstore server sums float64 pushes in float32, "
+                                f"so a multi-process MXNet run is float32; allowed: float32; got {options.dtype}")
+        return super().build(spec, params, opt_state, options)
+
+    def create_state(self, spec: GANSpec, options: BuildOptions, dtype: type, device: mx.Context) -> MxnetState:
+        state = super().create_state(spec, options, dtype, device)
+        scale = {"mean": self.workers, "per_example": self.workers, "sum": 1}[spec.loss.reduction]
+        state.trainer_G, state.trainer_D = (
+            _ProcessTrainer(list(state.trainable[net].values()), SpecAdam(cfg),  # train.make_adam's optimizer
+                            self.kv, net, scale)
+            for net, cfg in (("G", spec.train.optim_G), ("D", spec.train.optim_D)))
+        return state
+
+    def train_step(self, state: MxnetState, real: np.ndarray, z: np.ndarray | None,
+                   with_grads: bool = False, draws: Draws | None = None) -> StepOutput:
+        if z is None:
+            raise GanSuiteError("z: data-parallel training runs in parity mode, on the host's noise; got none")
+        if with_grads:
+            raise GanSuiteError("with_grads: the multi-process MXNet engine returns no gradients (each process "
+                                "holds its shard's until the kvstore sums them in the step); allowed: False")
+        self.configure(state.device, state.options)
+        draws = check_draws(state.spec, draws, int(np.shape(real)[0]), int(np.shape(z)[0]))
+        ctx, lay, W, r = state.device, self.layout, self.workers, self.rank
+        mine = {"real": lay.activations_to_framework(shard(np.asarray(real), r, W, "real"), state.dtype, ctx),
+                "z": lay.activations_to_framework(shard(np.asarray(z), r, W, "z"), state.dtype, ctx)}
+        for key, value in shard_draws(draws, r, W).items():
+            mine[key] = (lay.labels_to_framework(np.asarray(value, np.int64), ctx) if "labels" in key
+                         else lay.activations_to_framework(value, state.dtype, ctx))
+        self.all_sum.reset()
+        synced = lambda bn, xs: _synced_batch_norm(bn, xs, self.all_sum, W)  # noqa: E731
+        local, _ = _train_shards(state, [_Shard(state, mine)], False, lockstep_forward(self.sync_bn, synced))
+        # The global batch's scalars: the processes' sums (the kvstore), means over the W equal shards.
+        summed = self.all_sum.pushpull("scalars", nd.array([local[k] for k in SCALARS], ctx=ctx, dtype=np.float64)) \
+            if "scalars" in self.all_sum.ready else self._first_scalars(local, ctx)
+        totals = summed.asnumpy()
+        keep_sum = {"loss_D", "loss_G"} if state.spec.loss.reduction != "mean" else set()
+        return StepOutput(**{k: float(v if k in keep_sum else v / W) for k, v in zip(SCALARS, totals)})
+
+    def _first_scalars(self, local: dict[str, float], ctx: mx.Context) -> nd.NDArray:
+        self.kv.init("scalars", nd.zeros(len(SCALARS), ctx=ctx, dtype=np.float64))
+        self.all_sum.ready.add("scalars")
+        return self.all_sum.pushpull("scalars", nd.array([local[k] for k in SCALARS], ctx=ctx, dtype=np.float64))
+
+    def settings(self, state: BackendState) -> dict[str, Any]:
+        return {**super().settings(state), "workers": self.workers, "sync_bn": self.sync_bn,
+                "kvstore": self.kv.type, "rank": self.rank, "num_workers": self.kv.num_workers,
+                "batchnorm": ("global statistics through the dist_sync kvstore (autograd.Function)" if self.sync_bn
+                              else "per-process statistics (rank 0's running stats exported)")}
