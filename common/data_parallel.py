@@ -37,14 +37,18 @@ tensorflow   ``tf.distribute.MultiWorkerMirroredStrategy``, the cluster in ``TF_
 jax          ``jax.distributed.initialize(coordinator, W, rank)`` in every process
              (:data:`COORDINATOR_ENV`, :data:`RANK_ENV`), one global ``Mesh`` over every
              process's devices, each process feeding its own shard; gloo CPU collectives
+mxnet        the ``dist_sync`` kvstore (ps-lite: a scheduler, a server, the workers; its
+             ``DMLC_*`` environment; ps-lite numbers the workers), gradients and BatchNorm's
+             sums reduced there; float32 only (:data:`MULTI_PROCESS_DTYPE_BLOCKERS`)
 ===========  ===================================================================================
 
 Each worker process is the same ``gansuite train ... --workers W --processes W`` command marked by
 :data:`WORKER_ENV`, plus the engine's own cluster description (torchrun's ``RANK``/``MASTER_*``,
-``TF_CONFIG``, the two ``GANSUITE_DP_*`` variables of JAX). On one host, ``gansuite train --workers
-W [--processes W]`` validates its input in the calling process and starts them itself
-(:func:`launch`: torchrun for torch, :func:`local_cluster` on 127.0.0.1 and free ports for the
-others); on several hosts the user starts each with that environment (README, "Several devices").
+``TF_CONFIG``, the two ``GANSUITE_DP_*`` variables of JAX, ps-lite's ``DMLC_*``). On one host,
+``gansuite train --workers W [--processes W]`` validates its input in the calling process and starts
+them itself (:func:`launch`: torchrun for torch; for the others :func:`local_cluster` on 127.0.0.1
+and free ports, plus :func:`cluster_services`, MXNet's scheduler and server); on several hosts the
+user starts each with that environment (README, "Several devices").
 A worker that dies fails the run with one line naming the last good checkpoint; the launcher then
 ends the other workers (a survivor would wait in its next collective).
 """
@@ -341,7 +345,7 @@ def _run_processes(command: list[str], envs: list[dict[str, str]],
     SIGKILL after :data:`STOP_GRACE_S`), since a survivor would wait for the dead one in its next
     collective. ``services`` (:func:`cluster_services`) start first; one that fails while the
     workers run fails the run too; once the workers are done they get the grace to end, then are
-    ended. Returns (exit status, worker 0's stdout, every process's stderr, what failed or None)."""
+    ended. Returns (exit status, rank 0's stdout, every process's stderr, what failed or None)."""
     names = [f"worker {r}" for r in range(len(envs))] + [name for name, _, _ in services]
     with tempfile.TemporaryDirectory(prefix="gansuite-dp-") as tmp:
         logs = [(open(os.path.join(tmp, f"{i}.out"), "w+"), open(os.path.join(tmp, f"{i}.err"), "w+"))
@@ -379,10 +383,11 @@ def _run_processes(command: list[str], envs: list[dict[str, str]],
         if announced and announced[-1].isdigit():
             names[i] = f"worker {announced[-1]}"
     stderr = "".join(f"[{names[i]}] {line}\n" for i, (_, err) in enumerate(texts) for line in err.splitlines())
+    stdout = texts[names.index("worker 0")][0]  # rank 0's: the writer prints the run's summary
     if failed is None:
-        return 0, texts[0][0], stderr, None
+        return 0, stdout, stderr, None
     index, code = failed
-    return code, texts[0][0], stderr, f"{names[index]}: {_failure(texts[index][1], code)}"
+    return code, stdout, stderr, f"{names[index]}: {_failure(texts[index][1], code)}"
 
 
 def _stop(procs: Sequence[subprocess.Popen]) -> None:

@@ -197,3 +197,8 @@ def test_the_launcher_names_a_worker_by_the_rank_its_engine_announced():
               "if os.environ['R'] == '0': os.kill(os.getpid(), signal.SIGKILL)\n")
     _, _, _, why = dp._run_processes([sys.executable, "-c", script], [{**os.environ, "R": str(r)} for r in (0, 1)])
     assert why == "worker 1: killed by SIGKILL"
+    # and the run's output is rank 0's (the writer's), whatever its launch index
+    script = ("import os\nfrom gansuite.common.data_parallel import announce_rank\n"
+              "announce_rank(1 - int(os.environ['R']))\nprint('rank', 1 - int(os.environ['R']))\n")
+    code, out, _, _ = dp._run_processes([sys.executable, "-c", script], [{**os.environ, "R": str(r)} for r in (0, 1)])
+    assert (code, out) == (0, "rank 0\n")
