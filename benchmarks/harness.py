@@ -25,7 +25,7 @@ from gansuite.common.protocol import BuildOptions
 from . import memory
 from .families import family_of
 from .frameworks import environment, framework_of, fresh_compile_cache, is_gpu
-from .mixed import MIXED_DTYPES, build_extra, mixed_precision
+from .mixed import BUILD_TIME_MIXED, MIXED_DTYPES, build_extra, mixed_precision
 from .peak import Peak, measure_peak
 from .peers import PEER_MODES, peer_class
 from .timing import Budget, Timing, measure
@@ -176,7 +176,7 @@ def _bench_backend(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, A
         "memory": mem_details,
         "sampling": _secondary(sampling, cfg.batch_size, family.sampling_flops(spec, cfg.batch_size), peak,
                                family.sampling_what
-                               + ("; float32, outside autocast" if cfg.dtype in MIXED_DTYPES else "")),
+                               + (_mixed_sampling(framework) if cfg.dtype in MIXED_DTYPES else "")),
         "seed": cfg.seed,
         "quick": cfg.quick,
     }
@@ -187,6 +187,14 @@ def _bench_backend(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, A
                                             f"backend.train_epoch: {scan.iterations_per_unit} iterations per call "
                                             "(one compiled scan), stacked inputs copied to the device each call")
     return make_row(cfg, timing, flops.total, peak, peak_mem, settings)
+
+
+def _mixed_sampling(framework: str) -> str:
+    """How a bf16-mixed row's sampling computes: outside the step's autocast region (PyTorch), or in
+    the nets built with the mixed layers (TensorFlow, JAX: build_extra)."""
+    if framework in BUILD_TIME_MIXED:
+        return "; the nets' bf16 Dense/Conv/ConvTranspose, set at build"
+    return "; float32, outside autocast"
 
 
 def _measure_scan(backend: Any, state: Any, pool: Any, cfg: Config, budget: Budget, steps: Timing) -> Timing | str:

@@ -4,10 +4,11 @@ The protocol's dtypes are float32 and float64 (parity needs exact arithmetic); m
 precision is a benchmark-only setting of fast mode. PyTorch's ``torch.autocast`` wraps
 the unchanged training step: parameters, Adam state and the loss stay float32 while
 convolutions run in bf16. TensorFlow's GANs take Keras's ``mixed_bfloat16`` dtype policy on the
-layers that multiply, set at build (:func:`build_extra`: ``BuildOptions.extra``), the same split
-(float32 variables, Adam and loss; bf16 matmuls and convolutions). JAX/Flax would take a module
-dtype and MXNet AMP rewrites the graph: neither is in their backends yet, so their bf16 rows are
-skipped with that reason.
+layers that multiply, and JAX's GANs Flax's module ``dtype=bfloat16`` with ``param_dtype=float32``
+on the same layers, each set at build (:func:`build_extra`: ``BuildOptions.extra``, the one value
+common/protocol.py's ``MIXED_BF16``): the same split (float32 variables, Adam and loss; bf16
+matmuls and convolutions). MXNet's path (AMP on the traced graph, set the same way) is not passed
+by this harness yet, so its bf16 rows are skipped with that reason, as are the VAE's outside PyTorch.
 
 Seed 002's VAE runs under the same autocast on a CPU (its Linear layers in bf16; over its first 10
 full-size iterations the total loss stayed within 1e-4, relative, of float32's: PyTorch 2.13, CPU).
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 from typing import Callable, ContextManager
+
+from gansuite.common.protocol import MIXED_BF16
 
 from .frameworks import is_gpu
 
@@ -54,13 +57,23 @@ def mixed_precision(framework: str, device: str, dtype: str,
         return (contextlib.nullcontext,
                 "Keras dtype policy 'mixed_bfloat16' on Dense/Conv2D/Conv2DTranspose (float32 variables, bf16 "
                 "compute), every other layer, the loss and Adam float32 (backends/tensorflow/models.py)")
+    if framework == "jax" and family == "gan":
+        return (contextlib.nullcontext,
+                "Flax dtype=bfloat16, param_dtype=float32 on Dense/Conv/ConvTranspose (float32 variables, bf16 "
+                "compute, each output cast to float32), every other layer, the loss and Adam float32 "
+                "(backends/jax/models.py)")
     return (f"the {framework} backend has no bf16 mixed-precision path for the {family} family "
-            "(torch.autocast; Keras's mixed_bfloat16 policy for TensorFlow's GANs)")
+            "(torch.autocast; TensorFlow's and JAX's GANs take it at build)")
+
+
+#: Frameworks whose bf16 path is set on the layers at build (BuildOptions.extra), where
+#: torch.autocast wraps the unchanged step.
+BUILD_TIME_MIXED = ("tensorflow", "jax")
 
 
 def build_extra(framework: str, dtype: str) -> dict[str, str]:
-    """What the backend's build needs for ``dtype``: Keras's policy is set on the layers at build
-    (BuildOptions.extra), where torch.autocast wraps the unchanged step."""
-    if dtype in MIXED_DTYPES and framework == "tensorflow":
-        return {"mixed_precision": "mixed_bfloat16"}
+    """What the backend's build needs for ``dtype``: Keras's policy (TensorFlow) and Flax's module
+    dtype (JAX) are set on the layers at build (BuildOptions.extra)."""
+    if dtype in MIXED_DTYPES and framework in BUILD_TIME_MIXED:
+        return {"mixed_precision": MIXED_BF16}
     return {}

@@ -484,6 +484,48 @@ class TestJaxBackend(BackendContract):
         assert parity["x64"] and parity["jit"] and not parity["donation"] and fast["donation"]
         assert {"device", "device_name", "xla_flags", "compile_s"} <= set(parity)
 
+    def test_bf16_mixed_fast_step_stays_near_the_oracle(self, backend):
+        """Fast mode's bf16 mixed precision (extra={"mixed_precision": "mixed_bfloat16"}, the benchmark's
+        bf16-mixed rows): Flax's dtype=bfloat16 with param_dtype=float32 on Dense/Conv/ConvTranspose,
+        each output cast to float32, so BatchNorm and the nets' outputs are float32. Every variable,
+        running statistic and Adam moment stays float32 through a step; one dcgan-tiny iteration's
+        losses are within MIXED_BF16_LOSS of the float64 oracle and further from it than float32's
+        1e-5 (the bf16 layers took); the setting is refused in parity mode and for float64 in one line."""
+        jax, jnp, _, _ = _frameworks()
+        from gansuite.backends.jax.layout import activations_to_framework
+        from gansuite.common.errors import GanSuiteError
+        from gansuite.common.protocol import MIXED_BF16
+        from gansuite.common.tolerances import MIXED_BF16_LOSS
+
+        spec = preset("dcgan-tiny")
+        params, batch = init_params(spec, 0), Streams(spec, 0).batch(0)
+        oracle = OracleBackend()
+        ref = oracle.train_step(oracle.build(spec, params, None, BuildOptions()), batch.real, batch.z)
+        mixed = {"mixed_precision": MIXED_BF16}
+        st = backend.build(spec, params, None, BuildOptions(dtype="float32", mode="fast", extra=mixed))
+        assert backend.settings(st)["mixed_precision"] == MIXED_BF16
+
+        G, _ = st.cfg.nets()  # layer 0: ConvTranspose2d, 1: BatchNorm, ..., last: Tanh
+        z = activations_to_framework(batch.z, jnp.float32, st.device)
+        y, seen = G.apply({"params": st.train["G"]["params"], "batch_stats": st.train["G"]["batch_stats"]}, z,
+                          use_running_average=False, capture_intermediates=True, mutable=["batch_stats", "intermediates"])
+        inter = seen["intermediates"]
+        assert inter["0"]["__call__"][0].dtype == jnp.bfloat16  # the transposed conv computed in bf16
+        assert inter["1"]["__call__"][0].dtype == jnp.float32 and y.dtype == jnp.float32  # BatchNorm, G(z)
+
+        out = backend.train_step(st, batch.real, batch.z)
+        floats = {str(leaf.dtype) for leaf in jax.tree.leaves(st.train) if jnp.issubdtype(leaf.dtype, jnp.floating)}
+        assert floats == {"float32"}  # variables, running statistics and Adam moments
+        errs = {k: abs(getattr(out, k) - getattr(ref, k)) / max(1.0, abs(getattr(ref, k)))
+                for k in ("loss_D", "D_x", "D_G_z1", "loss_G", "D_G_z2")}
+        assert max(errs.values()) <= MIXED_BF16_LOSS, errs
+        assert max(errs.values()) > tolerance("float32", "loss"), errs
+        for options in (BuildOptions(dtype="float32", mode="parity", extra=mixed),
+                        BuildOptions(dtype="float64", mode="fast", extra=mixed),
+                        BuildOptions(dtype="float32", mode="fast", extra={"mixed_precision": "bfloat16"})):
+            with pytest.raises(GanSuiteError, match=r"^extra.mixed_precision: .*allowed: 'mixed_bfloat16'"):
+                backend.build(spec, params, None, options)
+
     def test_fast_step_donates_and_train_epoch_equals_steps(self, backend):
         """Fast mode: one executable per iteration with the state donated (the old buffers are gone),
         device noise from the build seed, compile time recorded once per signature. ``train_epoch``

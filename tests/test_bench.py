@@ -292,6 +292,22 @@ def test_vae_peer_and_bf16_skips_are_one_line_reasons():
         assert skip_reason(Config("torch", "dcgan", "fast", "bf16-mixed", "cuda", 16)) is None
 
 
+def test_bf16_mixed_is_set_at_build_for_tensorflow_and_jax_gans():
+    """Keras's policy (TensorFlow) and Flax's module dtype (JAX) are set on the layers at build: the
+    bf16-mixed row passes MIXED_BF16 in BuildOptions.extra, runs (no skip) for their GANs, and their
+    VAE rows are skipped with one line."""
+    from gansuite.benchmarks.mixed import build_extra
+    from gansuite.common.protocol import MIXED_BF16
+
+    for framework in ("tensorflow", "jax"):
+        assert build_extra(framework, "bf16-mixed") == {"mixed_precision": MIXED_BF16}
+        assert build_extra(framework, "float32") == {}
+        assert skip_reason(Config(framework, "dcgan", "fast", "bf16-mixed", "cpu", 16)) is None
+        assert "parity runs exact" in skip_reason(Config(framework, "dcgan", "parity", "bf16-mixed", "cpu", 16))
+        vae = skip_reason(Config(framework, "vae", "fast", "bf16-mixed", "cpu", 16))
+        assert vae.startswith(f"the {framework} backend has no bf16 mixed-precision path for the vae family")
+
+
 def test_peer_modes_are_listed_once_for_rows_and_peers():
     assert set(MODES) == {seed for _, seed in MODULES} and set(PEER_MODES) == {*MODES.values(), IDIOMATIC_MODE}
     assert ROW_MODES[-len(PEER_MODES):] == PEER_MODES and "peer-seed002" in PEER_MODES

@@ -17,7 +17,7 @@ import numpy as np
 from gansuite.common.errors import GanSuiteError
 from gansuite.common.layout import channels_last_shape, layer_of, net_of
 from gansuite.common.params import param_shapes, trainable_names
-from gansuite.common.protocol import Backend, BackendState, BuildOptions, device_unavailable
+from gansuite.common.protocol import Backend, BackendState, BuildOptions, device_unavailable, mixed_precision
 from gansuite.common.spec import GANSpec
 
 from . import layout
@@ -48,6 +48,7 @@ class JaxBackend(Backend):
         # someone turned it off since. Precision is per layer and per compile (models._precision).
         if not jax.config.jax_enable_x64:
             raise GanSuiteError("jax: jax_enable_x64 is off; the JAX backend needs it (float64 parity)")
+        mixed_precision(options)  # one line for a value, mode or dtype that has no mixed path
 
     def create_state(self, spec: GANSpec, options: BuildOptions, dtype: Any, device: jax.Device) -> JaxState:
         # Zeros of the right (Flax-layout) shapes and dtype; the template writes the values next. An
@@ -64,7 +65,11 @@ class JaxBackend(Backend):
         # Device RNG for fast mode (z=None): threefry, seeded at build and carried in the state.
         key = jax.device_put(jax.random.key(options.seed), device)
         train = TrainState(G=nets["G"], D=nets["D"], opt_G=opt["G"], opt_D=opt["D"], key=key)
-        return JaxState(spec, options, dtype, device, StepConfig(spec, options.dtype, options.mode), train)
+        # bf16 mixed precision (fast mode, a benchmark setting: benchmarks/mixed.py) is the nets' compute
+        # dtype only (models.build_layer: Flax's dtype=bfloat16, param_dtype=float32 on the layers that
+        # multiply): the variables above, Adam's moments, the noise and the loss stay float32.
+        cfg = StepConfig(spec, options.dtype, options.mode, mixed_precision(options))
+        return JaxState(spec, options, dtype, device, cfg, train)
 
     def write_tensor(self, state: JaxState, name: str, value: jax.Array) -> None:
         coll, mod, var = layout.module_key(name, layer_of(state.spec, name))
@@ -107,6 +112,7 @@ class JaxBackend(Backend):
             "device": f"{state.device.platform}:{state.device.id}",
             "device_name": state.device.device_kind,
             "jit": True,  # both modes: one XLA executable per iteration (see train.py)
+            "mixed_precision": state.cfg.mixed,  # None, or "mixed_bfloat16": bf16 Dense/Conv/ConvTranspose
             "donation": state.options.mode == "fast",
             "x64": bool(jax.config.jax_enable_x64),
             "layer_precision": "highest" if state.options.mode == "parity" else "default",

@@ -26,6 +26,7 @@ from jax import lax
 
 from gansuite.common.errors import GanSuiteError
 from gansuite.common.layout import conv_transpose_input_padding
+from gansuite.common.protocol import MIXED_BF16
 from gansuite.common.spec import (BatchNorm, Conv2d, ConvTranspose2d, Dense, Dropout, EmbedConcat, Flatten, GANSpec,
                                   Layer, LeakyReLU, NetSpec, ReLU, Reshape, Sigmoid, Tanh)
 
@@ -174,15 +175,31 @@ class _SubPixelConvTranspose(nn.ConvTranspose):
         return y
 
 
+#: The spec layers that multiply: under bf16 mixed precision (:data:`MIXED_BF16`) they compute in
+#: bfloat16 on float32 variables, and Net casts their output back to float32.
+_MIXED_LAYERS = (Dense, Conv2d, ConvTranspose2d)
+
+
+def _is_mixed(dtype: Any) -> bool:
+    return isinstance(dtype, str) and dtype == MIXED_BF16
+
+
 def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: Any,
                 mode: str) -> Callable[..., jax.Array]:
     """One spec layer. ``name`` is the Flax submodule's name, ``str(i)`` for layer i (the middle of
     layout.module_key). ``input_shape`` is unused: Flax infers input sizes at the first call, and
-    BatchNorm's ``axis=-1`` fits (N, F) and NHWC alike. ``mode`` sets the dot/conv precision."""
+    BatchNorm's ``axis=-1`` fits (N, F) and NHWC alike. ``mode`` sets the dot/conv precision.
+
+    ``dtype``: a JAX dtype, or :data:`MIXED_BF16` (fast mode's bf16 mixed precision, the name Keras's
+    policy has in the TensorFlow backend): then the layers that multiply (:data:`_MIXED_LAYERS`) take
+    Flax's own mixed-precision split, ``dtype=bfloat16`` (compute: Flax's ``promote_dtype`` casts the
+    input, kernel and bias to bf16) with ``param_dtype=float32`` (the variables; their gradients come
+    back through that cast as float32), and every other layer is float32."""
     precision = _precision(mode)
+    heavy, dtype = (jnp.bfloat16, jnp.float32) if _is_mixed(dtype) else (dtype, dtype)
     if isinstance(layer, Dense):
         # Flax Dense kernel is (in, out): layout.py transposes.
-        return nn.Dense(layer.out_features, use_bias=layer.bias, dtype=dtype, param_dtype=dtype,
+        return nn.Dense(layer.out_features, use_bias=layer.bias, dtype=heavy, param_dtype=dtype,
                         precision=precision, name=name)
     if isinstance(layer, Conv2d):
         # Flax's default padding is 'SAME' (PyTorch: explicit p): always pass PyTorch's p per side.
@@ -191,7 +208,7 @@ def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: An
         p = layer.padding
         return nn.Conv(layer.out_channels, (layer.kernel, layer.kernel), strides=(layer.stride, layer.stride),
                        padding=((p, p), (p, p)), input_dilation=1, kernel_dilation=1, feature_group_count=1,
-                       use_bias=layer.bias, dtype=dtype, param_dtype=dtype, precision=precision, name=name)
+                       use_bias=layer.bias, dtype=heavy, param_dtype=dtype, precision=precision, name=name)
     if isinstance(layer, ConvTranspose2d):
         # Two Flax differences from PyTorch's ConvTranspose2d:
         # * padding: Flax's explicit pads are applied to the stride-dilated INPUT of the forward
@@ -208,7 +225,7 @@ def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: An
         return cls(layer.out_channels, (layer.kernel, layer.kernel),
                    strides=(layer.stride, layer.stride), padding=((pad, pad), (pad, pad)),
                    kernel_dilation=(1, 1), use_bias=layer.bias, transpose_kernel=True,
-                   dtype=dtype, param_dtype=dtype, precision=precision, name=name)
+                   dtype=heavy, param_dtype=dtype, precision=precision, name=name)
     if isinstance(layer, BatchNorm):
         return TorchBatchNorm(
             axis=-1,  # channels-last (NHWC / (N, F)): the spec's channel axis 1 after layout.py
@@ -286,6 +303,10 @@ class Net(nn.Module):
     layer multiplies by ``masks[i]`` when given (parity: common/draws.py's pre-scaled keep mask, in
     Flax's layout), draws its own mask with ``own_dropout`` (fast mode: apply with
     ``rngs={"dropout": key}``), else is the identity (the pure forwards: eval).
+
+    ``dtype`` :data:`MIXED_BF16` (build_layer): each bfloat16 Dense/Conv/ConvTranspose output is cast
+    to float32 at once, so BatchNorm, the activations and the net's output (D's logit, G's Tanh) are
+    float32 -- where Keras's policy casts each float32 layer's input (backends/tensorflow/models.py).
     """
 
     net: NetSpec
@@ -313,6 +334,8 @@ class Net(nn.Module):
                 x = f(x, use_running_average)
             else:
                 x = f(x)
+            if isinstance(layer, _MIXED_LAYERS) and _is_mixed(self.dtype):
+                x = x.astype(jnp.float32)
         return x
 
     def layer(self, layer: Layer, input_shape: tuple[int, ...], name: str) -> Callable[..., jax.Array]:
@@ -322,7 +345,8 @@ class Net(nn.Module):
 
 def build_net(net: NetSpec, name: str, dtype: Any, mode: str) -> Net:
     """``name`` ("G" / "D") is unused: a top-level Flax module's variables carry no prefix (the
-    backend keeps G's and D's variables apart, in ``state.train["G"]`` / ``["D"]``)."""
+    backend keeps G's and D's variables apart, in ``state.train["G"]`` / ``["D"]``). ``dtype``: a
+    JAX dtype, or :data:`MIXED_BF16` (float32 variables, bf16 Dense/Conv/ConvTranspose: build_layer)."""
     return Net(net, dtype, mode)
 
 
@@ -331,11 +355,12 @@ class StepConfig:
     """Everything static about a compiled function (hashable: a jit static argument and cache key)."""
 
     spec: GANSpec
-    dtype: str
+    dtype: str  # the variables', the inputs' and the optimizer's: "float32" under mixed precision
     mode: str  # per-layer dot/conv precision (_precision): HIGHEST (parity), DEFAULT (fast)
+    mixed: str | None = None  # MIXED_BF16: the nets' Dense/Conv/ConvTranspose compute in bf16 (fast mode)
 
     def nets(self) -> tuple[Net, Net]:
-        dt = DTYPES[self.dtype]
+        dt = MIXED_BF16 if self.mixed == MIXED_BF16 else DTYPES[self.dtype]
         return (build_net(self.spec.generator, "G", dt, self.mode),
                 build_net(self.spec.discriminator, "D", dt, self.mode))
 
