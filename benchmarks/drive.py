@@ -22,15 +22,12 @@ from pathlib import Path
 from typing import Callable
 
 from gansuite.common.errors import ArgumentParser, GanSuiteError, run_main
-from gansuite.common.registry import BACKENDS, backend_python
+from gansuite.common.registry import BACKENDS, FAST_ENV, backend_python
 
 from .summary import build_summary
 
 
-#: Environment of the non-parity (fast, peer) benchmark processes: oneDNN on. Measured (full-size
-#: DCGAN, batch 64, float32, 2-core Zen 4): TensorFlow's tf.function 61.2 img/s with oneDNN,
-#: MXNet fast 11.5 img/s with oneDNN vs 10.4 without. Parity refuses it in both (float32 error).
-FAST_ENV = {"tensorflow": {"TF_ENABLE_ONEDNN_OPTS": "1"}, "mxnet": {"MXNET_MKLDNN_ENABLED": "1"}}
+#: The non-parity (fast, peer) benchmark processes run with common/registry.py's FAST_ENV: oneDNN on.
 DEFAULT_MODES = "parity,fast,peer"  # benchmarks/run.py's default
 
 

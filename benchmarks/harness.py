@@ -25,7 +25,7 @@ from gansuite.common.protocol import BuildOptions
 from . import memory
 from .families import family_of
 from .frameworks import environment, framework_of, fresh_compile_cache, is_gpu
-from .mixed import BUILD_TIME_MIXED, MIXED_DTYPES, build_extra, mixed_precision
+from .mixed import MIXED_DTYPES, mixed_precision
 from .peak import Peak, measure_peak
 from .peers import PEER_MODES, peer_class
 from .timing import Budget, Timing, measure
@@ -130,7 +130,7 @@ def _bench_backend(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, A
     mixed = mixed_precision(framework, cfg.device, cfg.dtype, family.name)
     if isinstance(mixed, str):
         raise Skip(mixed)
-    context, precision = mixed
+    context, precision = mixed.context, mixed.description
     build_dtype = "float32" if cfg.dtype in MIXED_DTYPES else cfg.dtype
     backend = family.protocol(cfg.backend)
     spec = family.at_batch(family.spec(cfg.model), cfg.batch_size)
@@ -143,7 +143,7 @@ def _bench_backend(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, A
 
     t0 = time.perf_counter()
     state = backend.build(spec, params, None, BuildOptions(dtype=build_dtype, device=cfg.device, mode=cfg.mode,
-                                                           seed=cfg.seed, extra=build_extra(framework, cfg.dtype)))
+                                                           seed=cfg.seed, extra=dict(mixed.extra)))
     build_s = time.perf_counter() - t0
     train = family.train_steps(backend, state, pool, cfg.mode, context)
     timing = measure(train.run, train.sync, budget)
@@ -176,7 +176,7 @@ def _bench_backend(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, A
         "memory": mem_details,
         "sampling": _secondary(sampling, cfg.batch_size, family.sampling_flops(spec, cfg.batch_size), peak,
                                family.sampling_what
-                               + (_mixed_sampling(framework) if cfg.dtype in MIXED_DTYPES else "")),
+                               + mixed.sampling),
         "seed": cfg.seed,
         "quick": cfg.quick,
     }
@@ -187,14 +187,6 @@ def _bench_backend(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, A
                                             f"backend.train_epoch: {scan.iterations_per_unit} iterations per call "
                                             "(one compiled scan), stacked inputs copied to the device each call")
     return make_row(cfg, timing, flops.total, peak, peak_mem, settings)
-
-
-def _mixed_sampling(framework: str) -> str:
-    """How a bf16-mixed row's sampling computes: outside the step's autocast region (PyTorch), or in
-    the nets built with the mixed layers (TensorFlow, JAX: build_extra)."""
-    if framework in BUILD_TIME_MIXED:
-        return "; the nets' bf16 Dense/Conv/ConvTranspose, set at build"
-    return "; float32, outside autocast"
 
 
 def _measure_scan(backend: Any, state: Any, pool: Any, cfg: Config, budget: Budget, steps: Timing) -> Timing | str:

@@ -17,11 +17,21 @@ same fast mode in float32, so the bf16 part of the error is read against float32
 Errors are common/parity.rel_err: max|x - ref| / max|ref| per tensor; the scalars relative to
 max(1, |ref|); parameters after the step in units of the learning rate (Adam's first step moves each
 element by at most lr, so ``2 lr`` bounds any port with a correct Adam, whatever its gradients).
-Tolerances: common/tolerances.py MIXED_BF16 (derived there). A backend with no bf16 path says why.
+Tolerances: common/tolerances.py MIXED_BF16_TOLERANCES (derived there). A backend with no bf16 path
+says why.
+
+Fast mode is measured as the benchmarks run it, in a child process with common/registry.py's FAST_ENV
+(oneDNN on: MXNet's bf16 kernels exist only there), since the comparison's envs turn oneDNN off for
+parity and each framework reads that switch once per process (:func:`mixed_rows_in_fast_env`).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +43,7 @@ from .parity import parity_batch, rel_err, summand_scale
 from .params import init_params, trainable_names
 from .presets import preset
 from .protocol import MIXED_BF16, SCALARS, BuildOptions, GANProtocol
-from .registry import get_backend
+from .registry import FAST_ENV, get_backend
 from .spec import GANSpec
 from .tolerances import MIXED_BF16_TOLERANCES
 from .trajectory import divergence_iteration, run_trajectory, trajectory_error
@@ -153,4 +163,20 @@ def check_row(errors: dict[str, dict[str, float]], precision: str) -> dict[str, 
         out[quantity] = {"worst": per_tensor[name], "tensor": name, "tolerance": tol,
                          "passed": bool(per_tensor[name] <= tol)}
     return out
+
+
+def mixed_rows_in_fast_env(backend_name: str, out: Path, timeout: float = 1800) -> list[dict[str, Any]]:
+    """:func:`mixed_rows` in a child process of this interpreter with the backend's FAST_ENV, written to
+    ``out`` (JSON) and returned; a child that fails raises one line with the end of its stderr."""
+    env = {**os.environ, **FAST_ENV.get(backend_name, {})}
+    proc = subprocess.run([sys.executable, "-m", "gansuite.common.mixed_compare", backend_name, str(out)],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise GanSuiteError(f"mixed precision rows of {backend_name}: the fast-mode process failed: {tail}")
+    return json.loads(out.read_text())
+
+
+if __name__ == "__main__":  # the child process of mixed_rows_in_fast_env: <backend> <out.json>
+    Path(sys.argv[2]).write_text(json.dumps(mixed_rows(sys.argv[1]), indent=1))
 

@@ -21,6 +21,13 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
     "mxnet": ("gansuite.backends.mxnet", "mxnet", "mxnet"),
 }
 FRAMEWORK_BACKENDS = tuple(n for n in BACKENDS if n != "oracle")
+#: Environment of a fast-mode process (benchmarks, the report's mixed-precision rows): oneDNN on. Each
+#: framework reads its switch once per process, and parity refuses it (float32 error), so the test and
+#: comparison envs turn it off and fast-mode work runs in a child process with this set. Measured
+#: (full-size DCGAN, batch 64, float32, 2-core Zen 4): TensorFlow's tf.function 61.2 img/s with oneDNN
+#: vs 44.9 under XLA; MXNet fast 11.5 img/s with oneDNN vs 10.4 without; MXNet's bf16 kernels exist
+#: only in oneDNN (backends/mxnet/models.py).
+FAST_ENV = {"tensorflow": {"TF_ENABLE_ONEDNN_OPTS": "1"}, "mxnet": {"MXNET_MKLDNN_ENABLED": "1"}}
 
 
 def get_backend(name: str) -> GANProtocol:

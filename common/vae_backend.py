@@ -162,6 +162,11 @@ class VAEBackend(VAEProtocol):
 
     def build(self, spec: VAESpec, params: Params, opt: AdamState | None, options: BuildOptions) -> VAEBackendState:
         kind = check_options(options)
+        if options.extra.get("mixed_precision") is not None:
+            # The VAE's nets are built without it (the GAN backends' configure would accept it and the
+            # build would then silently run float32): refuse here, in one line.
+            raise GanSuiteError(f"extra.mixed_precision: {options.extra['mixed_precision']!r} is not supported for "
+                                "the VAE family; allowed: none (the GAN backends take 'mixed_bfloat16')")
         check_vae_params(spec, params)
         device = self.backend.framework_device(kind)
         self.backend.configure(device, options)

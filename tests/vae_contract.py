@@ -197,7 +197,9 @@ class VAEContract:
                             (lambda: vae.train_step(st, x, eps[:3]), "eps"),
                             (lambda: vae.build(spec, {k: v for k, v in params.items() if k != "Dec.2.bias"}, None,
                                                BuildOptions()), "params"),
-                            (lambda: vae.build(spec, params, None, BuildOptions(dtype="float16")), "dtype")):
+                            (lambda: vae.build(spec, params, None, BuildOptions(dtype="float16")), "dtype"),
+                            (lambda: vae.build(spec, params, None, BuildOptions(
+                                mode="fast", extra={"mixed_precision": "mixed_bfloat16"})), "extra.mixed_precision")):
             with pytest.raises(GanSuiteError) as info:
                 call()
             msg = str(info.value)
