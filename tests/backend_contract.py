@@ -7,6 +7,10 @@ oracle (common/oracle.py) with the tolerances of common/tolerances.py.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from dataclasses import replace
 
 import numpy as np
@@ -18,9 +22,9 @@ from gansuite.common.parity import check_forward, check_one_step, failures
 from gansuite.common.params import init_params, param_shapes
 from gansuite.common.presets import preset
 from gansuite.common.protocol import BuildOptions
-from gansuite.common.registry import get_backend
+from gansuite.common.registry import FAST_ENV, get_backend
 from gansuite.common.streams import Streams
-from gansuite.common.tolerances import GRADIENT_DERIVED, ILL_CONDITIONED
+from gansuite.common.tolerances import ADAM_FIRST_STEP_LR, GRADIENT_DERIVED, ILL_CONDITIONED
 from gansuite.common.trace import load_trace, run_trace, save_trace
 from gansuite.common.gallery import BEATS_COLLAPSED, IMPROVEMENT, LEARNING_ITERATIONS, learning_run, learning_verdict
 
@@ -206,6 +210,41 @@ class BackendContract:
         ref_out = ref.train_step(ref.build(spec, params, None, BuildOptions()), b.real, b.z, draws=b.draws)
         for k in ("loss_D", "D_x", "D_G_z1", "loss_G", "D_G_z2"):  # the G step too (fresh z_gen where the preset draws one)
             assert abs(getattr(out, k) - getattr(ref_out, k)) <= 1e-4 * max(1.0, abs(getattr(ref_out, k))), k
+
+    def test_fast_mode_pure_forward_leaves_training_unchanged(self, backend):
+        """generate/discriminate between fast-mode steps (the trainer's sample frames) change nothing the
+        next step computes: one iteration after them moves the parameters as one without them, within
+        Adam's first-step bound (ADAM_FIRST_STEP_LR: a roundoff difference can flip a near-zero
+        gradient). Run as fast mode runs, in a process with common/registry.py's FAST_ENV (oneDNN on):
+        there MXNet's inference-mode forward reordered G's transposed-convolution weights in place and
+        the next Adam step moved the wrong elements (743 lr)."""
+        code = textwrap.dedent(f"""
+            import numpy as np
+            from gansuite.common.overrides import apply_overrides
+            from gansuite.common.params import init_params
+            from gansuite.common.presets import preset
+            from gansuite.common.protocol import BuildOptions
+            from gansuite.common.registry import get_backend
+            from gansuite.common.streams import Streams
+            spec = apply_overrides(preset("dcgan"), ["train.batch_size=8"])  # full size: all 5 layer kinds
+            backend, params, b = get_backend({self.backend_name!r}), init_params(spec, 0), Streams(spec, 0).batch(0)
+            after = []
+            for forward_first in (False, True):
+                st = backend.build(spec, params, None, BuildOptions(dtype="float32", mode="fast"))
+                if forward_first:
+                    backend.generate(st, b.z)
+                    backend.discriminate(st, b.real)
+                backend.train_step(st, b.real, b.z, draws=b.draws)
+                after.append(backend.export_params(st)[0])
+            lr = {{"G": spec.train.optim_G.lr, "D": spec.train.optim_D.lr}}
+            print("WORST", max(float(np.max(np.abs(after[1][k] - after[0][k]))) / lr[k[0]]
+                               for k in after[0] if "running" not in k and "num_batches" not in k))
+        """)
+        env = {**os.environ, **FAST_ENV.get(self.backend_name, {})}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        worst = float(next(l for l in out.stdout.splitlines() if l.startswith("WORST")).split()[1])
+        assert worst <= ADAM_FIRST_STEP_LR, f"{worst:.3g} learning rates"
 
     def test_trace_file_round_trip(self, backend, tmp_path):
         spec = preset("gaussian")
