@@ -422,6 +422,13 @@ print(json.dumps({"settings": b.settings(st)["mixed_precision"], "errs": errs, "
 """
 
 
+# bf16 speed (issue 16): the bf16 kernels are oneDNN's native ones and faster than float32 on an idle
+# CPU (97 vs 73-79 img/s, full-size dcgan batch 64); the earlier "~500 ms bf16 weight-gradient
+# convolution" was CPU oversubscription stalling that multi-threaded primitive's barriers (measured
+# numbers in models._bf16_symbol). A timing is no test here (the CI machine is shared); the kernel
+# choice is asserted through MKLDNN_VERBOSE (test_bf16_convolution_runs_onednn_native_bf16_kernels).
+
+
 def test_bf16_mixed_fast_step_stays_near_the_oracle(mx):
     """Fast mode's bf16 mixed precision (extra={"mixed_precision": "mixed_bfloat16"}), MXNet's AMP
     graph pass on each net's one cached graph (models._bf16_symbol), in a fresh process with oneDNN
@@ -485,6 +492,41 @@ def test_bf16_deconvolution_crashes_on_a_cast_weight_with_onednn(mx):
                          timeout=120)
     assert res.stdout.split() == ["leaf", "ok"], (res.stdout, res.stderr[-2000:])
     assert res.returncode != 0 and "Segmentation fault" in res.stderr, (res.returncode, res.stderr[-2000:])
+
+
+_BF16_CONV_KERNELS_SCRIPT = """
+import mxnet as mx
+from mxnet import autograd, nd
+from mxnet.contrib.amp.amp import bfloat16
+x, w = nd.random.normal(shape=(8, 32, 8, 8)), nd.random.normal(shape=(64, 32, 4, 4))
+x.attach_grad()  # float32 input and weight, cast in the graph as AMP does; both gradients taken
+w.attach_grad()
+with autograd.record():
+    y = nd.Convolution(nd.amp_cast(x, dtype=bfloat16), nd.amp_cast(w, dtype=bfloat16), kernel=(4, 4),
+                       stride=(2, 2), pad=(1, 1),
+                       num_filter=64, no_bias=True)
+y.backward()
+nd.waitall()
+"""
+
+
+def test_bf16_convolution_runs_onednn_native_bf16_kernels(mx):
+    """The bf16 path's Convolution (a float32 weight cast in the graph, as models._bf16_symbol makes
+    it) runs oneDNN's native bf16 kernels forward and for both gradients (MKLDNN_VERBOSE names
+    jit_bf16:avx512_core_bf16), not a reference or gemm fallback: the slow bf16 weight gradients
+    measured on the shared CI machine were CPU oversubscription (models._bf16_symbol), not the kernel.
+    Needs a CPU with avx512_bf16 (oneDNN emulates bf16 elsewhere)."""
+    with open("/proc/cpuinfo") as f:
+        if "avx512_bf16" not in f.read():
+            pytest.skip("no avx512_bf16 on this CPU: oneDNN picks other bf16 kernels")
+    env = {**os.environ, "MXNET_MKLDNN_ENABLED": "1", "MKLDNN_VERBOSE": "1"}
+    res = subprocess.run([sys.executable, "-c", _BF16_CONV_KERNELS_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    kernels = {row[5]: row[4] for row in (line.split(",") for line in res.stdout.splitlines())
+               if len(row) > 6 and row[1] == "exec" and row[3] == "convolution" and "src_bf16" in row[6]}
+    assert kernels == {p: "jit_bf16:avx512_core_bf16" for p in ("forward_training", "backward_data",
+                                                                 "backward_weights")}, kernels
 
 
 def test_bf16_mixed_is_refused_without_onednn_and_outside_fast_float32(mx):

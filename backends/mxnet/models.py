@@ -41,7 +41,21 @@ def _bf16_symbol(out: Any, inputs: list[Any]) -> Any:
     suite's setting names ConvTranspose2d among the bf16 layers: MXNet 1.9.1's oneDNN bfloat16
     Deconvolution crashes the process (SIGSEGV) in its backward when its weight is an
     amp_cast/cast output, the only way to keep a float32 variable (measured; a bfloat16 leaf weight
-    trains: tests/test_backend_mxnet.py). So G's transposed convolutions compute in float32 here."""
+    trains: tests/test_backend_mxnet.py). So G's transposed convolutions compute in float32 here.
+
+    Speed (measured 2026-12, full-size dcgan, batch 64, OMP_NUM_THREADS=2, 2-core AMD EPYC with
+    avx512_bf16): on an idle machine this path is FASTER than float32, 97 vs 73-79 img/s; oneDNN
+    runs every bf16 Convolution in its native kernel (MKLDNN_VERBOSE: jit_bf16:avx512_core_bf16 for
+    forward, backward_data and backward_weights; the 3-channel first layer x64:gemm:jit, ~1.6 ms),
+    no ref:any kernel and no denormals. The slow bf16 step seen earlier (8-9 vs 18 img/s, D's bf16
+    backward_weights ~500 ms a call against 35 ms float32) is CPU oversubscription, not the
+    kernel: with two busy processes on the two cores, the bf16 backward_weights primitive of D's
+    256->512 layer took 83 ms on average and up to 173-650 ms per call (idle: 14-24 ms), float32's
+    50 (max 59) and bf16 backward_data 23 (unaffected): that primitive's threads synchronise (its
+    per-thread partial weight gradients are reduced and converted to bf16 between barriers), so a
+    descheduled thread stalls the other. OMP_WAIT_POLICY=PASSIVE does not help (135 ms mean);
+    OMP_NUM_THREADS=1 does (no spikes: whole backward 89 ms bf16 vs 120 float32 under the same
+    load). So bf16 timings are only meaningful on an otherwise idle CPU (or one thread)."""
     from mxnet.contrib.amp import amp
 
     bf16 = amp.bfloat16
