@@ -146,9 +146,19 @@ def _tensorflow(device: str, dtype: str, n: int, fast_math: bool) -> Probe:
 def _mxnet(device: str, dtype: str, n: int, fast_math: bool) -> Probe:
     import mxnet as mx
 
+    ctx = mx.gpu(0) if is_gpu(device) else mx.cpu()
+    if dtype == "bfloat16" and not is_gpu(device):
+        # The bf16 rows' compute (backends/mxnet/models.py: AMP on oneDNN): MXNet has no bfloat16 numpy
+        # dtype, so the operands are amp_cast from float32, and `dot` has no bf16 kernel; FullyConnected
+        # (x W^T, the same 2 n^3 FLOPs) runs oneDNN's bf16 GEMM (needs MXNET_MKLDNN_ENABLED=1, as
+        # the bf16 rows' process has: benchmarks/drive.py).
+        from mxnet.contrib.amp import amp
+
+        a, b = (mx.nd.amp_cast(mx.nd.random.normal(shape=(n, n), ctx=ctx), dtype=amp.bfloat16) for _ in range(2))
+        return ("mx.nd.FullyConnected (oneDNN bf16)",
+                lambda: mx.nd.FullyConnected(a, b, no_bias=True, num_hidden=n), mx.nd.waitall, lambda: None)
     if dtype not in ("float32", "float64"):
         raise _unsupported("mxnet", dtype)
-    ctx = mx.gpu(0) if is_gpu(device) else mx.cpu()
     a = mx.nd.random.normal(shape=(n, n), ctx=ctx, dtype=dtype)
     b = mx.nd.random.normal(shape=(n, n), ctx=ctx, dtype=dtype)
     return "mx.nd.dot", lambda: mx.nd.dot(a, b), mx.nd.waitall, lambda: None

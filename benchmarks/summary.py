@@ -122,6 +122,32 @@ def ratio_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def best_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Per (device, model, batch) measured in fast float32 by several frameworks: each framework's fast
+    row, bf16-mixed over float32 where both ran, and the slowest-to-fastest framework ratio (issue 16:
+    each framework at its best, compared)."""
+    fast = [r for r in rows if r["mode"] == "fast"]
+    keys = sorted({(r["device"], r["model"], r["batch_size"]) for r in fast if r["dtype"] == "float32"})
+    lines = []
+    for device, model, batch in keys:
+        at = {(r["backend"], r["dtype"]): r["examples_per_s"] for r in fast
+              if (r["device"], r["model"], r["batch_size"]) == (device, model, batch)}
+        f32 = {b: v for (b, d), v in at.items() if d == "float32"}
+        if len(f32) < 2:
+            continue
+        slow, quick = min(f32, key=f32.get), max(f32, key=f32.get)
+        cells = []
+        for b in sorted(f32):
+            bf16 = at.get((b, "bf16-mixed"))
+            cells.append(f"{b} {_fmt(f32[b])}" + (f" (bf16-mixed {_fmt(bf16)}, {bf16 / f32[b]:.2f}x)" if bf16 else ""))
+        lines.append(f"| {device} | {model} | {batch} | {'; '.join(cells)} | {quick} / {slow}: "
+                     f"{f32[quick] / f32[slow]:.2f}x |")
+    if not lines:
+        return []
+    return ["| device | model | batch | fast float32 examples/s (bf16-mixed, ratio) | slowest to fastest |",
+            "|---|---|---:|---|---|", *lines]
+
+
 def _series_label(r: dict[str, Any]) -> str:
     return f"{r['backend']} {r['mode']}" + ("" if r["dtype"] == "float32" else f" {r['dtype']}")
 
@@ -236,6 +262,9 @@ def build_summary(results: Path) -> Path:
         md += [f"## {title}", "", *table(group, rows), "",
                f"![throughput vs batch size](plots/throughput-{name}.png)",
                f"![parity vs fast vs seed loop at batch {batch}](plots/modes-{name}.png)", ""]
+    best = best_table(rows)
+    if best:
+        md += ["## Frameworks at their best (fast mode)", "", *best, ""]
     ratios = ratio_table(rows)
     if ratios:
         md += ["## Ours vs the seed loops", "", *ratios, ""]

@@ -355,6 +355,21 @@ def test_summary_merges_two_backends_into_one_table(tmp_path):
         assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_summary_names_the_slowest_to_fastest_framework_and_bf16_ratios(tmp_path):
+    """Issue 16's comparison of frameworks at their best: per model and batch, every fast float32 row,
+    bf16-mixed over float32 where both ran, and the fastest over the slowest framework."""
+    (tmp_path / "cpu").mkdir()
+    bf16 = {**_row("torch", "fast", 64, 150.0, "dcgan"), "dtype": "bf16-mixed"}
+    rows = {"torch": [_row("torch", "fast", 64, 100.0, "dcgan"), bf16],
+            "jax": [_row("jax", "fast", 64, 40.0, "dcgan"), _row("jax", "parity", 64, 10.0, "dcgan")],
+            "mxnet": [_row("mxnet", "fast", 8, 1000.0)]}  # alone at its model and batch: no comparison
+    for backend, r in rows.items():
+        (tmp_path / "cpu" / f"{backend}.json").write_text(json.dumps(r))
+    md = build_summary(tmp_path).read_text()
+    assert ("| cpu | dcgan | 64 | jax 40; torch 100 (bf16-mixed 150, 1.50x) | torch / jax: 2.50x |" in md), md
+    assert "| cpu | gaussian | 8 |" not in md
+
+
 def test_summary_shows_the_vae_with_its_seed_loop_ratio(tmp_path):
     """The VAE's rows go through the GANs' tables (one model per table; one model here, so the
     test draws two plots, not four)."""
