@@ -38,7 +38,8 @@ def test_compare_report_on_this_backend(tmp_path):
     report = build_report(tmp_path, availability)
     write_report(tmp_path, report)
     data = json.loads((tmp_path / "report.json").read_text())
-    assert set(data) == {"backends", "parity", "traps", "conversion", "seed_code", "data_parallel"}
+    assert set(data) == {"backends", "parity", "traps", "conversion", "seed_code", "data_parallel", "mixed_precision"}
+    assert data["mixed_precision"] == []  # measured on the full-size dcgan only (common/mixed_compare.py)
     assert data["backends"]["nonexistent"]["reason"] == "not built"
     keys = {"model", "dtype", "check", "backend", "against", "max_abs_err", "max_rel_err", "tolerance", "passed",
             "divergence_iteration"}
