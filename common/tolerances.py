@@ -137,14 +137,16 @@ MIXED_BF16_LOSS = 2e-2
 #: * forward (G(z), D(x), relative to the tensor's scale): every Dense/conv rounds its inputs and weights
 #:   to bf16 (u = 2^-9) and the 5 layers' errors add; BatchNorm renormalises each layer, so the error per
 #:   element is ~ 5 x 2 roundings x u ~ 2e-2 RMS at worst and the largest of ~1e5 elements a few times
-#:   the RMS. Measured (CPU, batch 8): G(z) 4.0e-2, D(x) 1.0e-2 (Keras mixed_bfloat16; torch.autocast
-#:   alike): 1e-1.
+#:   the RMS. Measured (CPU, batch 8): in the comparison report (2026-12-06, fast mode's process, oneDNN
+#:   on) the worst tensor is D(x), 1.0e-2 (TensorFlow) to 1.5e-2 (PyTorch); Keras with oneDNN off gave
+#:   G(z) 4.0e-2: 1e-1.
 #: * scalar: MIXED_BF16_LOSS (above), measured 4.9e-3.
 #: * grad: bf16 resolves the one-iteration gradients only to tenths of their scale. D's gradients go
 #:   back through 5 bf16 layers, their fake-batch part through G(z)'s 4e-2 error; every BatchNorm
 #:   backward subtracts two means (cancellation, error relative to a far smaller result); LeakyReLU and
-#:   ReLU inputs within ~1e-2 of 0 take the other branch. Measured worst tensor: D step 0.25 (Keras,
-#:   D.3.bias and D.8.weight) and 0.23 (torch.autocast, D.8.weight); G step 0.44 (Keras, G.3.weight).
+#:   ReLU inputs within ~1e-2 of 0 take the other branch. Measured worst tensor (the report, 2026-12-06):
+#:   D step 0.23 (D.8.weight, every framework; JAX 0.16); G step 0.33-0.38 (G.3.weight: PyTorch, JAX,
+#:   TensorFlow), MXNet 0.11 (its transposed convolutions stay float32); Keras with oneDNN off 0.44.
 #:   The bound is 1: a gradient of the wrong sign (error 2) or a missing term fails, a port's small
 #:   error does not show at this precision (the float32/float64 parity rows hold those).
 #: * param_lr: parameters after Adam, max abs error in units of the learning rate: ADAM_FIRST_STEP_LR.
