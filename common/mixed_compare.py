@@ -64,7 +64,20 @@ def _fast(extra: dict[str, Any]) -> BuildOptions:
     return BuildOptions(dtype="float32", mode="fast", extra=dict(extra))
 
 
-def one_iteration(backend: GANProtocol, spec: GANSpec, extra: dict[str, Any]) -> dict[str, Any]:
+def oracle_reference(spec: GANSpec) -> dict[str, Any]:
+    """What does not depend on the backend: the oracle's forwards and its parameters after its own whole
+    iteration from the comparison's start (computed once per backend env, for every precision)."""
+    batch = parity_batch(spec, 0)
+    oracle = OracleBackend()
+    st = oracle.build(spec, init_params(spec, 0), None, BuildOptions(dtype="float64"))
+    ref = {"G(z)": oracle.generate(st, batch.z, "batch", batch.draws.get("fake_labels")),
+           "D(x)": oracle.discriminate(st, batch.real, "batch", batch.draws.get("labels"))}
+    oracle.train_step(st, batch.real, batch.z, draws=batch.draws)
+    ref["after"] = oracle.export_params(st)[0]
+    return ref
+
+
+def one_iteration(backend: GANProtocol, spec: GANSpec, extra: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
     """Per-tensor errors of one fast-mode iteration against the float64 oracle's, measured the way the
     parity check measures them (common/parity.one_step), without its kink following: with bf16 a
     kink branch taken the other way is part of what the precision does.
@@ -79,16 +92,11 @@ def one_iteration(backend: GANProtocol, spec: GANSpec, extra: dict[str, Any]) ->
     batch = parity_batch(spec, 0)
     params, real, z, draws = init_params(spec, 0), batch.real, batch.z, batch.draws
     oracle = OracleBackend()
-    ref = oracle.build(spec, params, None, BuildOptions(dtype="float64"))
-    ref_adam = oracle.build(spec, params, None, BuildOptions(dtype="float64"))
-    oracle.train_step(ref_adam, real, z, draws=draws)  # the oracle's own whole iteration
-    ref_after, _ = oracle.export_params(ref_adam)
+    ref = oracle.build(spec, params, None, BuildOptions(dtype="float64"))  # its D takes the backend's update
     st = backend.build(spec, params, None, _fast(extra))
     errors: dict[str, dict[str, float]] = {
-        "forward": {"G(z)": rel_err(backend.generate(st, z, "batch", draws.get("fake_labels")),
-                                    oracle.generate(ref, z, "batch", draws.get("fake_labels")))[1],
-                    "D(x)": rel_err(backend.discriminate(st, real, "batch", draws.get("labels")),
-                                    oracle.discriminate(ref, real, "batch", draws.get("labels")))[1]}}
+        "forward": {"G(z)": rel_err(backend.generate(st, z, "batch", draws.get("fake_labels")), reference["G(z)"])[1],
+                    "D(x)": rel_err(backend.discriminate(st, real, "batch", draws.get("labels")), reference["D(x)"])[1]}}
     out = backend.train_step(st, real, z, with_grads=True, draws=draws)
     after, _ = backend.export_params(st)
     missing = set(trainable_names(spec, "G") + trainable_names(spec, "D")) - set(out.grads or {})
@@ -96,19 +104,22 @@ def one_iteration(backend: GANProtocol, spec: GANSpec, extra: dict[str, Any]) ->
         raise GanSuiteError(f"{backend.name}: train_step(with_grads=True) returned no gradient for {sorted(missing)}")
     d = oracle.d_step(ref, real, z, draws)
     g_real, g_fake = oracle.d_grad_parts(ref, d)
-    errors["scalar"] = {k: abs(getattr(out, k) - getattr(d, k)) / max(1.0, abs(getattr(d, k)))
-                        for k in ("loss_D", "D_x", "D_G_z1")}
+    errors["scalar"] = {k: _scalar_err(out, d, k) for k in ("loss_D", "D_x", "D_G_z1")}
     grads = {k: rel_err(out.grads[k], g, summand_scale(g_real[k], g_fake[k]))[1] for k, g in d.grads.items()}
     for k in trainable_names(spec, "D"):  # the G step from the backend's own D update (parity.one_step, 3.)
         ref.params[k] = np.asarray(after[k], np.float64).copy()
     g = oracle.g_step(ref, d, draws)
-    errors["scalar"].update({k: abs(getattr(out, k) - getattr(g, k)) / max(1.0, abs(getattr(g, k)))
-                             for k in ("loss_G", "D_G_z2")})
+    errors["scalar"].update({k: _scalar_err(out, g, k) for k in ("loss_G", "D_G_z2")})
     grads.update({k: rel_err(out.grads[k], v)[1] for k, v in g.grads.items()})
     errors["grad"] = grads
-    errors["param_lr"] = {k: float(np.max(np.abs(np.asarray(after[k], np.float64) - ref_after[k]))) / _lr(spec, k)
-                          for k in grads}
+    errors["param_lr"] = {k: float(np.max(np.abs(np.asarray(after[k], np.float64) - reference["after"][k])))
+                          / _lr(spec, k) for k in grads}
     return {"errors": errors, "settings": {k: str(v) for k, v in backend.settings(st).items()}}
+
+
+def _scalar_err(out: Any, ref: Any, name: str) -> float:
+    """A scalar's error relative to max(1, |reference|)."""
+    return abs(getattr(out, name) - getattr(ref, name)) / max(1.0, abs(getattr(ref, name)))
 
 
 def _lr(spec: GANSpec, name: str) -> float:
@@ -132,6 +143,7 @@ def mixed_rows(backend_name: str) -> list[dict[str, Any]]:
     """Every precision of one backend: its one-iteration errors and its horizon, or why it has no path."""
     backend = get_backend(backend_name)
     one_spec, horizon_spec = compare_spec(ONE_ITERATION_MODEL), preset(HORIZON_MODEL)
+    reference = oracle_reference(one_spec)
     ref_traj = run_trajectory(get_backend("oracle"), horizon_spec, "float64", MIXED_TRAJECTORY)
     rows = []
     for label, extra in PRECISIONS:
@@ -139,19 +151,19 @@ def mixed_rows(backend_name: str) -> list[dict[str, Any]]:
                                "batch_size": one_spec.train.batch_size, "horizon_model": HORIZON_MODEL,
                                "iterations": MIXED_TRAJECTORY}
         try:
-            row.update(one_iteration(backend, one_spec, extra))
+            row.update(one_iteration(backend, one_spec, extra, reference))
         except GanSuiteError as e:  # no bf16 path in this backend: the one line that says why
             row["unsupported"] = str(e)
             rows.append(row)
             continue
         traj = run_trajectory(backend, horizon_spec, "float32", MIXED_TRAJECTORY, mode="fast", extra=extra)
         row["horizon"] = horizon(traj, ref_traj)
-        row["checks"] = check_row(row["errors"], label)
+        row["checks"] = check_row(row["errors"])
         rows.append(row)
     return rows
 
 
-def check_row(errors: dict[str, dict[str, float]], precision: str) -> dict[str, dict[str, Any]]:
+def check_row(errors: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
     """Worst tensor per quantity against its tolerance (common/tolerances.py MIXED_BF16_TOLERANCES;
     float32 fast mode against the same bounds: they hold a fortiori)."""
     out = {}
