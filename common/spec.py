@@ -598,6 +598,13 @@ class GANSpec:
         return self.generator.input_shape
 
     @property
+    def convolutional(self) -> bool:
+        """A convolution in either net (the DCGANs), or dense layers only (the Gaussian GANs, seed
+        002's MLP GAN and CGAN): fast modes pick their compilation by it where measured (TensorFlow)."""
+        return any(isinstance(layer, (Conv2d, ConvTranspose2d))
+                   for net in (self.generator, self.discriminator) for layer in net.layers)
+
+    @property
     def latent_dim(self) -> int:
         return int(_prod(self.latent_shape))
 

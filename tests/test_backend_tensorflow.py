@@ -551,6 +551,20 @@ class TestTensorflowSpecifics:
         assert lines["SETTINGS"] == "True False True", out.stdout
         assert float(lines["ERR"]) <= tolerance("float32", "loss"), out.stdout
 
+    def test_fast_mode_on_cpu_compiles_dense_models_with_xla(self):
+        """Fast mode's CPU default, by model kind (train._fast_uses_xla, measured): XLA for the
+        models without a convolution (their step is per-op dispatch, which XLA fuses away), a plain
+        tf.function for the DCGANs (oneDNN's convolutions beat XLA's); ``extra`` overrides either way
+        (data-parallel training: tests/test_backend_tensorflow_dp.py)."""
+        backend, _, _, _ = _tf()
+        be = backend.TensorflowBackend()
+        for model, jit in (("gaussian", True), ("mlp-gan-tiny", True), ("dcgan-tiny", False)):
+            spec = preset(model)
+            assert spec.convolutional is not jit
+            for extra, expected in (({}, jit), ({"jit_compile": not jit}, not jit)):
+                st = be.build(spec, init_params(spec, 0), None, BuildOptions(dtype="float32", mode="fast", extra=extra))
+                assert be.settings(st)["jit_compile"] is expected, (model, extra)
+
 
 def test_bf16_mixed_fast_step_stays_near_the_oracle():
     """Fast mode's bf16 mixed precision (extra={"mixed_precision": "mixed_bfloat16"}, the benchmark's

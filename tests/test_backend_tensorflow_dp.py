@@ -45,6 +45,28 @@ class TestTensorflowDataParallel(DataParallelContract, MultiProcessContract):
         workers = settings["cluster"]["worker"]
         assert len(workers) == 2 and all(w.startswith("127.0.0.1:") for w in workers), settings["cluster"]
 
+    def test_fast_mode_replicas_run_without_xla(self) -> None:
+        """Fast mode's CPU default compiles dense-only models with XLA (train._fast_uses_xla), but
+        ``strategy.run`` traces the step's Python function without it: the data-parallel build says
+        so (jit_compile=False) instead of recording a setting that did not run. A fresh process, since
+        the logical CPUs must exist before TensorFlow starts."""
+        import subprocess
+        import sys
+        import textwrap
+
+        code = textwrap.dedent("""
+            from gansuite.backends.tensorflow.data_parallel import DataParallelBackend
+            from gansuite.common.params import init_params
+            from gansuite.common.presets import preset
+            from gansuite.common.protocol import BuildOptions
+            spec, dp = preset("gaussian"), DataParallelBackend(2)
+            st = dp.build(spec, init_params(spec, 0), None, BuildOptions(dtype="float32", mode="fast"))
+            print("JIT", dp.settings(st)["jit_compile"], dp.settings(st)["replicas"])
+        """)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "JIT False 2" in out.stdout, out.stdout
+
     def test_a_runtime_already_started_with_one_cpu_is_one_line(self) -> None:
         """The logical devices exist only if TensorFlow had not started yet; here (this test process) it
         has, with one CPU device: the build refuses in one line instead of training on one replica."""

@@ -55,6 +55,7 @@ tf.distribute.ReplicaContext.all_reduce, tf.config.set_logical_device_configurat
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable
 
 import tensorflow as tf
@@ -165,6 +166,9 @@ class DataParallelBackend(TensorflowBackend):
         if options.extra.get("jit_compile", False):
             raise GanSuiteError("extra.jit_compile: data-parallel training on TensorFlow runs MirroredStrategy's "
                                 "step without XLA; allowed: False")
+        # Explicit: fast mode's default (XLA for dense-only models on a CPU, train._fast_uses_xla) does not
+        # apply here, since strategy.run traces the step's Python function without XLA.
+        options = replace(options, extra={**options.extra, "jit_compile": False})
         # Before the template's first tensor: the logical devices must exist when the runtime starts.
         self.strategy = self._make_strategy()
         return super().build(spec, params, opt_state, options)

@@ -256,13 +256,22 @@ def _dense(grads: list[tf.Tensor | tf.IndexedSlices]) -> list[tf.Tensor]:
     return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
 
 
-def _fast_uses_xla(options: BuildOptions) -> bool:
-    """Fast mode compiles with XLA (``jit_compile=True``) on a GPU and not on a CPU, unless
-    ``extra={"jit_compile": ...}`` says otherwise. Chosen by measurement (full-size DCGAN, batch 64,
-    float32, 2-core Zen 4 CPU, TF 2.21): XLA 44.9 img/s with oneDNN off and 43.8 with it on (XLA's CPU
-    backend does not call oneDNN); a plain tf.function with oneDNN on, 61.2 img/s. On a GPU XLA fuses
-    the BatchNorm and Adam element-wise chains, the reason it was fast mode in the first place."""
-    default = DEVICES[options.device] == "cuda"
+def _fast_uses_xla(options: BuildOptions, convolutional: bool) -> bool:
+    """Fast mode compiles with XLA (``jit_compile=True``) on a GPU, and on a CPU for models without
+    a convolution, unless ``extra={"jit_compile": ...}`` says otherwise. Chosen by measurement (2-core
+    Zen 4 CPU, TF 2.21, oneDNN on, float32, the benchmark harness):
+
+    * convolutional (full-size DCGAN, batch 64): XLA 44.9 img/s with oneDNN off and 43.8 with it on
+      (XLA's CPU backend does not call oneDNN's convolutions); a plain tf.function, 61.2 img/s;
+    * dense-only, where a step is a chain of small ops and the graph executor's per-op dispatch is
+      the cost XLA's fusion removes (2026-12-06): the Gaussian GAN at batch 8, 4,527 vs 2,227
+      examples/s a step and 103,843 vs 16,497 in ``train_epoch``'s loop (6.3x); at batch 512,
+      168,707 vs 154,714; seed 002's MLP GAN at batch 100, 7,747 vs 6,380; its VAE at batch 128,
+      14,350 vs 13,166, at batch 16 3,378 vs 2,624.
+
+    On a GPU XLA fuses the BatchNorm and Adam element-wise chains, the reason it was fast mode in
+    the first place."""
+    default = DEVICES[options.device] == "cuda" or not convolutional
     return bool(options.extra.get("jit_compile", default))
 
 
@@ -359,7 +368,7 @@ def _make_step(options: BuildOptions, spec: GANSpec, G: Any, D: Any,
         return scalars, grads
 
     fast = options.mode == "fast"
-    jit = _fast_uses_xla(options) if fast else False
+    jit = _fast_uses_xla(options, spec.convolutional) if fast else False
     # Parity mode runs the same Python step as a tf.function WITHOUT XLA by default: with
     # grappler's float rewrites off (backend.configure) the graph runs the same kernels on the same
     # values as eager, bit-identical (tests/test_backend_tensorflow.py), at ~1/10 of eager
