@@ -30,7 +30,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager
 
-from gansuite.common.protocol import MIXED_BF16
+from gansuite.common.protocol import MIXED_BF16, NO_BF16_KERNELS
 
 from .frameworks import is_gpu
 
@@ -69,6 +69,8 @@ def mixed_precision(framework: str, device: str, dtype: str, family: str = "gan"
     if dtype not in MIXED_DTYPES:
         return MixedPath(description=dtype)
     if family == "gan" and framework in GAN_PATHS:
+        if framework == "mxnet" and not is_gpu(device) and (reason := _mxnet_cpu_bf16_reason()) is not None:
+            return reason
         return MixedPath(extra={"mixed_precision": MIXED_BF16}, description=GAN_PATHS[framework],
                          sampling="; the nets' bf16 layers, set at build")
     if family == "vae" and framework == "torch":
@@ -83,3 +85,15 @@ def mixed_precision(framework: str, device: str, dtype: str, family: str = "gan"
                          sampling="; float32, outside autocast")
     return (f"the {framework} backend has no bf16 mixed-precision path for the {family} family "
             "(every GAN backend takes it at build; the VAE only under PyTorch's autocast)")
+
+
+def _mxnet_cpu_bf16_reason() -> str | None:
+    """Why this CPU cannot run MXNet's bf16 rows (oneDNN has no bf16 kernels without AVX-512: the
+    backend's probe, backends/mxnet/__init__.onednn_bf16_error), or None. With oneDNN off the build
+    refuses with its own line, so that case is left to it."""
+    from gansuite.backends.mxnet import onednn_bf16_error, onednn_enabled
+
+    if not onednn_enabled():
+        return None
+    error = onednn_bf16_error()
+    return None if error is None else f"{NO_BF16_KERNELS} for MXNet's oneDNN (it needs AVX-512; '{error}')"

@@ -135,6 +135,10 @@ def check_choice(field_name: str, value: Any, allowed: Any) -> None:
 #: ConvTranspose2d) compute in bfloat16 -- each framework's own mechanism (torch.autocast, Keras's
 #: dtype policy, Flax's module ``dtype``, MXNet's AMP). Never in parity mode: parity is exact.
 MIXED_BF16 = "mixed_bfloat16"
+#: The reason a backend gives when the device, not the backend, lacks bf16 kernels (MXNet's oneDNN
+#: on a CPU without AVX-512): a build refuses with it in one line, and the comparison report's
+#: mixed-precision row keeps that line (tests/test_crossbackend.py accepts no other reason).
+NO_BF16_KERNELS = "this CPU has no bfloat16 kernels"
 
 
 def mixed_precision(options: BuildOptions) -> str | None:

@@ -24,7 +24,7 @@ from gansuite.common.oracle import adam_update, net_backward, net_forward
 from gansuite.common.parity import parity_inputs, rel_err
 from gansuite.common.params import init_params
 from gansuite.common.presets import preset
-from gansuite.common.protocol import BuildOptions
+from gansuite.common.protocol import NO_BF16_KERNELS, BuildOptions
 from gansuite.common.registry import get_backend
 from gansuite.common.spec import AdamSpec, BatchNorm, ConvTranspose2d
 from gansuite.common.streams import Streams
@@ -405,7 +405,13 @@ b, spec = get_backend("mxnet"), preset("dcgan-tiny")
 params, batch = init_params(spec, 0), Streams(spec, 0).batch(0)
 o = OracleBackend()
 ref = o.train_step(o.build(spec, params, None, BuildOptions()), batch.real, batch.z)
-st = b.build(spec, params, None, BuildOptions(dtype="float32", mode="fast", extra={"mixed_precision": "mixed_bfloat16"}))
+from gansuite.common.errors import GanSuiteError
+try:
+    st = b.build(spec, params, None, BuildOptions(dtype="float32", mode="fast",
+                                                  extra={"mixed_precision": "mixed_bfloat16"}))
+except GanSuiteError as e:
+    print(json.dumps({"refused": str(e)}))
+    raise SystemExit(0)
 out = b.train_step(st, batch.real, batch.z)
 errs = {k: abs(getattr(out, k) - getattr(ref, k)) / max(1.0, abs(getattr(ref, k)))
         for k in ("loss_D", "D_x", "D_G_z1", "loss_G", "D_G_z2")}
@@ -422,6 +428,17 @@ print(json.dumps({"settings": b.settings(st)["mixed_precision"], "errs": errs, "
 """
 
 
+def _cpu_flags() -> set[str]:
+    with open("/proc/cpuinfo") as f:
+        return {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+#: oneDNN's bf16 kernels need AVX-512's core subset (avx512_core: emulated bf16; avx512_bf16 or AMX:
+#: native). On a CPU without it every MXNet bf16 operator fails, and the backend refuses bf16 in one
+#: line (backends/mxnet/__init__.onednn_bf16_error): the bf16 tests below assert that refusal there.
+AVX512_CORE = {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= _cpu_flags()
+
+
 # bf16 speed (issue 16): the bf16 kernels are oneDNN's native ones and faster than float32 on an idle
 # CPU (97 vs 73-79 img/s, full-size dcgan batch 64); the earlier "~500 ms bf16 weight-gradient
 # convolution" was CPU oversubscription stalling that multi-threaded primitive's barriers (measured
@@ -436,7 +453,8 @@ def test_bf16_mixed_fast_step_stays_near_the_oracle(mx):
     casts of its input and float32 weight and casts its output back; BatchNorm, the activations and
     the nets' outputs (D's logit included) are float32, and so is every parameter and its gradient.
     G's Deconvolutions stay float32 (see the next test). One dcgan-tiny iteration's losses are
-    within MIXED_BF16_LOSS of the float64 oracle and further than float32's 1e-5 (the casts took)."""
+    within MIXED_BF16_LOSS of the float64 oracle and further than float32's 1e-5 (the casts took).
+    On a CPU without AVX-512 (no oneDNN bf16 kernels) the build refuses in one line instead."""
     from gansuite.common.tolerances import MIXED_BF16_LOSS
 
     env = {**os.environ, "MXNET_MKLDNN_ENABLED": "1"}
@@ -444,6 +462,10 @@ def test_bf16_mixed_fast_step_stays_near_the_oracle(mx):
                          timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
+    if not AVX512_CORE:
+        assert NO_BF16_KERNELS in out.get("refused", ""), out
+        assert "could not create a primitive descriptor iterator" in out["refused"], out
+        return
     assert out["settings"] == "mixed_bfloat16"
     bf16, f32 = "[('bfloat16', '<u2')]", "<class 'numpy.float32'>"
     dt = out["dtypes"]
@@ -460,6 +482,23 @@ def test_bf16_mixed_fast_step_stays_near_the_oracle(mx):
     errs = out["errs"]
     assert max(errs.values()) <= MIXED_BF16_LOSS, errs
     assert max(errs.values()) > tolerance("float32", "loss"), errs
+
+
+def test_bf16_benchmark_rows_follow_the_cpu(mx):
+    """The benchmark's MXNet bf16-mixed rows (benchmarks/mixed.py) run where oneDNN has bf16 kernels
+    and are skipped with the one-line NO_BF16_KERNELS reason where it has none (no AVX-512), in a
+    fast-mode process (oneDNN on, as benchmarks/drive.py starts it); float32 rows run either way."""
+    code = ("from gansuite.benchmarks.harness import Config, skip_reason\n"
+            "print(repr(skip_reason(Config('mxnet', 'dcgan', 'fast', 'bf16-mixed', 'cpu', 64))))\n"
+            "print(repr(skip_reason(Config('mxnet', 'dcgan', 'fast', 'float32', 'cpu', 64))))\n")
+    env = {**os.environ, "MXNET_MKLDNN_ENABLED": "1"}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    bf16, f32 = res.stdout.strip().splitlines()[-2:]
+    assert f32 == "None"
+    assert (bf16 == "None") is AVX512_CORE, bf16
+    if not AVX512_CORE:
+        assert NO_BF16_KERNELS in bf16 and "could not create a primitive descriptor iterator" in bf16, bf16
 
 
 _BF16_DECONV_SCRIPT = """
@@ -486,10 +525,15 @@ def test_bf16_deconvolution_crashes_on_a_cast_weight_with_onednn(mx):
     weight gradient when the weight is a bfloat16 array of its own, but kills the process (MXNet's
     handler prints "Segmentation fault: 11", then aborts) when the weight is an amp_cast of a
     float32 one, which is how a float32 variable reaches a bfloat16 kernel. Should an MXNet build
-    fix it, this test fails and models._bf16_symbol can put Deconvolution on the bf16 list."""
+    fix it, this test fails and models._bf16_symbol can put Deconvolution on the bf16 list. On a CPU
+    without AVX-512 there is no bf16 Deconvolution at all: the first one fails with oneDNN's error."""
     env = {**os.environ, "MXNET_MKLDNN_ENABLED": "1"}
     res = subprocess.run([sys.executable, "-c", _BF16_DECONV_SCRIPT], env=env, capture_output=True, text=True,
                          timeout=120)
+    if not AVX512_CORE:
+        assert res.stdout.split() == [] and res.returncode != 0, (res.stdout, res.stderr[-2000:])
+        assert "MXNetError: could not create a primitive descriptor iterator" in res.stderr, res.stderr[-2000:]
+        return
     assert res.stdout.split() == ["leaf", "ok"], (res.stdout, res.stderr[-2000:])
     assert res.returncode != 0 and "Segmentation fault" in res.stderr, (res.returncode, res.stderr[-2000:])
 
@@ -515,13 +559,17 @@ def test_bf16_convolution_runs_onednn_native_bf16_kernels(mx):
     it) runs oneDNN's native bf16 kernels forward and for both gradients (MKLDNN_VERBOSE names
     jit_bf16:avx512_core_bf16), not a reference or gemm fallback: the slow bf16 weight gradients
     measured on the shared CI machine were CPU oversubscription (models._bf16_symbol), not the kernel.
-    Needs a CPU with avx512_bf16 (oneDNN emulates bf16 elsewhere)."""
-    with open("/proc/cpuinfo") as f:
-        if "avx512_bf16" not in f.read():
-            pytest.skip("no avx512_bf16 on this CPU: oneDNN picks other bf16 kernels")
+    On a CPU without avx512_bf16 oneDNN emulates bf16 (other kernels, not asserted) where AVX-512's
+    core subset exists, and has none without it: there the same script fails with oneDNN's error,
+    the one the backend's probe (onednn_bf16_error) turns into its one-line refusal."""
     env = {**os.environ, "MXNET_MKLDNN_ENABLED": "1", "MKLDNN_VERBOSE": "1"}
     res = subprocess.run([sys.executable, "-c", _BF16_CONV_KERNELS_SCRIPT], env=env, capture_output=True, text=True,
                          timeout=120)
+    if "avx512_bf16" not in _cpu_flags():
+        assert (res.returncode == 0) is AVX512_CORE, res.stderr[-2000:]
+        if not AVX512_CORE:
+            assert "MXNetError: could not create a primitive descriptor iterator" in res.stderr, res.stderr[-2000:]
+        return
     assert res.returncode == 0, res.stderr[-2000:]
     kernels = {row[5]: row[4] for row in (line.split(",") for line in res.stdout.splitlines())
                if len(row) > 6 and row[1] == "exec" and row[3] == "convolution" and "src_bf16" in row[6]}

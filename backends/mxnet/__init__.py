@@ -50,6 +50,30 @@ def onednn_enabled() -> bool:
     return mx.runtime.Features().is_enabled("MKLDNN") and not off
 
 
+_BF16_PROBE: list[str | None] = []
+
+
+def onednn_bf16_error() -> str | None:
+    """None if oneDNN runs bfloat16 on this CPU, else the error it gives (call with oneDNN on).
+
+    oneDNN's bf16 kernels need AVX-512 (``avx512_core``, emulated; ``avx512_bf16`` or AMX, native).
+    Without it MXNet 1.9.1 fails at the first bf16 operator's execution with "MXNetError: could not
+    create a primitive descriptor iterator" (measured on an AMD EPYC without AVX-512: Convolution and
+    FullyConnected alike; the AVX-512 EPYC of the bf16 benchmarks runs them). Probed once per process,
+    a 16x16 FullyConnected on amp_cast bf16 operands; MXNet's engine goes on normally after the error."""
+    if not _BF16_PROBE:
+        import mxnet as mx
+        from mxnet.contrib.amp.amp import bfloat16
+
+        try:
+            a = mx.nd.amp_cast(mx.nd.ones((16, 16)), dtype=bfloat16)
+            mx.nd.FullyConnected(a, a, no_bias=True, num_hidden=16).wait_to_read()
+            _BF16_PROBE.append(None)
+        except mx.base.MXNetError as e:
+            _BF16_PROBE.append(str(e).strip().splitlines()[-1])
+    return _BF16_PROBE[0]
+
+
 from .backend import MxnetBackend as Backend  # noqa: E402  (after the environment is set)
 
 __all__ = ["Backend"]

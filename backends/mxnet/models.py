@@ -91,7 +91,22 @@ class _Conv2D(_AmpGraph, nn.Conv2D):
     """``nn.Conv2D`` that can run in bfloat16 (:class:`_AmpGraph`)."""
 
 
-class TorchBatchNorm(nn.BatchNorm):
+class _KnowsItsDtype:
+    """A block that remembers the net's dtype at ``cast()``: inside a hybridized graph the data is a
+    Symbol without a dtype, and these blocks compute in another dtype and cast their outputs back."""
+
+    net_dtype = "float32"
+
+    def cast(self, dtype: Any) -> None:
+        self.net_dtype = np.dtype(dtype).name
+        super().cast(dtype)  # type: ignore[misc]
+
+
+def _cast_each(F: Any, arrays: list[Any], dtype: str) -> list[Any]:
+    return [F.cast(a, dtype) for a in arrays]
+
+
+class TorchBatchNorm(_KnowsItsDtype, nn.BatchNorm):
     """Gluon's BatchNorm with PyTorch's running statistics (the spec's), usable hybridized.
 
     Gluon's own op (``F.BatchNorm``, MXNet 1.9.1 CPU build, measured in
@@ -133,17 +148,10 @@ class TorchBatchNorm(nn.BatchNorm):
         self.unbiased = layer.running_var == "unbiased"
         self.axes = (0,) if input_rank == 1 else (0, 2, 3)  # every axis but channels (axis 1)
         self.bshape = (1, -1) if input_rank == 1 else (1, -1, 1, 1)
-        self.dtype = "float32"
 
     @property
     def compute_dtype(self) -> str:
-        return "float64" if self.exact else self.dtype
-
-    def cast(self, dtype: Any) -> None:
-        # The element count of the unbiased variance is cast to the data's dtype inside the
-        # graph, where (hybridized) the data is a Symbol without a dtype: remember it here.
-        self.dtype = np.dtype(dtype).name
-        super().cast(dtype)
+        return "float64" if self.exact else self.net_dtype
 
     def hybrid_forward(self, F: Any, x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any) -> tuple[Any, Any, Any]:
         # The output: MXNet's own BatchNorm operator, which normalises with the batch mean and the
@@ -164,10 +172,10 @@ class TorchBatchNorm(nn.BatchNorm):
         # mode runs the operator in float64 (inputs cast up, output cast back: the oracle's
         # arithmetic, then one rounding; float64's own sequential sums: 5e-15). Fast mode runs it
         # in the net's dtype (its tolerance is 1e-4).
-        cast = self.compute_dtype != self.dtype
+        cast = self.compute_dtype != self.net_dtype
         args = [x, gamma, beta, running_mean, running_var]
         if cast:
-            args = [F.cast(a, self.compute_dtype) for a in args]
+            args = _cast_each(F, args, self.compute_dtype)
         y, op_mean, op_invstd = F.BatchNorm(*args, eps=self.eps, momentum=1.0, fix_gamma=self.fix_gamma,
                                             use_global_stats=False, output_mean_var=True, axis=1)
         # The batch statistics of the spec's update are the operator's own (output_mean_var): its mean
@@ -177,14 +185,14 @@ class TorchBatchNorm(nn.BatchNorm):
         mean = F.BlockGrad(op_mean)
         var = F.BlockGrad(F.reciprocal(F.square(op_invstd)) - self.eps)
         if cast:
-            y, mean, var = (F.cast(a, self.dtype) for a in (y, mean, var))
+            y, mean, var = _cast_each(F, [y, mean, var], self.net_dtype)
         # Running statistics, PyTorch's EMA: running = (1 - m) running + m stat, with the
         # UNBIASED variance var * n / (n - 1), n = elements per channel (or, running_var="biased",
         # MXNet's own op's choice, the biased one). No gradient flows through them (PyTorch
         # updates them under no_grad).
         if self.unbiased:
             shape = F.shape_array(x)
-            n = F.cast(F.prod(shape) / F.slice_axis(shape, axis=0, begin=1, end=2), self.dtype)
+            n = F.cast(F.prod(shape) / F.slice_axis(shape, axis=0, begin=1, end=2), self.net_dtype)
             stat_var = F.broadcast_div(F.broadcast_mul(var, n), F.maximum(n - 1, 1))
         else:
             stat_var = var
@@ -355,7 +363,7 @@ class FlatReshape(nn.HybridBlock):
         return F.reshape(x, shape=(0, *self.shape))  # 0: keep the batch axis as it is
 
 
-class OneChannelConv2DTranspose(nn.Conv2DTranspose):
+class OneChannelConv2DTranspose(_KnowsItsDtype, nn.Conv2DTranspose):
     """A transposed convolution to ONE channel, computed by MXNet's native float64 kernel (inputs
     cast up, the output cast back to the net's dtype): with oneDNN on, MXNet 1.9.1's oneDNN
     Deconvolution cannot take its input's gradient when ``num_filter=1`` ("MXNetError: could not
@@ -367,18 +375,10 @@ class OneChannelConv2DTranspose(nn.Conv2DTranspose):
     tests/test_backend_mxnet.py reproduces the error and checks this block against the plain one.
     """
 
-    _dtype_name = "float32"  # the net's dtype (cast() sets it)
-
     def hybrid_forward(self, F: Any, x: Any, weight: Any, bias: Any = None) -> Any:
-        args = [F.cast(x, "float64"), F.cast(weight, "float64")]
-        if bias is not None:
-            args.append(F.cast(bias, "float64"))
+        args = _cast_each(F, [x, weight] if bias is None else [x, weight, bias], "float64")
         y = F.Deconvolution(*args, name="fwd", **self._kwargs)
-        return F.cast(y, self._dtype_name)
-
-    def cast(self, dtype: Any) -> None:
-        self._dtype_name = np.dtype(dtype).name
-        super().cast(dtype)
+        return F.cast(y, self.net_dtype)
 
 
 def build_layer(layer: Layer, input_shape: tuple[int, ...], name: str, dtype: type, mode: str) -> nn.HybridBlock:
