@@ -27,6 +27,7 @@ spanning 3 steps).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager
 
@@ -90,7 +91,9 @@ def mixed_precision(framework: str, device: str, dtype: str, family: str = "gan"
 def _mxnet_cpu_bf16_reason() -> str | None:
     """Why this CPU cannot run MXNet's bf16 rows (oneDNN has no bf16 kernels without AVX-512: the
     backend's probe, backends/mxnet/__init__.onednn_bf16_error), or None. With oneDNN off the build
-    refuses with its own line, so that case is left to it."""
+    refuses with its own line, so that case is left to it, as is an env without MXNet (no row runs)."""
+    if importlib.util.find_spec("mxnet") is None:
+        return None
     from gansuite.backends.mxnet import onednn_bf16_error, onednn_enabled
 
     if not onednn_enabled():
