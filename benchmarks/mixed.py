@@ -31,7 +31,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager
 
-from gansuite.common.protocol import MIXED_BF16, NO_BF16_KERNELS
+from gansuite.common.protocol import MIXED_BF16
 
 from .frameworks import is_gpu
 
@@ -94,9 +94,6 @@ def _mxnet_cpu_bf16_reason() -> str | None:
     refuses with its own line, so that case is left to it, as is an env without MXNet (no row runs)."""
     if importlib.util.find_spec("mxnet") is None:
         return None
-    from gansuite.backends.mxnet import onednn_bf16_error, onednn_enabled
+    from gansuite.backends.mxnet import onednn_bf16_refusal, onednn_enabled
 
-    if not onednn_enabled():
-        return None
-    error = onednn_bf16_error()
-    return None if error is None else f"{NO_BF16_KERNELS} for MXNet's oneDNN (it needs AVX-512; '{error}')"
+    return onednn_bf16_refusal() if onednn_enabled() else None

@@ -74,6 +74,15 @@ def onednn_bf16_error() -> str | None:
     return _BF16_PROBE[0]
 
 
+def onednn_bf16_refusal() -> str | None:
+    """The one line that refuses bf16 on this CPU (the build's error and the benchmark's skip reason
+    share it), or None where oneDNN has bf16 kernels. Call with oneDNN on."""
+    from gansuite.common.protocol import NO_BF16_KERNELS
+
+    error = onednn_bf16_error()
+    return None if error is None else f"{NO_BF16_KERNELS} for MXNet's oneDNN (it needs AVX-512; '{error}')"
+
+
 from .backend import MxnetBackend as Backend  # noqa: E402  (after the environment is set)
 
 __all__ = ["Backend"]

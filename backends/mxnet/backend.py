@@ -12,11 +12,11 @@ from mxnet import gluon, nd
 from gansuite.common.errors import GanSuiteError
 from gansuite.common.layout import layer_of, net_of
 from gansuite.common.params import param_shapes, trainable_names
-from gansuite.common.protocol import (MIXED_BF16, NO_BF16_KERNELS, Backend, BackendState, BuildOptions,
-                                      device_unavailable, mixed_precision)
+from gansuite.common.protocol import (MIXED_BF16, Backend, BackendState, BuildOptions, device_unavailable,
+                                      mixed_precision)
 from gansuite.common.spec import GANSpec
 
-from . import ENV_FLAGS, layout, onednn_bf16_error, onednn_enabled
+from . import ENV_FLAGS, layout, onednn_bf16_refusal, onednn_enabled
 from .models import GANNet, _use_amp_bf16, build_net
 from .train import SpecAdam, make_adam
 
@@ -59,10 +59,8 @@ class MxnetBackend(Backend):
                 "on bfloat16 with 'MXNetError: Unknown type enum 12'")
         # oneDNN on, but a CPU without AVX-512 has no oneDNN bf16 kernels (onednn_bf16_error): refused
         # here in one line, with the CPU named as the reason (common/protocol.NO_BF16_KERNELS).
-        if mixed_precision(options) == MIXED_BF16 and (error := onednn_bf16_error()) is not None:
-            raise GanSuiteError(f"extra.mixed_precision: {MIXED_BF16!r}: {NO_BF16_KERNELS} for MXNet's oneDNN "
-                                f"(it needs AVX-512; a bf16 operator fails with '{error}'); allowed here: none, "
-                                "run float32")
+        if mixed_precision(options) == MIXED_BF16 and (refusal := onednn_bf16_refusal()) is not None:
+            raise GanSuiteError(f"extra.mixed_precision: {MIXED_BF16!r}: {refusal}; allowed here: none, run float32")
         # MXNet reads MXNET_MKLDNN_ENABLED once, at the first operator that asks, and then never
         # again: it cannot be switched per build as torch.backends.mkldnn can. __init__.py sets it
         # to 0 unless the user chose; parity under oneDNN is refused, at build and every call after.
