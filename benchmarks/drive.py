@@ -1,7 +1,10 @@
 """Run the benchmark for several backends, each in its own environment, then the summary.
 
     python -m gansuite.benchmarks.drive --backends torch,jax,tensorflow,mxnet --out results/bench [--quick]
-        [--models ...] [--modes ...] [--dtypes ...] [--device cpu|cuda]
+        [--models ...] [--modes ...] [--dtypes ...] [--device cpu|cuda] [--readme README.md]
+
+``--readme`` rewrites that file's generated block (benchmarks/targets.py: issue 16's targets, from
+every row under ``--out``), as ``python3 -m tox -m bench`` does for this repository's README.
 
 Each backend's interpreter is its tox env when run through tox (``GANSUITE_TOX_WORKDIR``
 set: ``bench-<name>``, else ``cmp-<name>``, else ``<name>``), otherwise this interpreter
@@ -24,11 +27,16 @@ from typing import Callable
 from gansuite.common.errors import ArgumentParser, GanSuiteError, run_main
 from gansuite.common.registry import BACKENDS, FAST_ENV, backend_python
 
+from .results import load_rows, load_skips
 from .summary import build_summary
+from .targets import update_readme
 
 
 #: The non-parity (fast, peer) benchmark processes run with common/registry.py's FAST_ENV: oneDNN on.
 DEFAULT_MODES = "parity,fast,peer"  # benchmarks/run.py's default
+#: The driver's default adds bf16-mixed to run.py's float32: one run holds every row issue 16's targets
+#: compare (bf16 is fast-mode only; the harness skips it elsewhere, with its reason).
+DEFAULT_DTYPES = "float32,bf16-mixed"
 
 
 def processes(name: str, extra_args: list[str]) -> list[tuple[list[str], dict[str, str]]]:
@@ -48,8 +56,10 @@ def processes(name: str, extra_args: list[str]) -> list[tuple[list[str], dict[st
             if group]
 
 
-def drive(out: Path, backends: list[str], extra_args: list[str], echo: Callable[[str], None] = print) -> dict[str, str]:
-    """Benchmark each backend in its interpreter(s); return backend -> outcome; write the summary."""
+def drive(out: Path, backends: list[str], extra_args: list[str], echo: Callable[[str], None] = print,
+          readme: Path | None = None) -> dict[str, str]:
+    """Benchmark each backend in its interpreter(s); return backend -> outcome; write the summary
+    (and ``readme``'s generated block)."""
     outcomes: dict[str, str] = {}
     for name in backends:
         python, reason = backend_python(name, ["bench", "compare", "test"], "`python3 -m tox -m bench`")
@@ -61,7 +71,12 @@ def drive(out: Path, backends: list[str], extra_args: list[str], echo: Callable[
         outcomes[name] = next((r for r in results if not r.startswith("done in")), results[-1])
         echo(f"{name}: {outcomes[name]}")
     if any(o.startswith("done") for o in outcomes.values()) or (out.is_dir() and any(out.glob("*/*.json"))):
-        echo(f"wrote {build_summary(out)}")
+        summary = build_summary(out)
+        echo(f"wrote {summary}")
+        if readme is not None:
+            update_readme(readme, load_rows(out)[0], load_skips(out),
+                          Path(os.path.relpath(summary, readme.resolve().parent)).as_posix())
+            echo(f"wrote {readme}'s benchmark block")
     return outcomes
 
 
@@ -91,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="torch,jax,tensorflow,mxnet")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--quick", action="store_true")
-    for opt in ("--models", "--modes", "--dtypes", "--device", "--batch-sizes"):
+    parser.add_argument("--readme", type=Path, default=None, help="a README whose generated block to rewrite")
+    parser.add_argument("--dtypes", default=DEFAULT_DTYPES)
+    for opt in ("--models", "--modes", "--device", "--batch-sizes"):
         parser.add_argument(opt, default=None)
     def body() -> int:
         args = parser.parse_args(argv)
@@ -104,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             value = getattr(args, opt)
             if value is not None:
                 extra += [f"--{opt.replace('_', '-')}", value]
-        outcomes = drive(args.out, names, extra, echo=lambda line: print(line, flush=True))
+        outcomes = drive(args.out, names, extra, echo=lambda line: print(line, flush=True), readme=args.readme)
         return 0 if all(o.startswith("done") for o in outcomes.values()) else 1
 
     return run_main(body)

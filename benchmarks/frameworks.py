@@ -8,6 +8,7 @@ environment is ever imported.
 
 from __future__ import annotations
 
+import datetime
 import os
 import platform
 import re
@@ -42,11 +43,30 @@ def environment() -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "env": {k: os.environ.get(k) for k in ENV_VARS if os.environ.get(k) is not None},
     }
+
+
+#: CPU features that decide which kernels run (bf16 needs AVX-512 in oneDNN; AMX is its matrix unit).
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
+
+
+def cpu_flags() -> list[str]:
+    """Which of CPU_FLAGS this CPU has (Linux's /proc/cpuinfo; empty where it is not readable)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [flag for flag in CPU_FLAGS if flag in have]
+    except OSError:
+        pass
+    return []
 
 
 def cpu_model() -> str:

@@ -1,5 +1,8 @@
 """Result files: ``<out>/<device slug>/<backend>.json`` (a list of rows) and, beside it,
-``<backend>.failures.json`` (configs that raised, with the one-line error).
+``<backend>.failures.json`` (configs that raised, with the one-line error) and
+``<backend>.skipped.json`` (configs that cannot run here, with the one-line reason: MXNet's bf16 on
+a CPU without AVX-512, a seed loop a framework has no tab for), so the summary can say why a row
+a target needs is missing.
 
 A run merges into the existing files: a new row or failure replaces the entry with the
 same (backend, model, mode, dtype, batch_size), so a GPU script can add its bf16 rows to
@@ -19,6 +22,8 @@ from .harness import ROW_KEYS, check_row
 
 KEY = ("backend", "model", "mode", "dtype", "batch_size")
 FAILURES_SUFFIX = ".failures.json"
+SKIPS_SUFFIX = ".skipped.json"
+SKIP_KEY = ("backend", "model", "mode", "dtype")  # a skip holds for every batch size of its group
 
 
 def key_of(entry: dict[str, Any]) -> tuple:
@@ -28,6 +33,11 @@ def key_of(entry: dict[str, Any]) -> tuple:
 def result_paths(out: Path, device_label: str, backend: str) -> tuple[Path, Path]:
     folder = out / slug(device_label)
     return folder / f"{backend}.json", folder / f"{backend}{FAILURES_SUFFIX}"
+
+
+def skip_entry(backend: str, model: str, mode: str, dtype: str, device: str, reason: str) -> dict[str, Any]:
+    """One skipped group (every batch size of it), as ``<backend>.skipped.json`` holds it."""
+    return {"backend": backend, "model": model, "mode": mode, "dtype": dtype, "device": device, "reason": reason}
 
 
 def _read_list(path: Path) -> list[dict[str, Any]]:
@@ -43,9 +53,10 @@ def _read_list(path: Path) -> list[dict[str, Any]]:
 
 
 def write_results(out: Path, device_label: str, backend: str, rows: Iterable[dict[str, Any]],
-                  failures: Iterable[dict[str, Any]]) -> tuple[Path, Path]:
-    """Merge ``rows`` and ``failures`` into the backend's files under ``out``; return both paths."""
-    rows, failures = list(rows), list(failures)
+                  failures: Iterable[dict[str, Any]], skips: Iterable[dict[str, Any]] = ()) -> tuple[Path, Path]:
+    """Merge ``rows``, ``failures`` and ``skips`` into the backend's files under ``out``; return the
+    rows' and the failures' paths."""
+    rows, failures, skips = list(rows), list(failures), list(skips)
     rows_path, fail_path = result_paths(out, device_label, backend)
     try:
         rows_path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,6 +77,14 @@ def write_results(out: Path, device_label: str, backend: str, rows: Iterable[dic
         fail_path.write_text(json.dumps(all_fail, indent=1))
     elif fail_path.exists():
         fail_path.unlink()
+    # A group skipped now replaces its old entry; a group that ran now drops one (its rows say more).
+    skip_path = fail_path.with_name(f"{backend}{SKIPS_SUFFIX}")
+    ran = {tuple(e[k] for k in SKIP_KEY) for e in rows + failures + skips}
+    all_skips = [e for e in _read_list(skip_path) if tuple(e[k] for k in SKIP_KEY) not in ran] + skips
+    if all_skips:
+        skip_path.write_text(json.dumps(all_skips, indent=1))
+    elif skip_path.exists():
+        skip_path.unlink()
     return rows_path, fail_path
 
 
@@ -77,8 +96,15 @@ def load_rows(results: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
         if path.name.endswith(FAILURES_SUFFIX):
             failures.extend(_read_list(path))
             continue
+        if path.name.endswith(SKIPS_SUFFIX):
+            continue  # load_skips
         for i, row in enumerate(_read_list(path)):
             if not isinstance(row, dict) or set(row) != set(ROW_KEYS):
                 raise GanSuiteError(f"results: {str(path)!r} row {i} does not have the row keys {', '.join(ROW_KEYS)}")
             rows.append(row)
     return rows, failures
+
+
+def load_skips(results: Path) -> list[dict[str, Any]]:
+    """Every skipped group under ``results/<device>/`` (skip_entry's records)."""
+    return [e for path in sorted(results.glob(f"*/*{SKIPS_SUFFIX}")) for e in _read_list(path)]

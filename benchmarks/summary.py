@@ -18,10 +18,11 @@ from typing import Any
 
 from gansuite.common.errors import ArgumentParser, GanSuiteError, run_main
 
-from .frameworks import slug
+from .frameworks import CPU_FLAGS, slug
 from .harness import PEER_MODES, ROW_MODES
 from .peers import IDIOMATIC_MODE
-from .results import load_rows
+from .results import load_rows, load_skips
+from .targets import targets_section
 
 REFERENCE_PEER_BACKEND = "torch"  # every seed loop has a PyTorch version (benchmarks/peers MODULES)
 
@@ -228,9 +229,10 @@ def settings_lines(rows: list[dict[str, Any]]) -> list[str]:
         host = s.get("host", {})
         versions = ", ".join(f"{k} {v}" for k, v in s.get("versions", {}).items())
         env = ", ".join(f"{k}={v}" for k, v in host.get("env", {}).items()) or "none set"
+        flags = ", ".join(host.get("cpu_flags", [])) or "none of " + ", ".join(CPU_FLAGS)
         lines.append(f"- **{backend} on {device}**: {versions}; {host.get('cpu_count')} CPUs "
-                     f"({host.get('cpu_model')}); thread/kernel variables: {env}; "
-                     f"quick run: {s.get('quick')}")
+                     f"({host.get('cpu_model')}; {flags}); thread/kernel variables: {env}; "
+                     f"quick run: {s.get('quick')}; measured {host.get('date', '(date not recorded)')}")
     return lines
 
 
@@ -262,12 +264,22 @@ def build_summary(results: Path) -> Path:
         md += [f"## {title}", "", *table(group, rows), "",
                f"![throughput vs batch size](plots/throughput-{name}.png)",
                f"![parity vs fast vs seed loop at batch {batch}](plots/modes-{name}.png)", ""]
+    skips = load_skips(results)
+    targets = targets_section(rows, skips)
+    if targets:
+        md += ["## Issue 16's targets (ratios within this run)", "", *targets]
     best = best_table(rows)
     if best:
         md += ["## Frameworks at their best (fast mode)", "", *best, ""]
     ratios = ratio_table(rows)
     if ratios:
         md += ["## Ours vs the seed loops", "", *ratios, ""]
+    if skips:
+        md += ["## Skipped configs (cannot run here)", "", "| device | backend | model | mode | dtype | reason |",
+               "|---|---|---|---|---|---|"]
+        md += [f"| {e['device']} | {e['backend']} | {e['model']} | {e['mode']} | {e['dtype']} "
+               f"| {str(e['reason']).replace('|', '/')} |" for e in sorted(skips, key=lambda e: tuple(map(str, e.values())))]
+        md.append("")
     if failures:
         md += ["## Failed configs", "", "| device | backend | model | mode | dtype | batch | error |",
                "|---|---|---|---|---|---:|---|"]

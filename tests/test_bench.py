@@ -139,6 +139,81 @@ def test_a_context_wraps_each_step_not_the_block():
 # -- a --quick run on this env's backend ----------------------------------------------------------
 
 
+def _targets_rows() -> dict[str, list[dict]]:
+    """One run's rows at issue 16's two reference configurations (DCGAN batch 64, Gaussian batch 8)."""
+    torch_bf16 = {**_row("torch", "fast", 64, 150.0, "dcgan"), "dtype": "bf16-mixed"}
+    tf_bf16 = {**_row("tensorflow", "fast", 64, 66.0, "dcgan"), "dtype": "bf16-mixed"}
+    tf_fast8 = _row("tensorflow", "fast", 8, 5000.0)
+    tf_fast8["settings"]["epoch_scan"] = {"examples_per_s": 125000.0}
+    jax_fast8 = _row("jax", "fast", 8, 9000.0)
+    jax_fast8["settings"]["epoch_scan"] = {"examples_per_s": 270000.0}
+    return {"torch": [_row("torch", "peer-tutorial", 64, 50.0, "dcgan"), _row("torch", "fast", 64, 60.0, "dcgan"),
+                      torch_bf16, _row("torch", "peer-d2l", 8, 3600.0), _row("torch", "fast", 8, 3240.0)],
+            "tensorflow": [_row("tensorflow", "peer-idiomatic", 64, 50.0, "dcgan"),
+                           _row("tensorflow", "fast", 64, 55.0, "dcgan"), tf_bf16,
+                           _row("tensorflow", "peer-d2l", 8, 100.0), tf_fast8],
+            "mxnet": [_row("mxnet", "peer-idiomatic", 64, 40.0, "dcgan"), _row("mxnet", "fast", 64, 38.0, "dcgan")],
+            "jax": [_row("jax", "fast", 64, 20.0, "dcgan"), jax_fast8]}
+
+
+def _write_targets_run(tmp_path) -> None:
+    from gansuite.benchmarks.results import skip_entry
+
+    (tmp_path / "cpu").mkdir()
+    for backend, group in _targets_rows().items():
+        (tmp_path / "cpu" / f"{backend}.json").write_text(json.dumps(group))
+    skip = skip_entry("mxnet", "dcgan", "fast", "bf16-mixed", "cpu", "no bf16 kernels on this CPU")
+    (tmp_path / "cpu" / "mxnet.skipped.json").write_text(json.dumps([skip]))
+
+
+def test_summary_holds_issue_16s_targets_with_verdicts(tmp_path):
+    """Every target is a ratio of two rows of the run: fast over the idiomatic peer (>= 1.0x), bf16 over
+    float32 fast (>= 1.3x, or the recorded reason there is no bf16 row), the slowest-to-fastest ratio,
+    and the Gaussian GAN's best fast form over the same framework's d2l loop (>= 100x)."""
+    _write_targets_run(tmp_path)
+    md = build_summary(tmp_path).read_text()
+    targets = md.split("## Issue 16's targets")[1].split("\n## ")[0]
+    assert "| PyTorch | — | 60 | 50 | **1.20x** met | 150 | **2.50x** met |" in targets
+    assert "| TensorFlow | — | 55 | 50 | **1.10x** met | 66 | 1.20x not met |" in targets
+    assert "| MXNet | — | 38 | 40 | 0.95x not met | — | no bf16 path here: no bf16 kernels on this CPU |" in targets
+    assert "| JAX | — | 20 | — | no row | — | not measured |" in targets
+    assert "**3.00x** (PyTorch 60 / JAX 20 examples/s)" in targets
+    assert ("| TensorFlow | its d2l tab, 100 ex/s | 50.00x (5,000 ex/s) | 1250.0x (125,000 ex/s) "
+            "| **1250.00x** met |") in targets
+    assert "| PyTorch | its d2l tab, 3,600 ex/s | 0.90x (3,240 ex/s) | no multi-step primitive | 0.90x not met |" in targets
+    assert "| JAX | no d2l tab: PyTorch's, 3,600 ex/s | 2.50x (9,000 ex/s) | 75.0x (270,000 ex/s) " \
+           "| 75.0x PyTorch's (no d2l tab of its own) |" in targets
+    assert "| cpu | mxnet | dcgan | fast | bf16-mixed | no bf16 kernels on this CPU |" in md  # skipped configs
+
+
+def test_readme_block_is_rewritten_between_its_markers_only(tmp_path):
+    from gansuite.benchmarks.results import load_rows, load_skips
+    from gansuite.benchmarks.targets import README_BEGIN, README_END, update_readme
+    from gansuite.common.errors import GanSuiteError
+
+    _write_targets_run(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# top\n{README_BEGIN}\nold table\n{README_END}\nbottom\n")
+    update_readme(readme, load_rows(tmp_path)[0], load_skips(tmp_path), "results/bench/summary.md")
+    text = readme.read_text()
+    assert text.startswith(f"# top\n{README_BEGIN}\n") and text.endswith(f"{README_END}\nbottom\n")
+    assert "old table" not in text and "| MXNet | — | 38 | 40 | 0.95x not met |" in text
+    assert "Measured ? on test, 2 CPUs" in text and "[results/bench/summary.md](results/bench/summary.md)" in text
+    readme.write_text("no markers\n")
+    with pytest.raises(GanSuiteError, match="^readme: .* must hold one"):
+        update_readme(readme, [], [], "summary.md")
+
+
+def test_a_skipped_group_is_recorded_with_its_reason_and_dropped_once_it_runs(tmp_path):
+    from gansuite.benchmarks.results import load_skips, skip_entry, write_results
+
+    skip = skip_entry("oracle", "gaussian", "fast", "float32", "cpu", "the oracle has no fast mode")
+    write_results(tmp_path, "cpu", "oracle", [], [], [skip])
+    assert load_skips(tmp_path) == [skip]
+    write_results(tmp_path, "cpu", "oracle", [{**_row("oracle", "fast", 8, 10.0)}], [])
+    assert load_skips(tmp_path) == [] and not (tmp_path / "cpu" / "oracle.skipped.json").exists()
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
@@ -415,7 +490,7 @@ def test_plan_adds_the_idiomatic_loop_where_the_framework_has_one():
         assert "peer-idiomatic" in modes, skipped
     else:
         assert "peer-idiomatic" not in modes
-        assert any("peer-idiomatic: no idiomatic" in line for line in skipped), skipped
+        assert any(e["mode"] == "peer-idiomatic" and e["reason"].startswith("no idiomatic") for e in skipped), skipped
 
 
 def test_summary_rejects_files_without_the_row_keys(tmp_path, capsys):
