@@ -80,6 +80,27 @@ class PeakCache:
         return self._peaks[key]
 
 
+#: A CPU's bf16 rows are skipped where the framework's bf16 matrix product is more than this many times
+#: slower than its float32 one: the arithmetic is emulated there, and every row would time the
+#: emulation. Measured 2026-12-07 on an AVX2-only AMD EPYC (no avx512_bf16, no AMX): PyTorch's bf16
+#: torch.mm 1.2 GFLOP/s against ~100 in float32, a 128->256 k4 s2 convolution at batch 64 27x slower
+#: (a full-size DCGAN bf16 iteration would take minutes); TensorFlow's and JAX's bf16 products there
+#: were within 1.4x of float32, and run.
+EMULATED_BF16_SLOWDOWN = 4.0
+
+
+def emulated_bf16_reason(peaks: PeakCache, framework: str, device: str) -> str | None:
+    """Why this CPU's bf16 rows of ``framework`` are not timed (its bf16 is emulated), or None."""
+    if is_gpu(device):
+        return None
+    f32, bf16 = (peaks.get(framework, device, dtype, False) for dtype in ("float32", "bfloat16"))
+    if bf16.gflops * EMULATED_BF16_SLOWDOWN >= f32.gflops:
+        return None
+    return (f"{framework}'s bfloat16 is emulated on this CPU (no native bf16 kernels): its bf16 matrix product "
+            f"runs {bf16.gflops:.3g} GFLOP/s against float32's {f32.gflops:.3g}, {f32.gflops / bf16.gflops:.0f}x "
+            f"slower (more than {EMULATED_BF16_SLOWDOWN:.0f}x), so a bf16 row would time the emulation")
+
+
 def uses_fast_math(device: str, dtype: str, settings: dict[str, Any]) -> bool:
     """Whether float32 products may run as TF32 on this GPU, read from the recorded settings."""
     if not is_gpu(device) or dtype != "float32":
@@ -130,6 +151,8 @@ def _bench_backend(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, A
     mixed = mixed_precision(framework, cfg.device, cfg.dtype, family.name)
     if isinstance(mixed, str):
         raise Skip(mixed)
+    if cfg.dtype in MIXED_DTYPES and (emulated := emulated_bf16_reason(peaks, framework, cfg.device)) is not None:
+        raise Skip(emulated)
     context, precision = mixed.context, mixed.description
     build_dtype = "float32" if cfg.dtype in MIXED_DTYPES else cfg.dtype
     backend = family.protocol(cfg.backend)

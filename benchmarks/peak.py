@@ -6,6 +6,11 @@ square product ``n x n @ n x n`` (``2 n^3`` FLOPs) on random data, warmed up, ti
 ``repeats`` times with a device sync before each clock read; the median is the peak.
 ``fast_math`` lets float32 use TF32 tensor cores on GPUs (the fast modes allow it, parity
 does not), so each mode is compared with the ceiling of the arithmetic it actually uses.
+
+On a CPU the size adapts to the rate: where a dtype is emulated (PyTorch's bfloat16 on a CPU
+without avx512_bf16 or AMX: 1.2 GFLOP/s against float32's ~100, 2026-12-07), a 2048 product takes
+14 s a call, so a probe at :data:`PROBE_N` sets ``n`` for about :data:`CALL_S` a call, at most
+:func:`matmul_size`'s (float32 and native bfloat16 stay at the full size).
 """
 
 from __future__ import annotations
@@ -36,13 +41,35 @@ def matmul_size(device: str, quick: bool) -> int:
     return 512 if quick else 2048
 
 
+PROBE_N = 256  # the CPU's rate probe: a product this size takes at most ~30 ms even when emulated
+CALL_S = 0.5  # seconds per timed call on a CPU that the adapted size aims at
+
+
+def _adapted_size(framework: str, device: str, dtype: str, fast_math: bool, largest: int) -> int:
+    """``largest`` on a GPU; on a CPU the size (a multiple of 128, at least PROBE_N) whose product takes
+    about CALL_S at the rate a PROBE_N product runs."""
+    if is_gpu(device) or largest <= PROBE_N:
+        return largest
+    _, run, sync, restore = _MAKERS[framework](device, dtype, PROBE_N, fast_math)
+    try:
+        run()  # warm-up
+        sync()
+        t0 = time.perf_counter()
+        run()
+        sync()
+        rate = 2.0 * PROBE_N**3 / max(time.perf_counter() - t0, 1e-9)  # FLOP/s
+    finally:
+        restore()
+    fits = int((rate * CALL_S / 2.0) ** (1 / 3)) // 128 * 128
+    return max(PROBE_N, min(largest, fits))
+
+
 def measure_peak(framework: str, device: str, dtype: str, fast_math: bool = False, quick: bool = False) -> Peak:
-    n = matmul_size(device, quick)
-    repeats = 3 if quick else 10
-    makers = {"torch": _torch, "jax": _jax, "tensorflow": _tensorflow, "mxnet": _mxnet, "numpy": _numpy}
-    if framework not in makers:
+    if framework not in _MAKERS:
         raise GanSuiteError(f"peak: no matrix-product probe for framework {framework!r}")
-    name, run, sync, restore = makers[framework](device, dtype, n, fast_math)
+    n = _adapted_size(framework, device, dtype, fast_math, matmul_size(device, quick))
+    repeats = 3 if quick else 10
+    name, run, sync, restore = _MAKERS[framework](device, dtype, n, fast_math)
     try:
         for _ in range(2):  # warm-up: library handles, kernel selection, jit compilation
             run()
@@ -173,3 +200,7 @@ def _numpy(device: str, dtype: str, n: int, fast_math: bool) -> Probe:
     a = rng.standard_normal((n, n)).astype(dtype)
     b = rng.standard_normal((n, n)).astype(dtype)
     return "np.dot", lambda: np.dot(a, b), lambda: None, lambda: None
+
+
+_MAKERS: dict[str, Callable[[str, str, int, bool], Probe]] = {
+    "torch": _torch, "jax": _jax, "tensorflow": _tensorflow, "mxnet": _mxnet, "numpy": _numpy}

@@ -117,6 +117,44 @@ def test_compile_time_is_the_warmup_beyond_steady_state(monkeypatch):
     assert t.compile_s == pytest.approx(0.05 + 0.002 - 2 * 0.002)
 
 
+def test_the_cpu_peak_size_adapts_to_an_emulated_rate(monkeypatch):
+    """A product that runs at ~1 GFLOP/s (PyTorch's bf16 on a CPU without bf16 kernels) is timed at the
+    size that takes ~CALL_S a call, not at 2048 (14 s a call); a fast one keeps the full size."""
+    from gansuite.benchmarks import peak
+
+    def slow_maker(device, dtype, n, fast_math):
+        return "fake", lambda: time.sleep(2.0 * n**3 / 1.1e9), lambda: None, lambda: None
+
+    monkeypatch.setitem(peak._MAKERS, "fake", slow_maker)
+    n = peak._adapted_size("fake", "cpu", "bfloat16", False, 2048)
+    assert n % 128 == 0 and 512 <= n <= 640, n  # (1.1e9 FLOP/s * 0.5 s / 2) ** (1/3) = 650
+    assert peak._adapted_size("fake", "cuda", "bfloat16", False, 8192) == 8192  # GPUs: the full size
+    monkeypatch.setitem(peak._MAKERS, "quick", lambda device, dtype, n, fm: ("q", lambda: None, lambda: None,
+                                                                             lambda: None))
+    assert peak._adapted_size("quick", "cpu", "float32", False, 2048) == 2048
+
+
+def test_bf16_rows_are_skipped_where_the_cpu_emulates_bf16():
+    """More than EMULATED_BF16_SLOWDOWN slower in bf16 than in float32: skipped with both rates; within it
+    (TensorFlow, JAX on an AVX2 CPU), timed; a GPU is never judged by this rule."""
+    from gansuite.benchmarks.harness import EMULATED_BF16_SLOWDOWN, emulated_bf16_reason
+    from gansuite.benchmarks.peak import Peak
+
+    class Peaks:
+        def __init__(self, f32, bf16):
+            self.rates = {"float32": f32, "bfloat16": bf16}
+
+        def get(self, framework, device, dtype, fast_math):
+            return Peak(self.rates[dtype], "fake")
+
+    reason = emulated_bf16_reason(Peaks(100.0, 1.2), "torch", "cpu")
+    assert reason.startswith("torch's bfloat16 is emulated on this CPU") and "1.2 GFLOP/s against float32's 100" in reason
+    assert "83x slower" in reason
+    assert emulated_bf16_reason(Peaks(100.0, 100.0 / EMULATED_BF16_SLOWDOWN), "torch", "cpu") is None
+    assert emulated_bf16_reason(Peaks(142.0, 105.0), "jax", "cpu") is None
+    assert emulated_bf16_reason(Peaks(100.0, 1.0), "torch", "cuda") is None
+
+
 def test_a_context_wraps_each_step_not_the_block():
     """torch.autocast caches its bf16 weight copies until its outermost region exits: a region
     around a whole timed block would run later steps on the first step's weights."""
