@@ -27,9 +27,7 @@ from typing import Callable
 from gansuite.common.errors import ArgumentParser, GanSuiteError, run_main
 from gansuite.common.registry import BACKENDS, FAST_ENV, backend_python
 
-from .results import load_rows, load_skips
-from .summary import build_summary
-from .targets import update_readme
+from .summary import write_summary
 
 
 #: The non-parity (fast, peer) benchmark processes run with common/registry.py's FAST_ENV: oneDNN on.
@@ -71,12 +69,7 @@ def drive(out: Path, backends: list[str], extra_args: list[str], echo: Callable[
         outcomes[name] = next((r for r in results if not r.startswith("done in")), results[-1])
         echo(f"{name}: {outcomes[name]}")
     if any(o.startswith("done") for o in outcomes.values()) or (out.is_dir() and any(out.glob("*/*.json"))):
-        summary = build_summary(out)
-        echo(f"wrote {summary}")
-        if readme is not None:
-            update_readme(readme, load_rows(out)[0], load_skips(out),
-                          Path(os.path.relpath(summary, readme.resolve().parent)).as_posix())
-            echo(f"wrote {readme}'s benchmark block")
+        write_summary(out, readme, echo)
     return outcomes
 
 

@@ -35,6 +35,10 @@ def result_paths(out: Path, device_label: str, backend: str) -> tuple[Path, Path
     return folder / f"{backend}.json", folder / f"{backend}{FAILURES_SUFFIX}"
 
 
+def _group(entry: dict[str, Any]) -> tuple:
+    return tuple(entry[k] for k in SKIP_KEY)
+
+
 def skip_entry(backend: str, model: str, mode: str, dtype: str, device: str, reason: str) -> dict[str, Any]:
     """One skipped group (every batch size of it), as ``<backend>.skipped.json`` holds it."""
     return {"backend": backend, "model": model, "mode": mode, "dtype": dtype, "device": device, "reason": reason}
@@ -79,8 +83,11 @@ def write_results(out: Path, device_label: str, backend: str, rows: Iterable[dic
         fail_path.unlink()
     # A group skipped now replaces its old entry; a group that ran now drops one (its rows say more).
     skip_path = fail_path.with_name(f"{backend}{SKIPS_SUFFIX}")
-    ran = {tuple(e[k] for k in SKIP_KEY) for e in rows + failures + skips}
-    all_skips = [e for e in _read_list(skip_path) if tuple(e[k] for k in SKIP_KEY) not in ran] + skips
+    ran = {_group(e) for e in rows + failures + skips}
+    # One entry per group: a group's last reason stands (a config-level skip repeats it per batch size).
+    by_group = {_group(e): e for e in _read_list(skip_path) if _group(e) not in ran}
+    by_group.update({_group(e): e for e in skips})
+    all_skips = list(by_group.values())
     if all_skips:
         skip_path.write_text(json.dumps(all_skips, indent=1))
     elif skip_path.exists():

@@ -184,7 +184,9 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = _echo) -> int:
             raise  # bad input or environment (e.g. no CUDA device): stop with its one line
         except Skip as err:
             echo(f"  skip {cfg.describe()}: {err}")
-            skipped.append(skip_entry(cfg.backend, cfg.model, cfg.mode, cfg.dtype, label, str(err)))
+            entry = skip_entry(cfg.backend, cfg.model, cfg.mode, cfg.dtype, label, str(err))
+            if entry not in skipped:  # every batch size of a group skips for the same reason
+                skipped.append(entry)
             continue
         except Exception as err:  # a framework error in one config: record it, run the others
             failures.append({"backend": cfg.backend, "model": cfg.model, "mode": cfg.mode, "dtype": cfg.dtype,

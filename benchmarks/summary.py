@@ -1,6 +1,6 @@
 """Merge every backend's rows under ``results/bench/<device>/`` into ``summary.md`` with plots.
 
-    python -m gansuite.benchmarks.summary --results results/bench
+    python -m gansuite.benchmarks.summary --results results/bench [--readme README.md]
 
 Per (model, device), GANs and seed 002's VAE alike: a table of every row, each non-peer row
 with its throughput as a ratio to the seed's own loop at the same batch size (the same
@@ -11,10 +11,11 @@ batch size.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from gansuite.common.errors import ArgumentParser, GanSuiteError, run_main
 
@@ -22,7 +23,7 @@ from .frameworks import CPU_FLAGS, slug
 from .harness import PEER_MODES, ROW_MODES
 from .peers import IDIOMATIC_MODE
 from .results import load_rows, load_skips
-from .targets import targets_section
+from .targets import targets_section, update_readme
 
 REFERENCE_PEER_BACKEND = "torch"  # every seed loop has a PyTorch version (benchmarks/peers MODULES)
 
@@ -292,14 +293,26 @@ def build_summary(results: Path) -> Path:
     return out
 
 
+def write_summary(results: Path, readme: Path | None = None, echo: Callable[[str], None] = print) -> Path:
+    """summary.md and its plots, and with ``readme`` that file's generated block (targets.update_readme)."""
+    summary = build_summary(results)
+    echo(f"wrote {summary}")
+    if readme is not None:
+        update_readme(readme, load_rows(results)[0], load_skips(results),
+                      Path(os.path.relpath(summary, readme.resolve().parent)).as_posix())
+        echo(f"wrote {readme}'s benchmark block")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m gansuite.benchmarks.summary", description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=Path("results/bench"))
+    parser.add_argument("--readme", type=Path, default=None, help="a README whose generated block to rewrite")
     def body() -> int:
         args = parser.parse_args(argv)
         if not args.results.is_dir():
             raise GanSuiteError(f"results: {str(args.results)!r} is not a folder")
-        print(f"wrote {build_summary(args.results)}")
+        write_summary(args.results, args.readme)
         return 0
 
     return run_main(body)

@@ -36,8 +36,13 @@ def _fmt(value: float) -> str:
     return f"{value:,.0f}" if value >= 1000 else f"{value:.3g}"
 
 
+def _ratio(ratio: float) -> str:
+    """Three significant figures at most, thousands separated: 0.95x, 38.8x, 1,452x."""
+    return f"{ratio:.2f}x" if ratio < 10 else f"{ratio:.1f}x" if ratio < 100 else f"{ratio:,.0f}x"
+
+
 def _verdict(ratio: float, target: float) -> str:
-    return f"**{ratio:.2f}x** met" if ratio >= target else f"{ratio:.2f}x not met"
+    return f"**{_ratio(ratio)}** met" if ratio >= target else f"{_ratio(ratio)} not met"
 
 
 def _row(rows: list[dict[str, Any]], backend: str, model: str, mode: str, dtype: str, batch: int
@@ -85,7 +90,7 @@ def dcgan_table(rows: list[dict[str, Any]], skips: list[dict[str, Any]]) -> list
     if len(fast_f32) >= 2:
         slow, quick = min(fast_f32, key=fast_f32.get), max(fast_f32, key=fast_f32.get)
         lines += ["", f"Slowest to fastest framework in fast float32 at DCGAN batch {DCGAN_BATCH}: "
-                      f"**{fast_f32[quick] / fast_f32[slow]:.2f}x** ({NAMES[quick]} {_fmt(fast_f32[quick])} / "
+                      f"**{_ratio(fast_f32[quick] / fast_f32[slow])}** ({NAMES[quick]} {_fmt(fast_f32[quick])} / "
                       f"{NAMES[slow]} {_fmt(fast_f32[slow])} examples/s)."]
     return lines
 
@@ -109,17 +114,17 @@ def gaussian_table(rows: list[dict[str, Any]], skips: list[dict[str, Any]]) -> l
         base = peer["examples_per_s"]
         d2l = (f"its d2l tab, {_fmt(base)} ex/s" if own else
                f"no d2l tab: {NAMES[REFERENCE_D2L]}'s, {_fmt(base)} ex/s")
-        step = f"{fast['examples_per_s'] / base:.2f}x ({_fmt(fast['examples_per_s'])} ex/s)"
+        step = f"{_ratio(fast['examples_per_s'] / base)} ({_fmt(fast['examples_per_s'])} ex/s)"
         scan = fast["settings"].get("epoch_scan")
         if scan is None:
             multi, best = "no multi-step primitive", fast["examples_per_s"]
         elif "examples_per_s" in scan:
-            multi = f"{scan['examples_per_s'] / base:.1f}x ({_fmt(scan['examples_per_s'])} ex/s)"
+            multi = f"{_ratio(scan['examples_per_s'] / base)} ({_fmt(scan['examples_per_s'])} ex/s)"
             best = max(fast["examples_per_s"], scan["examples_per_s"])
         else:
             multi, best = f"not timed: {scan.get('skipped', '?')}", fast["examples_per_s"]
         verdict = (_verdict(best / base, GAUSSIAN_TARGET) if own else
-                   f"{best / base:.1f}x {NAMES[REFERENCE_D2L]}'s (no d2l tab of its own)")
+                   f"{_ratio(best / base)} {NAMES[REFERENCE_D2L]}'s (no d2l tab of its own)")
         lines.append(f"| {NAMES[b]} | {d2l} | {step} | {multi} | {verdict} |")
     return lines
 

@@ -216,8 +216,8 @@ def test_summary_holds_issue_16s_targets_with_verdicts(tmp_path):
     assert "| MXNet | — | 38 | 40 | 0.95x not met | — | no bf16 path here: no bf16 kernels on this CPU |" in targets
     assert "| JAX | — | 20 | — | no row | — | not measured |" in targets
     assert "**3.00x** (PyTorch 60 / JAX 20 examples/s)" in targets
-    assert ("| TensorFlow | its d2l tab, 100 ex/s | 50.00x (5,000 ex/s) | 1250.0x (125,000 ex/s) "
-            "| **1250.00x** met |") in targets
+    assert ("| TensorFlow | its d2l tab, 100 ex/s | 50.0x (5,000 ex/s) | 1,250x (125,000 ex/s) "
+            "| **1,250x** met |") in targets
     assert "| PyTorch | its d2l tab, 3,600 ex/s | 0.90x (3,240 ex/s) | no multi-step primitive | 0.90x not met |" in targets
     assert "| JAX | no d2l tab: PyTorch's, 3,600 ex/s | 2.50x (9,000 ex/s) | 75.0x (270,000 ex/s) " \
            "| 75.0x PyTorch's (no d2l tab of its own) |" in targets
@@ -246,8 +246,10 @@ def test_a_skipped_group_is_recorded_with_its_reason_and_dropped_once_it_runs(tm
     from gansuite.benchmarks.results import load_skips, skip_entry, write_results
 
     skip = skip_entry("oracle", "gaussian", "fast", "float32", "cpu", "the oracle has no fast mode")
-    write_results(tmp_path, "cpu", "oracle", [], [], [skip])
+    write_results(tmp_path, "cpu", "oracle", [], [], [skip, skip])  # e.g. one per batch size
     assert load_skips(tmp_path) == [skip]
+    write_results(tmp_path, "cpu", "oracle", [], [], [{**skip, "reason": "newer"}])
+    assert load_skips(tmp_path) == [{**skip, "reason": "newer"}]
     write_results(tmp_path, "cpu", "oracle", [{**_row("oracle", "fast", 8, 10.0)}], [])
     assert load_skips(tmp_path) == [] and not (tmp_path / "cpu" / "oracle.skipped.json").exists()
 
