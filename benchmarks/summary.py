@@ -21,7 +21,7 @@ from gansuite.common.errors import ArgumentParser, GanSuiteError, run_main
 
 from .frameworks import CPU_FLAGS, slug
 from .harness import PEER_MODES, ROW_MODES
-from .peers import IDIOMATIC_MODE
+from .peers import IDIOMATIC_MODE, idiomatic_row_mode
 from .results import load_rows, load_skips
 from .targets import targets_section, update_readme
 
@@ -56,9 +56,9 @@ def idiomatic_for(row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, 
     """The same framework's idiomatic loop of the model (same device, model, batch size, dtype): its
     peer-idiomatic row, or for PyTorch the tutorial's loop (peers.IDIOMATIC_MODULES)."""
     for r in rows:
-        if (r["backend"], r["device"], r["model"], r["batch_size"], r["dtype"]) == (
-                row["backend"], row["device"], row["model"], row["batch_size"], row["dtype"]) and (
-                r["mode"] == IDIOMATIC_MODE or (r["backend"] == "torch" and r["mode"] == "peer-tutorial")):
+        if (r["backend"], r["device"], r["model"], r["batch_size"], r["dtype"], r["mode"]) == (
+                row["backend"], row["device"], row["model"], row["batch_size"], row["dtype"],
+                idiomatic_row_mode(row["backend"])):
             return r
     return None
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from gansuite.common.errors import GanSuiteError
 
-from .peers import IDIOMATIC_MODE
+from .peers import idiomatic_row_mode
 
 DCGAN_BATCH = 64  # the issue's reference configuration: full-size DCGAN, batch 64
 GAUSSIAN_BATCH = 8
@@ -56,11 +56,6 @@ def _skip(skips: list[dict[str, Any]], backend: str, model: str, mode: str, dtyp
                  == (backend, model, mode, dtype)), None)
 
 
-def _idiomatic(rows: list[dict[str, Any]], backend: str, model: str, batch: int) -> dict[str, Any] | None:
-    mode = "peer-tutorial" if backend == "torch" else IDIOMATIC_MODE  # the tutorial is PyTorch's idiom
-    return _row(rows, backend, model, mode, "float32", batch)
-
-
 def dcgan_table(rows: list[dict[str, Any]], skips: list[dict[str, Any]]) -> list[str]:
     """Examples/s at DCGAN batch 64 per framework, and the two per-framework targets."""
     backends = sorted({r["backend"] for r in rows if r["model"] == "dcgan" and r["batch_size"] == DCGAN_BATCH
@@ -74,7 +69,7 @@ def dcgan_table(rows: list[dict[str, Any]], skips: list[dict[str, Any]]) -> list
     for b in backends:
         parity = _row(rows, b, "dcgan", "parity", "float32", DCGAN_BATCH)
         fast = _row(rows, b, "dcgan", "fast", "float32", DCGAN_BATCH)
-        peer = _idiomatic(rows, b, "dcgan", DCGAN_BATCH)
+        peer = _row(rows, b, "dcgan", idiomatic_row_mode(b), "float32", DCGAN_BATCH)
         bf16 = _row(rows, b, "dcgan", "fast", "bf16-mixed", DCGAN_BATCH)
         if fast is not None:
             fast_f32[b] = fast["examples_per_s"]
