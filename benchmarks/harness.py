@@ -113,11 +113,21 @@ def sampling_budget(budget: Budget) -> Budget:
     return replace(budget, warmup_calls=2, repeats=min(budget.repeats, 5), max_total_s=budget.max_total_s / 3)
 
 
+def combination_reason(mode: str, dtype: str) -> str | None:
+    """Why ``mode`` never runs in ``dtype``, on any machine (a seed loop in bf16, parity in mixed
+    precision), or None: what a run echoes but does not record as a skip."""
+    if mode in PEER_MODES and dtype != "float32":
+        return f"the seed loops run in float32 only, not {dtype}"
+    if dtype in MIXED_DTYPES and mode != "fast":
+        return f"{dtype} is a fast-mode setting; parity runs exact float32/float64"
+    return None
+
+
 def skip_reason(cfg: Config) -> str | None:
     """Why ``cfg`` cannot run in this environment, or None. Cheap: builds nothing."""
+    if (never := combination_reason(cfg.mode, cfg.dtype)) is not None:
+        return never
     if cfg.mode in PEER_MODES:
-        if cfg.dtype != "float32":
-            return f"the seed loops run in float32 only, not {cfg.dtype}"
         cls, mode = peer_class(cfg.backend, family_of(cfg.model).spec(cfg.model), cfg.mode)
         if cls is None:
             return mode
@@ -127,8 +137,6 @@ def skip_reason(cfg: Config) -> str | None:
     if cfg.backend == "oracle" and cfg.mode == "fast":
         return "the oracle has no fast mode (no compiler, no device RNG)"
     if cfg.dtype in MIXED_DTYPES:
-        if cfg.mode != "fast":
-            return f"{cfg.dtype} is a fast-mode setting; parity runs exact float32/float64"
         mixed = mixed_precision(framework_of(cfg.backend), cfg.device, cfg.dtype, family_of(cfg.model).name)
         if isinstance(mixed, str):
             return mixed

@@ -27,7 +27,8 @@ from gansuite.common.registry import get_backend
 
 from .families import family_of
 from .frameworks import device_label, framework_of, is_gpu
-from .harness import BACKEND_MODES, DTYPES, MIXED_DTYPES, PEER_MODES, Config, PeakCache, Skip, bench_config, skip_reason
+from .harness import (BACKEND_MODES, DTYPES, PEER_MODES, Config, PeakCache, Skip, bench_config, combination_reason,
+                      skip_reason)
 from .peers import IDIOMATIC_MODE, peer_class
 from .results import skip_entry, write_results
 from .timing import Budget
@@ -125,13 +126,6 @@ def plan(backend: str, models: list[str], modes: list[str], dtypes: list[str], d
     return configs, skipped
 
 
-def by_design(entry: dict[str, Any]) -> bool:
-    """A skip no machine would lift (a seed loop in bf16, parity in mixed precision): echoed, not
-    recorded, so the recorded skips are the ones that say something about this machine or framework."""
-    return (entry["mode"] in PEER_MODES or entry["mode"] == "peer") and entry["dtype"] != "float32" or (
-        entry["dtype"] in MIXED_DTYPES and entry["mode"] != "fast")
-
-
 def skip_line(entry: dict[str, Any]) -> str:
     return f"{entry['backend']} {entry['model']} {entry['mode']} {entry['dtype']}: {entry['reason']}"
 
@@ -196,7 +190,8 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = _echo) -> int:
         rows.append(row)
         echo(f"  {cfg.describe()}: {_summary_line(row)}")
     rows_path, fail_path = write_results(args.out, label, backend_name, rows, failures,
-                                         [e for e in skipped if not by_design(e)])
+                                         # echoed, not recorded: what no machine would run
+                                         [e for e in skipped if combination_reason(e["mode"], e["dtype"]) is None])
     echo(f"wrote {rows_path} ({len(rows)} rows{f', {len(failures)} failed: see ' + str(fail_path) if failures else ''})"
          f" in {time.perf_counter() - t0:.0f} s")
     return 1 if failures else 0
