@@ -56,28 +56,33 @@ def environment() -> dict[str, Any]:
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
 
 
-def cpu_flags() -> list[str]:
-    """Which of CPU_FLAGS this CPU has (Linux's /proc/cpuinfo; empty where it is not readable)."""
+def _cpuinfo(field: str) -> str | None:
+    """The value of the first ``field`` line of Linux's /proc/cpuinfo, or None where there is none."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return [flag for flag in CPU_FLAGS if flag in have]
-    except OSError:
-        pass
-    return []
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "cpu"
+    return None
+
+
+def cpu_flags() -> list[str]:
+    """Which of CPU_FLAGS this CPU has (empty where /proc/cpuinfo is not readable)."""
+    have = set((_cpuinfo("flags") or "").split())
+    return [flag for flag in CPU_FLAGS if flag in have]
+
+
+def cpu_flags_text(host: dict[str, Any]) -> str:
+    """A row's recorded CPU flags (its ``settings.host``) in words."""
+    if "cpu_flags" not in host:
+        return "CPU flags not recorded"
+    return ", ".join(host["cpu_flags"]) or "none of " + ", ".join(CPU_FLAGS)
+
+
+def cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine() or "cpu"
 
 
 def gpu_name(framework: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from gansuite.common.errors import ArgumentParser, GanSuiteError, run_main
 
-from .frameworks import CPU_FLAGS, slug
+from .frameworks import cpu_flags_text, slug
 from .harness import PEER_MODES, ROW_MODES
 from .peers import IDIOMATIC_MODE, idiomatic_row_mode
 from .results import load_rows, load_skips
@@ -230,9 +230,8 @@ def settings_lines(rows: list[dict[str, Any]]) -> list[str]:
         host = s.get("host", {})
         versions = ", ".join(f"{k} {v}" for k, v in s.get("versions", {}).items())
         env = ", ".join(f"{k}={v}" for k, v in host.get("env", {}).items()) or "none set"
-        flags = ", ".join(host.get("cpu_flags", [])) or "none of " + ", ".join(CPU_FLAGS)
         lines.append(f"- **{backend} on {device}**: {versions}; {host.get('cpu_count')} CPUs "
-                     f"({host.get('cpu_model')}; {flags}); thread/kernel variables: {env}; "
+                     f"({host.get('cpu_model')}; {cpu_flags_text(host)}); thread/kernel variables: {env}; "
                      f"quick run: {s.get('quick')}; measured {host.get('date', '(date not recorded)')}")
     return lines
 
