@@ -35,7 +35,8 @@ def result_paths(out: Path, device_label: str, backend: str) -> tuple[Path, Path
     return folder / f"{backend}.json", folder / f"{backend}{FAILURES_SUFFIX}"
 
 
-def _group(entry: dict[str, Any]) -> tuple:
+def group_of(entry: dict[str, Any]) -> tuple:
+    """A skip's group: its SKIP_KEY values."""
     return tuple(entry[k] for k in SKIP_KEY)
 
 
@@ -83,10 +84,10 @@ def write_results(out: Path, device_label: str, backend: str, rows: Iterable[dic
         fail_path.unlink()
     # A group skipped now replaces its old entry; a group that ran now drops one (its rows say more).
     skip_path = fail_path.with_name(f"{backend}{SKIPS_SUFFIX}")
-    ran = {_group(e) for e in rows + failures + skips}
+    ran = {group_of(e) for e in rows + failures}
     # One entry per group: a group's last reason stands (a config-level skip repeats it per batch size).
-    by_group = {_group(e): e for e in _read_list(skip_path) if _group(e) not in ran}
-    by_group.update({_group(e): e for e in skips})
+    by_group = {group_of(e): e for e in _read_list(skip_path) if group_of(e) not in ran}
+    by_group.update({group_of(e): e for e in skips})
     all_skips = list(by_group.values())
     if all_skips:
         skip_path.write_text(json.dumps(all_skips, indent=1))

@@ -19,7 +19,9 @@ from typing import Any
 
 from gansuite.common.errors import GanSuiteError
 
+from .frameworks import cpu_flags_text
 from .peers import idiomatic_row_mode
+from .results import group_of
 
 DCGAN_BATCH = 64  # the issue's reference configuration: full-size DCGAN, batch 64
 GAUSSIAN_BATCH = 8
@@ -52,8 +54,7 @@ def _row(rows: list[dict[str, Any]], backend: str, model: str, mode: str, dtype:
 
 
 def _skip(skips: list[dict[str, Any]], backend: str, model: str, mode: str, dtype: str) -> str | None:
-    return next((s["reason"] for s in skips if (s["backend"], s["model"], s["mode"], s["dtype"])
-                 == (backend, model, mode, dtype)), None)
+    return next((s["reason"] for s in skips if group_of(s) == (backend, model, mode, dtype)), None)
 
 
 def dcgan_table(rows: list[dict[str, Any]], skips: list[dict[str, Any]]) -> list[str]:
@@ -143,7 +144,7 @@ def targets_section(rows: list[dict[str, Any]], skips: list[dict[str, Any]]) -> 
 
 def host_line(rows: list[dict[str, Any]]) -> str:
     """Where and when the rows were measured, from their recorded settings."""
-    hosts = {(h.get("cpu_model"), h.get("cpu_count"), ", ".join(h.get("cpu_flags", [])) or "no AVX2/AVX-512 flags")
+    hosts = {(h.get("cpu_model"), h.get("cpu_count"), cpu_flags_text(h))
              for h in (r["settings"].get("host", {}) for r in rows)}
     dates = sorted({r["settings"].get("host", {}).get("date", "?") for r in rows})
     where = "; ".join(f"{model}, {count} CPUs ({flags})" for model, count, flags in sorted(hosts, key=str))

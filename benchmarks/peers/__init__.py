@@ -57,6 +57,8 @@ SEED_LOOP_IS_IDIOMATIC = {"torch": MODES["tutorial"]}
 def idiomatic_row_mode(backend: str) -> str:
     """The mode of the row timing ``backend``'s DCGAN written the way its users write one."""
     return SEED_LOOP_IS_IDIOMATIC.get(backend, IDIOMATIC_MODE)
+
+
 D2L_EXAMPLES = 1000  # d2l 20.1 draws 1000 examples
 
 
