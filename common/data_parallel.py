@@ -378,16 +378,25 @@ def _run_processes(command: list[str], envs: list[dict[str, str]],
             out.seek(0), err.seek(0)
             texts.append((out.read(), err.read()))
             out.close(), err.close()
-    for i, (_, err) in enumerate(texts[:len(envs)]):  # the engine's own rank, where it assigned one
-        announced = [line[len(RANK_LINE):] for line in err.splitlines() if line.startswith(RANK_LINE)]
-        if announced and announced[-1].isdigit():
-            names[i] = f"worker {announced[-1]}"
+    ranks = [_announced_rank(err) for _, err in texts[:len(envs)]]  # the engine's own, where it assigned one
+    if any(rank is not None for rank in ranks):
+        # A worker ended before it announced (killed by the launcher after a peer failed) has no rank
+        # yet: its launch index is not one, and naming it by that index could repeat a peer's name.
+        for i, rank in enumerate(ranks):
+            names[i] = f"worker {rank}" if rank is not None else f"worker at launch index {i} (rank not announced)"
     stderr = "".join(f"[{names[i]}] {line}\n" for i, (_, err) in enumerate(texts) for line in err.splitlines())
-    stdout = texts[names.index("worker 0")][0]  # rank 0's: the writer prints the run's summary
+    # rank 0's: the writer prints the run's summary; none when rank 0 ended before it announced
+    stdout = texts[names.index("worker 0")][0] if "worker 0" in names else ""
     if failed is None:
         return 0, stdout, stderr, None
     index, code = failed
     return code, stdout, stderr, f"{names[index]}: {_failure(texts[index][1], code)}"
+
+
+def _announced_rank(stderr: str) -> int | None:
+    """The last rank a worker announced on ``stderr`` (:func:`announce_rank`), or None."""
+    announced = [line[len(RANK_LINE):] for line in stderr.splitlines() if line.startswith(RANK_LINE)]
+    return int(announced[-1]) if announced and announced[-1].isdigit() else None
 
 
 def _stop(procs: Sequence[subprocess.Popen]) -> None:

@@ -202,3 +202,21 @@ def test_the_launcher_names_a_worker_by_the_rank_its_engine_announced():
               "announce_rank(1 - int(os.environ['R']))\nprint('rank', 1 - int(os.environ['R']))\n")
     code, out, _, _ = dp._run_processes([sys.executable, "-c", script], [{**os.environ, "R": str(r)} for r in (0, 1)])
     assert (code, out) == (0, "rank 0\n")
+
+
+def test_a_worker_stopped_before_it_announced_its_rank_is_not_named_by_its_launch_index(tmp_path):
+    """Launch index 0 announces rank 1 and dies; index 1 is stopped before it announces. Naming index 1
+    'worker 1' would give two workers one name, and there is no rank 0 whose output to return."""
+    import os
+
+    joined = tmp_path / "joined"  # index 0 dies only once index 1 has written its line: no race
+    script = ("import os, signal, sys, time\nfrom gansuite.common.data_parallel import announce_rank\n"
+              f"joined = {str(joined)!r}\n"
+              "if os.environ['R'] == '0':\n"
+              "    while not os.path.exists(joined): time.sleep(0.01)\n"
+              "    announce_rank(1)\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+              "print('still joining', file=sys.stderr, flush=True)\nopen(joined, 'w').close()\ntime.sleep(60)\n")
+    code, out, err, why = dp._run_processes([sys.executable, "-c", script],
+                                            [{**os.environ, "R": str(r)} for r in (0, 1)])
+    assert (code, out, why) == (-9, "", "worker 1: killed by SIGKILL")
+    assert "[worker at launch index 1 (rank not announced)] still joining\n" in err
