@@ -11,7 +11,8 @@
 * ``ckpt-<model>.safetensors``, ``samples-<model>.npy``, ``cont-<model>.npz``  for conversion
 * ``traps.json``       framework defaults left in place vs corrected (backends/<fw>/traps.py)
 * ``data_parallel.json``  2 workers on the framework's engine vs one on the full batch (common/dp_compare.py)
-* ``mixed.json``       fast mode's bf16 mixed precision vs the float64 oracle, beside float32 (common/mixed_compare.py)
+* ``mixed.json``       fast mode's bf16 mixed precision vs the float64 oracle, beside float32 (common/mixed_compare.py);
+  the oracle's own directory holds their float64 side instead, ``mixed-references.npz``
 * ``meta.json``        versions and settings
 
 ``convert_phase(backend, out)`` (phase "convert", in the backend's env, after every backend's
@@ -53,6 +54,8 @@ COMPARE_MODELS = ("gaussian", "gaussian-mxnet", "gaussian-tensorflow", "dcgan", 
                   "dcgan-digits", "mlp-gan", "cgan", "vae")
 CONVERSION_STEPS = (3, 2)  # train 3 iterations, checkpoint, then 2 more in the receiving backend
 CONVERSION_MODELS = ("gaussian", "dcgan-tiny")
+#: The oracle's float64 side of the mixed-precision rows (common/mixed_compare.py), in artifacts/oracle/.
+MIXED_REFERENCES = "mixed-references.npz"
 
 
 #: The comparison's DCGAN batches: the procedural shapes, as before the glyph digits became the
@@ -124,10 +127,16 @@ def run_phase(backend_name: str, out: Path, models: tuple[str, ...] = COMPARE_MO
 
         dp_root = art / "data-parallel"
         (art / "data_parallel.json").write_text(json.dumps(compare_rows(backend_name, dp_root), indent=1))
-    if backend_name != "oracle" and "dcgan" in models:  # its one-iteration model (test runs pick gaussian)
-        from .mixed_compare import mixed_rows_in_fast_env  # it builds on this module's compare_spec
+    if "dcgan" in models:  # its one-iteration model (test runs pick gaussian)
+        from .mixed_compare import mixed_rows_in_fast_env, save_references  # they build on compare_spec
 
-        mixed_rows_in_fast_env(backend_name, art / "mixed.json")
+        # The oracle's side is the same for every backend: the oracle's run phase (the first, see
+        # common/compare.py) leaves it; a backend env that finds none computes its own.
+        reference_file = _artifacts(out, "oracle") / MIXED_REFERENCES
+        if backend_name == "oracle":
+            save_references(reference_file)
+        else:
+            mixed_rows_in_fast_env(backend_name, art / "mixed.json", reference_file)
     meta = {"backend": backend_name, "versions": backend.versions(), "seconds": time.perf_counter() - t0,
             "models": list(models), "quick": quick}
     (art / "meta.json").write_text(json.dumps(meta, indent=1))

@@ -66,7 +66,7 @@ def _fast(extra: dict[str, Any]) -> BuildOptions:
 
 def oracle_reference(spec: GANSpec) -> dict[str, Any]:
     """What does not depend on the backend: the oracle's forwards and its parameters after its own whole
-    iteration from the comparison's start (computed once per backend env, for every precision)."""
+    iteration from the comparison's start (one for every precision)."""
     batch = parity_batch(spec, 0)
     oracle = OracleBackend()
     st = oracle.build(spec, init_params(spec, 0), None, BuildOptions(dtype="float64"))
@@ -139,12 +139,50 @@ def horizon(traj: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str
     return out
 
 
-def mixed_rows(backend_name: str) -> list[dict[str, Any]]:
-    """Every precision of one backend: its one-iteration errors and its horizon, or why it has no path."""
+def references() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The float64 oracle's side of every backend's rows: :func:`oracle_reference` of the one-iteration
+    model and its MIXED_TRAJECTORY-iteration trajectory of the horizon model."""
+    return (oracle_reference(compare_spec(ONE_ITERATION_MODEL)),
+            run_trajectory(get_backend("oracle"), preset(HORIZON_MODEL), "float64", MIXED_TRAJECTORY))
+
+
+def save_references(path: Path) -> None:
+    """:func:`references` to ``path`` (.npz, written whole or not at all): the comparison's oracle run
+    phase leaves them for the backends' envs, which would otherwise each recompute them (~15 s)."""
+    reference, trajectory = references()
+    arrays = {f"reference/{k}": v for k, v in reference.items() if k != "after"}
+    arrays.update({f"reference/after/{k}": v for k, v in reference["after"].items()})
+    arrays.update({f"trajectory/{k}": v for k, v in trajectory.items()})
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def load_references(path: Path | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """:func:`save_references`'s file where it exists, else :func:`references` computed here."""
+    if path is None or not path.exists():
+        return references()
+    reference: dict[str, Any] = {"after": {}}
+    trajectory: dict[str, np.ndarray] = {}
+    with np.load(path) as saved:
+        for key in saved.files:
+            part, name = key.split("/", 1)
+            if part == "trajectory":
+                trajectory[name] = saved[key]
+            elif name.startswith("after/"):
+                reference["after"][name[len("after/"):]] = saved[key]
+            else:
+                reference[name] = saved[key]
+    return reference, trajectory
+
+
+def mixed_rows(backend_name: str, reference_file: Path | None = None) -> list[dict[str, Any]]:
+    """Every precision of one backend: its one-iteration errors and its horizon, or why it has no path
+    (the oracle's side from ``reference_file`` where the oracle's run phase wrote it)."""
     backend = get_backend(backend_name)
     one_spec, horizon_spec = compare_spec(ONE_ITERATION_MODEL), preset(HORIZON_MODEL)
-    reference = oracle_reference(one_spec)
-    ref_traj = run_trajectory(get_backend("oracle"), horizon_spec, "float64", MIXED_TRAJECTORY)
+    reference, ref_traj = load_references(reference_file)
     rows = []
     for label, extra in PRECISIONS:
         row: dict[str, Any] = {"backend": backend_name, "precision": label, "model": ONE_ITERATION_MODEL,
@@ -177,11 +215,13 @@ def check_row(errors: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def mixed_rows_in_fast_env(backend_name: str, out: Path, timeout: float = 1800) -> list[dict[str, Any]]:
+def mixed_rows_in_fast_env(backend_name: str, out: Path, reference_file: Path | None = None,
+                           timeout: float = 1800) -> list[dict[str, Any]]:
     """:func:`mixed_rows` in a child process of this interpreter with the backend's FAST_ENV, written to
     ``out`` (JSON) and returned; a child that fails raises one line with the end of its stderr."""
     env = {**os.environ, **FAST_ENV.get(backend_name, {})}
-    proc = subprocess.run([sys.executable, "-m", "gansuite.common.mixed_compare", backend_name, str(out)],
+    args = [backend_name, str(out)] + ([str(reference_file)] if reference_file is not None else [])
+    proc = subprocess.run([sys.executable, "-m", "gansuite.common.mixed_compare", *args],
                           env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -189,6 +229,7 @@ def mixed_rows_in_fast_env(backend_name: str, out: Path, timeout: float = 1800) 
     return json.loads(out.read_text())
 
 
-if __name__ == "__main__":  # the child process of mixed_rows_in_fast_env: <backend> <out.json>
-    Path(sys.argv[2]).write_text(json.dumps(mixed_rows(sys.argv[1]), indent=1))
+if __name__ == "__main__":  # the child process of mixed_rows_in_fast_env: <backend> <out.json> [<references.npz>]
+    Path(sys.argv[2]).write_text(json.dumps(mixed_rows(sys.argv[1], Path(sys.argv[3]) if len(sys.argv) > 3 else None),
+                                            indent=1))
 

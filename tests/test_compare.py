@@ -27,6 +27,34 @@ def test_divergence_horizon_and_error_curve():
     assert divergence_iteration(np.array([0.0, np.nan]), 1e-3) == 1  # NaN is divergence
 
 
+def test_the_oracles_mixed_precision_side_is_read_back_as_it_was_computed(tmp_path, monkeypatch):
+    """What the oracle's run phase leaves for the backends (common/mixed_compare.save_references) is
+    what they would compute themselves; without the file they compute it."""
+    from gansuite.common import mixed_compare
+
+    rng = np.random.default_rng(0)
+    computed = ({"G(z)": rng.normal(size=(2, 3)), "D(x)": rng.normal(size=2),
+                 "after": {"G.0.weight": rng.normal(size=(3, 3)), "D.0.bias": rng.normal(size=1)}},
+                {"scalars": rng.normal(size=(4, 5)), "params": rng.normal(size=(4, 6)),
+                 "tensor_sizes": np.array([2, 4]), "tensor_names": np.array(["G.0.weight", "D.0.bias"])})
+    calls = []
+    monkeypatch.setattr(mixed_compare, "references", lambda: calls.append(1) or computed)
+    path = tmp_path / "references.npz"
+    mixed_compare.save_references(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["references.npz"]  # no temporary file left
+    reference, trajectory = mixed_compare.load_references(path)
+    assert reference.keys() == computed[0].keys() and trajectory.keys() == computed[1].keys()
+    assert reference["after"].keys() == computed[0]["after"].keys()
+    for got, want in ((reference["after"], computed[0]["after"]), (trajectory, computed[1]),
+                      ({k: v for k, v in reference.items() if k != "after"},
+                       {k: v for k, v in computed[0].items() if k != "after"})):
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    assert len(calls) == 1
+    mixed_compare.load_references(tmp_path / "missing.npz"), mixed_compare.load_references(None)
+    assert len(calls) == 3
+
+
 @pytest.mark.skipif(BACKEND is None, reason="needs a framework backend (runs in each backend's tox env)")
 def test_compare_report_on_this_backend(tmp_path):
     run_phase("oracle", tmp_path, models=("gaussian",), quick=True)
