@@ -219,6 +219,12 @@ class GANProtocol(abc.ABC):
     def export_params(self, state: Any) -> tuple[Params, OptState]:
         """Canonical params (incl. BN running stats) and Adam state, as numpy."""
 
+    def export_weights(self, state: Any) -> Params:
+        """:meth:`export_params` without the Adam state, for a caller that reads the params after
+        every iteration (the comparison's trajectories): a backend whose moments cost a read each
+        (a framework's variables: twice as many as the params) skips them."""
+        return self.export_params(state)[0]
+
     def settings(self, state: Any) -> dict[str, Any]:
         """Settings that change numbers or speed (TF32, threads, determinism), for records."""
         return {}
@@ -304,10 +310,12 @@ class Backend(GANProtocol):
             out.grads = {k: self._from_framework(state, k, v) for k, v in grads.items()}
         return out
 
+    def export_weights(self, state: BackendState) -> Params:
+        return self._read_params(state)
+
     def export_params(self, state: BackendState) -> tuple[Params, OptState]:
         spec = state.spec
-        params = {name: self._from_framework(state, name, self.read_tensor(state, name))
-                  for name in param_shapes(spec)}
+        params = self._read_params(state)  # not export_weights: a subclass may override both alike
         opt = OptState()
         for net in ("G", "D"):
             step, m, v = self.read_adam(state, net)
@@ -359,6 +367,10 @@ class Backend(GANProtocol):
 
     def _from_framework(self, state: BackendState, name: str, value: Any) -> np.ndarray:
         return self.layout.param_from_framework(name, value, layer_of(state.spec, name))
+
+    def _read_params(self, state: BackendState) -> Params:
+        return {name: self._from_framework(state, name, self.read_tensor(state, name))
+                for name in param_shapes(state.spec)}
 
     def _draws_to_framework(self, state: BackendState, draws: Draws | None) -> dict[str, Any]:
         """Labels as the framework's int tensors, noise and masks as activations (its layout)."""

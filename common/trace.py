@@ -56,7 +56,7 @@ def run_trace(backend: GANProtocol, spec: GANSpec, seed: int, dtype: str, iterat
         if after_step is not None:
             after_step(batch.iteration, state)
         if snapshot_every and (batch.iteration + 1) % snapshot_every == 0:
-            snapshots[batch.iteration] = backend.export_params(state)[0]
+            snapshots[batch.iteration] = backend.export_weights(state)
     final, _ = backend.export_params(state)
     meta = {
         "backend": backend.name,

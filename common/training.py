@@ -156,7 +156,7 @@ def train(cfg: RunConfig) -> dict[str, Any]:
             checkpoint(done)
             last_good = done
         if gaussian_epochs and done % streams.iterations_per_epoch == 0:
-            fd = gaussian_report(spec, backend.export_params(state)[0])["frechet_distance"]
+            fd = gaussian_report(spec, backend.export_weights(state))["frechet_distance"]
             epoch_quality.append({"epoch": done // streams.iterations_per_epoch, "frechet_distance": fd})
             reporter.metric("quality/frechet_distance", fd, done)
         if writes and is_images and (done % sample_every == 0 or done == total):

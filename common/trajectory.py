@@ -61,7 +61,7 @@ def run_trajectory(backend: GANProtocol, spec: GANSpec, dtype: str, iterations: 
     params = np.empty((iterations, sum(len(i) for i in idx.values())))
 
     def record(iteration: int, state: Any) -> None:
-        params[iteration] = subsample(backend.export_params(state)[0], idx)
+        params[iteration] = subsample(backend.export_weights(state), idx)
 
     trace = run_trace(backend, spec, seed, dtype, iterations, mode=mode, after_step=record, extra=extra)
     scalars = np.stack([trace.scalars[k] for k in SCALARS], axis=1)

@@ -210,7 +210,7 @@ def trajectory_errors(a: GANProtocol, b: GANProtocol, spec: GANSpec, dtype: str,
         ob = b.train_step(sb, batch.real, batch.z, draws=batch.draws)
         loss_err[batch.iteration] = max(abs(x - y) / max(abs(y), 1e-300)
                                         for x, y in ((oa.loss_D, ob.loss_D), (oa.loss_G, ob.loss_G)))
-        pa, pb = a.export_params(sa)[0], b.export_params(sb)[0]
+        pa, pb = a.export_weights(sa), b.export_weights(sb)
         param_err[batch.iteration] = max(rel_err(pa[k], pb[k])[1] for k in pb)
     return loss_err, param_err
 

@@ -137,7 +137,8 @@ class BackendContract:
     @pytest.mark.parametrize("model", ["gaussian", "dcgan-tiny", "dcgan-mxnet-tiny", "cgan-tiny"])
     def test_checkpoint_round_trip_and_resume(self, backend, model):
         """Export -> build -> export is exact, and 2 + 2 iterations through an export
-        equal 4 uninterrupted ones (Adam moments and step counters included)."""
+        equal 4 uninterrupted ones (Adam moments and step counters included); export_weights is
+        export_params's params."""
         spec = preset(model)
         streams = Streams(spec, 1)
         opts = BuildOptions(dtype="float64")
@@ -147,6 +148,10 @@ class BackendContract:
             backend.train_step(straight, b.real, b.z, draws=b.draws)
             backend.train_step(split, b.real, b.z, draws=b.draws)
         params, opt = backend.export_params(split)
+        weights = backend.export_weights(split)  # the trajectories' read: the same params, no moments
+        assert weights.keys() == params.keys()
+        for k in params:
+            np.testing.assert_array_equal(weights[k], params[k], err_msg=k)
         resumed = backend.build(spec, params, opt, opts)
         params2, opt2 = backend.export_params(resumed)
         for k in params:

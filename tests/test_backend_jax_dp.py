@@ -90,6 +90,7 @@ _PLACEMENTS = textwrap.dedent("""
             mean = np.asarray(state.train["D"]["batch_stats"]["1"]["mean"])
             assert mean.shape == (2, 5) and not np.allclose(mean[0], mean[1]), mean  # each its own shard's
             np.testing.assert_array_equal(be.export_params(state)[0]["D.1.running_mean"], mean[0])  # rank 0's
+            np.testing.assert_array_equal(be.export_weights(state)["D.1.running_mean"], mean[0])
     print("placements ok")
 """)
 

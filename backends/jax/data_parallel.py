@@ -199,6 +199,9 @@ class DataParallelBackend(JaxBackend):
     def export_params(self, state: DataParallelJaxState) -> tuple[Params, OptState]:
         return super().export_params(self._rank0(state))
 
+    def export_weights(self, state: DataParallelJaxState) -> Params:
+        return super().export_weights(self._rank0(state))
+
     def create_state(self, spec: GANSpec, options: BuildOptions, dtype: Any,
                      device: jax.Device) -> DataParallelJaxState:
         devices = jax.devices(device.platform)
