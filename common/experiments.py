@@ -132,11 +132,10 @@ def run_phase(backend_name: str, out: Path, models: tuple[str, ...] = COMPARE_MO
 
         # The oracle's side is the same for every backend: the oracle's run phase (the first, see
         # common/compare.py) leaves it; a backend env that finds none computes its own.
-        reference_file = _artifacts(out, "oracle") / MIXED_REFERENCES
         if backend_name == "oracle":
-            save_references(reference_file)
+            save_references(art / MIXED_REFERENCES)
         else:
-            mixed_rows_in_fast_env(backend_name, art / "mixed.json", reference_file)
+            mixed_rows_in_fast_env(backend_name, art / "mixed.json", out / "artifacts" / "oracle" / MIXED_REFERENCES)
     meta = {"backend": backend_name, "versions": backend.versions(), "seconds": time.perf_counter() - t0,
             "models": list(models), "quick": quick}
     (art / "meta.json").write_text(json.dumps(meta, indent=1))
