@@ -38,6 +38,7 @@ import numpy as np
 
 from .errors import GanSuiteError
 from .experiments import compare_spec
+from .files import write_npz_atomically
 from .oracle import OracleBackend
 from .parity import parity_batch, rel_err, summand_scale
 from .params import init_params, trainable_names
@@ -153,10 +154,7 @@ def save_references(path: Path) -> None:
     arrays = {f"reference/{k}": v for k, v in reference.items() if k != "after"}
     arrays.update({f"reference/after/{k}": v for k, v in reference["after"].items()})
     arrays.update({f"trajectory/{k}": v for k, v in trajectory.items()})
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    write_npz_atomically(path, arrays)
 
 
 def load_references(path: Path | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .files import write_npz_atomically
 from .params import Params, init_params
 from .protocol import SCALARS, GANProtocol, BuildOptions
 from .spec import GANSpec
@@ -80,10 +81,7 @@ def save_trace(path: str | os.PathLike, trace: Trace) -> Path:
     arrays.update({f"param/{k}": v for k, v in trace.params.items()})
     for it, snap in trace.snapshots.items():
         arrays.update({f"snap/{it}/{k}": v for k, v in snap.items()})
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-    return path
+    return write_npz_atomically(path, arrays)
 
 
 def load_trace(path: str | os.PathLike) -> Trace:
