@@ -184,7 +184,7 @@ def _bench_backend(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, A
     sampler = family.sampling(backend, state, pool)
     sampling = measure(sampler.run, sampler.sync, sampling_budget(budget))
     scan: Timing | str | None = None
-    if callable(getattr(backend, "train_epoch", None)):  # an optional extra (JAX's GAN backend)
+    if callable(getattr(backend, "train_epoch", None)):  # an optional extra (JAX, TensorFlow, PyTorch)
         scan = _measure_scan(backend, state, pool, cfg, budget, timing)
     peak_mem, mem_details = memory.peak_memory(framework, cfg.device, host_reset, device_reset)
 
@@ -223,6 +223,10 @@ def _bench_backend(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, A
 def _measure_scan(backend: Any, state: Any, pool: Any, cfg: Config, budget: Budget, steps: Timing) -> Timing | str:
     """A backend's optional ``train_epoch`` (JAX: ``lax.scan`` over stacked batches), timed like
     ``train_step``, or why it was not (one call must hold several iterations to mean anything)."""
+    refusal = getattr(backend, "train_epoch_refusal", None)  # PyTorch's compiled scan: dense nets only
+    reason = refusal(state.spec, state.options) if refusal is not None else None
+    if reason is not None:
+        return reason
     if steps.median_s > SCAN_MAX_STEP_S:
         return (f"a {steps.median_s * 1e3:.0f} ms step has no per-call dispatch to remove (the scan is for small "
                 f"models; > {SCAN_MAX_STEP_S * 1e3:.0f} ms per step it is not timed)")

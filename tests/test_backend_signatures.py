@@ -25,6 +25,8 @@ FILES = ("layout.py", "models.py", "train.py", "backend.py", "traps.py", "vae.py
 FRAMEWORK_EXTRAS = {
     ("jax", "backend.py", "train_epoch"): "lax.scan over a stack of batches: many iterations in one compiled call",
     ("tensorflow", "backend.py", "train_epoch"): "a tf.while_loop over a stack of batches in one tf.function",
+    ("torch", "backend.py", "train_epoch"): "torch.compile over torch's scan operator: dense nets' iterations in one call",
+    ("torch", "backend.py", "train_epoch_refusal"): "which models that compiled scan takes (dense nets, fast mode)",
 }
 
 

@@ -194,3 +194,70 @@ def test_bf16_mixed_fast_step_stays_near_the_oracle():
                     BuildOptions(dtype="float64", mode="fast", extra=mixed)):
         with pytest.raises(GanSuiteError, match=r"^extra.mixed_precision: .*allowed: 'mixed_bfloat16'"):
             backend.build(spec, params, None, options)
+
+
+def test_train_epoch_equals_as_many_train_steps():
+    """The multi-step primitive (backend.train_epoch: torch.compile over torch's scan operator, on a
+    functional copy of the iteration over flat vectors): gaussian-mxnet (the eps-hat Adam, MXNet's
+    per-example loss and its 1/B) from host noise, float64, against train_step per iteration: every
+    scalar, parameter, moment and step count within float64 round-off (tolerances.py, float64: the
+    same maths, sums in another order). Two calls of different lengths (one compilation: the scan
+    length is dynamic), then a write_adam (new moment tensors: the flat views are rebuilt) and a
+    train_step after the scan, which must see the scan's state."""
+    from gansuite.common.protocol import SCALARS, BuildOptions, OptState
+    from gansuite.common.registry import get_backend
+    from gansuite.common.streams import Streams
+    from gansuite.common.tolerances import tolerance
+
+    be, spec = get_backend("torch"), preset("gaussian-mxnet")
+    streams, params, opts = Streams(spec, 0), init_params(spec, 0), BuildOptions(dtype="float64", mode="fast")
+    reals = np.stack([streams.real(i) for i in range(12)])
+    zs = np.stack([streams.noise(i) for i in range(12)])
+    stepped, scanned = be.build(spec, params, None, opts), be.build(spec, params, None, opts)
+    steps = [be.train_step(stepped, reals[i], zs[i]) for i in range(12)]
+    outs = [be.train_epoch(scanned, reals[:7], zs[:7]), be.train_epoch(scanned, reals[7:11], zs[7:11])]
+    for k in SCALARS:
+        got = np.concatenate([o[k] for o in outs])
+        np.testing.assert_allclose(got, [getattr(s, k) for s in steps[:11]], rtol=tolerance("float64", "loss"), atol=0)
+    p_scan, o_scan = be.export_params(scanned)
+    replaced = OptState()
+    for net in ("G", "D"):  # the same moments, as new tensors: the flat views must be rebuilt
+        replaced[net].step, replaced[net].m, replaced[net].v = o_scan[net].step, dict(o_scan[net].m), dict(o_scan[net].v)
+    rebuilt = be.build(spec, p_scan, replaced, opts)
+    be.train_epoch(rebuilt, reals[11:12], zs[11:12])
+    be.train_step(scanned, reals[11], zs[11])  # a train_step after the scan: its state, through the views
+    for state in (scanned, rebuilt):
+        p, o = be.export_params(state)
+        p_ref, o_ref = be.export_params(stepped)
+        for k in p_ref:
+            np.testing.assert_allclose(p[k], p_ref[k], rtol=0, atol=tolerance("float64", "adam") * max(1.0, np.abs(p_ref[k]).max()))
+        for net in ("G", "D"):
+            assert o[net].step == o_ref[net].step == 12
+            for k in o_ref[net].m:
+                np.testing.assert_allclose(o[net].m[k], o_ref[net].m[k], rtol=0,
+                                           atol=tolerance("float64", "adam") * max(1e-8, np.abs(o_ref[net].m[k]).max()))
+
+
+def test_train_epoch_is_refused_in_one_line_where_it_cannot_run():
+    """train_epoch compiles dense nets in fast mode, float32/float64 only: parity, BatchNorm or
+    convolutions, per-iteration draws and bf16-mixed are refused in one line naming the reason, and
+    train_epoch_refusal says the same without building anything (the trainer and the benchmarks
+    ask it before choosing the primitive)."""
+    from gansuite.common.errors import GanSuiteError
+    from gansuite.common.protocol import MIXED_BF16, BuildOptions
+    from gansuite.common.registry import get_backend
+    from gansuite.common.streams import Streams
+
+    be = get_backend("torch")
+    cases = [("gaussian", BuildOptions(dtype="float64"), "parity mode"),
+             ("dcgan-tiny", BuildOptions(mode="fast"), "has ConvTranspose2d"),
+             ("mlp-gan-tiny", BuildOptions(mode="fast"), "needs per-iteration draws"),
+             ("gaussian", BuildOptions(mode="fast", extra={"mixed_precision": MIXED_BF16}), "bf16-mixed")]
+    assert be.train_epoch_refusal(preset("gaussian"), BuildOptions(mode="fast")) is None
+    for model, opts, reason in cases:
+        spec = preset(model)
+        assert reason in be.train_epoch_refusal(spec, opts)
+        state = be.build(spec, init_params(spec, 0), None, opts)
+        with pytest.raises(GanSuiteError, match=reason) as err:
+            be.train_epoch(state, np.stack([Streams(spec, 0).real(0)]))
+        assert "\n" not in str(err.value)

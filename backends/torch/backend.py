@@ -6,16 +6,19 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from gansuite.common.errors import GanSuiteError
 from gansuite.common.layout import layer_of, net_of
 from gansuite.common.protocol import Backend, BackendState, BuildOptions, device_unavailable, mixed_precision
+from gansuite.common.registry import loaded_allocator
 from gansuite.common.spec import GANSpec
 
 from . import layout
 from .models import build_net
-from .train import make_adam
+from .train import _multi_step_refusal, _train_epoch, make_adam
 
 
 def _compiles(options: BuildOptions, device: torch.device) -> bool:
@@ -32,6 +35,8 @@ class TorchState(BackendState):
     G_run: Any  # the callable used for training (compiled in fast mode)
     D_run: Any
     rng: torch.Generator  # device RNG for fast-mode noise
+    epoch_fn: Any = None  # train_epoch's compiled scan, built at its first call
+    flat: Any = None  # train_epoch's flat (params, exp_avg, exp_avg_sq) vectors, whose views the tensors are
 
 
 class TorchBackend(Backend):
@@ -124,8 +129,40 @@ class TorchBackend(Backend):
             "compiled": _compiles(state.options, state.device),
             "mixed_precision": state.options.extra.get("mixed_precision"),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "malloc": loaded_allocator(),  # TCMalloc in the benchmarks' fast processes, where installed
         }
 
     def sync(self, state: TorchState) -> None:
         if state.device.type == "cuda":
             torch.cuda.synchronize(state.device)
+
+    def train_epoch(self, state: TorchState, reals: np.ndarray, zs: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """``len(reals)`` iterations as ONE call of a compiled scan (torch.compile over
+        ``torch._higher_order_ops.scan``; JAX's is a ``lax.scan``), for nets of dense layers and
+        activations in fast mode (:meth:`train_epoch_refusal`).
+
+        ``reals``: ``(n, B, *example_shape)`` canonical. ``zs``: ``(n, B, *latent_shape)`` host
+        noise, or None to draw it from the device RNG in one call (the same numbers as n
+        consecutive ``device_noise`` calls when each holds a multiple of 16 values: torch's CPU
+        normal kernel fills blocks of 16). Returns each scalar per iteration.
+        """
+        self.configure(state.device, state.options)
+        refusal = _multi_step_refusal(state.spec, state.options)
+        if refusal is not None:
+            raise GanSuiteError(refusal)
+        reals = np.asarray(reals)
+        stack = self.layout.activations_to_framework(reals.reshape(-1, *reals.shape[2:]), state.dtype, state.device)
+        reals_t = stack.reshape(reals.shape[0], reals.shape[1], *stack.shape[1:])
+        if zs is None:
+            rows = state.spec.train.noise_rows(reals.shape[1])
+            zs_t = torch.randn((reals.shape[0], rows, *state.spec.latent_shape), generator=state.rng,
+                               device=state.device, dtype=state.dtype)
+        else:
+            zs = np.asarray(zs)
+            stack = self.layout.activations_to_framework(zs.reshape(-1, *zs.shape[2:]), state.dtype, state.device)
+            zs_t = stack.reshape(zs.shape[0], zs.shape[1], *stack.shape[1:])
+        return _train_epoch(state, reals_t, zs_t)
+
+    def train_epoch_refusal(self, spec: GANSpec, options: BuildOptions) -> str | None:
+        """Why :meth:`train_epoch` cannot run ``spec`` under ``options`` (one line), or None."""
+        return _multi_step_refusal(spec, options)

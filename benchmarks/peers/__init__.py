@@ -183,6 +183,9 @@ def restore_torch_defaults() -> None:
 def torch_settings() -> dict[str, Any]:
     import torch
 
+    from gansuite.common.registry import loaded_allocator
+
     return {"threads": torch.get_num_threads(), "mkldnn": torch.backends.mkldnn.enabled,
             "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
-            "cudnn_benchmark": torch.backends.cudnn.benchmark}
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "malloc": loaded_allocator()}  # the fast processes' TCMalloc preload (common/registry.py)
