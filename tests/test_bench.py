@@ -545,15 +545,50 @@ def test_summary_rejects_files_without_the_row_keys(tmp_path, capsys):
 
 def test_onednn_frameworks_bench_parity_and_fast_in_separate_processes():
     """TensorFlow and MXNet read their oneDNN switch once per process and parity needs it off:
-    the driver runs their parity rows as the env has it and the other modes with oneDNN on."""
+    the driver runs their parity rows as the env has it and the other modes with oneDNN on.
+    PyTorch's fast and peer rows preload TCMalloc where the machine has it, its parity rows not."""
     from gansuite.benchmarks.drive import FAST_ENV, processes
+    from gansuite.common.registry import find_tcmalloc
 
-    assert processes("torch", ["--quick"]) == [(["--quick"], {})]
+    tcmalloc = find_tcmalloc()
+    if tcmalloc is None:
+        assert processes("torch", ["--quick"]) == [(["--quick"], {})]
+    else:
+        assert processes("torch", ["--quick"]) == [(["--quick", "--modes", "parity"], {}),
+                                                   (["--quick", "--modes", "fast,peer"], {"LD_PRELOAD": tcmalloc})]
     assert processes("tensorflow", ["--quick"]) == [
         (["--quick", "--modes", "parity"], {}),
         (["--quick", "--modes", "fast,peer"], {"TF_ENABLE_ONEDNN_OPTS": "1"})]
     assert processes("mxnet", ["--modes", "fast", "--quick"]) == [(["--quick", "--modes", "fast"], FAST_ENV["mxnet"])]
     assert processes("mxnet", ["--modes", "parity"]) == [(["--modes", "parity"], {})]
+
+
+def test_tcmalloc_is_found_where_it_lies_and_the_allocator_is_read_from_the_memory_map(tmp_path, monkeypatch):
+    """find_tcmalloc looks through TCMALLOC_DIRS for TCMALLOC_NAMES (None where none lies);
+    loaded_allocator names what this process's memory map holds: glibc unless one was preloaded."""
+    import os
+    import subprocess
+    import sys
+
+    from gansuite.common import registry
+
+    monkeypatch.setattr(registry, "TCMALLOC_DIRS", (str(tmp_path),))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
+    assert registry.find_tcmalloc() is None
+    (tmp_path / "libtcmalloc_minimal.so.4").write_bytes(b"")
+    assert registry.find_tcmalloc() == str(tmp_path / "libtcmalloc_minimal.so.4")
+    monkeypatch.undo()
+
+    def allocator(preload: str | None) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+        env.update({"LD_PRELOAD": preload} if preload else {})
+        code = "from gansuite.common.registry import loaded_allocator; print(loaded_allocator())"
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    assert allocator(None) == "glibc"
+    if registry.find_tcmalloc() is not None:  # this machine has one: a preloaded process says so
+        assert allocator(registry.find_tcmalloc()) == "tcmalloc"
 
 
 # -- data-parallel scaling rows (benchmarks/scaling.py) --------------------------------------------
