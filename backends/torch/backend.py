@@ -150,19 +150,22 @@ class TorchBackend(Backend):
         refusal = _multi_step_refusal(state.spec, state.options)
         if refusal is not None:
             raise GanSuiteError(refusal)
-        reals = np.asarray(reals)
-        stack = self.layout.activations_to_framework(reals.reshape(-1, *reals.shape[2:]), state.dtype, state.device)
-        reals_t = stack.reshape(reals.shape[0], reals.shape[1], *stack.shape[1:])
+        reals_t = _stack(state, reals)
         if zs is None:
-            rows = state.spec.train.noise_rows(reals.shape[1])
-            zs_t = torch.randn((reals.shape[0], rows, *state.spec.latent_shape), generator=state.rng,
+            rows = state.spec.train.noise_rows(reals_t.shape[1])
+            zs_t = torch.randn((reals_t.shape[0], rows, *state.spec.latent_shape), generator=state.rng,
                                device=state.device, dtype=state.dtype)
         else:
-            zs = np.asarray(zs)
-            stack = self.layout.activations_to_framework(zs.reshape(-1, *zs.shape[2:]), state.dtype, state.device)
-            zs_t = stack.reshape(zs.shape[0], zs.shape[1], *stack.shape[1:])
+            zs_t = _stack(state, zs)
         return _train_epoch(state, reals_t, zs_t)
 
     def train_epoch_refusal(self, spec: GANSpec, options: BuildOptions) -> str | None:
         """Why :meth:`train_epoch` cannot run ``spec`` under ``options`` (one line), or None."""
         return _multi_step_refusal(spec, options)
+
+
+def _stack(state: TorchState, stack: np.ndarray) -> torch.Tensor:
+    """``(n, B, ...)`` canonical -> ``(n, B, ...)`` in this backend's layout (PyTorch's is the canonical one)."""
+    stack = np.asarray(stack)
+    flat = layout.activations_to_framework(stack.reshape(-1, *stack.shape[2:]), state.dtype, state.device)
+    return flat.reshape(stack.shape[0], stack.shape[1], *flat.shape[1:])
