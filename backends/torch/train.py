@@ -246,9 +246,10 @@ def _multi_step_refusal(spec: GANSpec, options: BuildOptions) -> str | None:
     return None
 
 
-def _flat_layout(net: nn.Module) -> list[tuple[str, slice, torch.Size]]:
-    """(state_dict key, slice of the net's flat vector, shape) per parameter, in registration order."""
-    out, offset = [], 0
+def _flat_layout(net: nn.Module, offset: int = 0) -> list[tuple[str, slice, torch.Size]]:
+    """(state_dict key, slice of the flat vector, shape) per parameter of ``net``, in registration
+    order, from ``offset`` on: the one layout both the compiled scan and :class:`_FlatState` use."""
+    out = []
     for key, p in net.named_parameters():
         out.append((key, slice(offset, offset + p.numel()), p.shape))
         offset += p.numel()
@@ -386,18 +387,17 @@ class _FlatState:
     def __init__(self, state: Any) -> None:
         self.entries = [(net, p, opt) for net, module, opt in (("G", state.G, state.opt_G), ("D", state.D, state.opt_D))
                         for p in module.parameters()]
+        g_layout = _flat_layout(state.G)
+        slices = [sl for _, sl, _ in (*g_layout, *_flat_layout(state.D, g_layout[-1][1].stop))]
         with torch.no_grad():
             states = [_moments(opt, p) for _, p, opt in self.entries]
             self.P, self.M, self.V = (torch.cat([t.reshape(-1) for t in group]) for group in
                                       ([p for _, p, _ in self.entries], [st["exp_avg"] for st in states],
                                        [st["exp_avg_sq"] for st in states]))
-            offset = 0
-            for (_, p, _), st in zip(self.entries, states):
-                n = p.numel()
-                p.data = self.P[offset:offset + n].view_as(p)
-                st["exp_avg"] = self.M[offset:offset + n].view_as(p)
-                st["exp_avg_sq"] = self.V[offset:offset + n].view_as(p)
-                offset += n
+            for (_, p, _), st, sl in zip(self.entries, states, slices):
+                p.data = self.P[sl].view_as(p)
+                st["exp_avg"] = self.M[sl].view_as(p)
+                st["exp_avg_sq"] = self.V[sl].view_as(p)
         self.pointers = self._pointers()
 
     def _pointers(self) -> list[int]:
