@@ -47,8 +47,42 @@ def rel_err(a: np.ndarray, ref: np.ndarray, scale: float | None = None) -> tuple
         return float("inf"), float("inf")
     err = float(np.max(np.abs(a - ref))) if a.size else 0.0
     ref_scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    return err, _in_scale_units(err, ref_scale, scale)
+
+
+def _in_scale_units(err: float, ref_scale: float, scale: float | None) -> float:
     scale = ref_scale if scale is None else max(scale, ref_scale)
-    return err, (err / scale if scale > 0 else err)
+    return err / scale if scale > 0 else err
+
+
+class _ErrorMeter:
+    """:func:`rel_err` of one set of backend tensors against many candidate references.
+
+    The kink search scores up to 65 candidate oracle gradients against the same backend
+    gradients: on seed 003's G (12.6M values) rel_err's float64 copy of the backend side, its
+    finiteness test and three full-size temporaries per call were 40% of the comparison's
+    dcgan-mnist float32 one-iteration check (torch: 50 of 122 s). Here the backend side is
+    converted and tested once and the differences go through one reused scratch buffer: the same
+    float64 operations, so the same numbers."""
+
+    def __init__(self, tensors: Params, names: list[str], scales: dict[str, float]) -> None:
+        self.tensors = {k: np.asarray(tensors[k], np.float64) for k in names}
+        self.finite = {k: bool(np.all(np.isfinite(v))) for k, v in self.tensors.items()}
+        self.scales = scales
+        self._scratch = np.empty(max((v.size for v in self.tensors.values()), default=0))
+
+    def rel(self, name: str, ref: np.ndarray) -> float:
+        a, ref = self.tensors[name], np.asarray(ref, np.float64)
+        if a.shape != ref.shape:
+            raise AssertionError(f"shape {a.shape} != reference shape {ref.shape}")
+        if not self.finite[name]:
+            return float("inf")
+        if not a.size:
+            return _in_scale_units(0.0, 0.0, self.scales.get(name))
+        buf = self._scratch[:a.size].reshape(a.shape)
+        err = float(np.abs(np.subtract(a, ref, out=buf), out=buf).max())
+        ref_scale = float(np.abs(ref, out=buf).max())
+        return _in_scale_units(err, ref_scale, self.scales.get(name))
 
 
 def summand_scale(*terms: np.ndarray) -> float:
@@ -205,13 +239,13 @@ def _conditioned_grads(result: OneStepResult, step: str, backend_grads: Params, 
     everywhere, else with the branches followed that explain the difference (common/kinks.py)."""
     tol = tolerance(dtype, "grad")
     names = list(oracle_grads)
-    scales = scales or {}
+    meter = _ErrorMeter(backend_grads, names, scales or {})
 
     def score(grads: Params) -> float:
-        return sum(rel_err(backend_grads[k], grads[k], scales.get(k))[1] / tol for k in names)
+        return sum(meter.rel(k, grads[k]) / tol for k in names)
 
     def good_enough(grads: Params) -> bool:
-        return all(rel_err(backend_grads[k], grads[k], scales.get(k))[1] <= tol for k in names)
+        return all(meter.rel(k, grads[k]) <= tol for k in names)
 
     if good_enough(oracle_grads):
         return oracle_grads, ""

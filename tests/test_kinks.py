@@ -145,3 +145,23 @@ def test_a_round_goes_past_the_first_window_when_nothing_in_it_helps():
     assert [k.index for k in search(last)] == [last]
     # with more (thousands in an ill-conditioned step) only the first window is: the cost stays bounded
     assert search(last + 1) == []
+
+
+def test_the_kink_search_scores_exactly_as_rel_err():
+    """The search's scorer (parity._ErrorMeter: the backend side converted once, one scratch
+    buffer) gives rel_err's numbers bit for bit: float32 backend tensors, a summand scale, a
+    non-finite backend tensor, an empty one, and a shape mismatch."""
+    from gansuite.common.parity import _ErrorMeter
+
+    rng = np.random.default_rng(3)
+    backend = {"a": rng.standard_normal((5, 7)).astype(np.float32), "b": rng.standard_normal(11).astype(np.float32),
+               "nan": np.array([1.0, np.nan]), "empty": np.zeros((0, 3))}
+    scales = {"b": 40.0}
+    meter = _ErrorMeter(backend, list(backend), scales)
+    for trial in range(3):  # the scratch buffer is reused across candidates
+        ref = {k: np.asarray(v, np.float64) + 1e-3 * rng.standard_normal(v.shape) for k, v in backend.items()}
+        for k in backend:
+            assert meter.rel(k, ref[k]) == rel_err(backend[k], ref[k], scales.get(k))[1], (trial, k)
+    assert meter.rel("nan", np.zeros(2)) == float("inf")
+    with pytest.raises(AssertionError, match="shape"):
+        meter.rel("a", np.zeros((7, 5)))
