@@ -27,7 +27,7 @@ import numpy as np
 
 from .data import Dataset
 from .digits import SIDE, DigitClassifier, frechet_digits, train_classifier
-from .metrics import swd_images
+from .metrics import SlicedWassersteinReference
 
 QUALITY_EXAMPLES = 512  # real and fake images per measurement: SWD and a 64-d Gaussian fit are stable there
 #: id(values) -> (values, classifier): the array is held so that its id cannot be reused by another dataset
@@ -74,12 +74,14 @@ class ImageQuality:
     seed: int = 0
     real: np.ndarray = field(init=False, repr=False)
     classifier: DigitClassifier | None = field(init=False, repr=False)
+    swd: SlicedWassersteinReference = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.n = min(self.n, self.dataset.n)
         order = np.random.default_rng(self.seed).permutation(self.dataset.n)[:self.n]
         self.real = to_scored_size(self.dataset.get(np.sort(order)))
         self.classifier = _classifier_for(self.dataset)
+        self.swd = SlicedWassersteinReference(self.real)  # the real side of every measure's SWD
 
     def measure(self, fake: np.ndarray, labels: np.ndarray | None = None) -> dict[str, float]:
         """The scores of ``fake``; with ``labels`` (a conditional G's, one per sample) also
@@ -88,7 +90,7 @@ class ImageQuality:
         fake = to_scored_size(np.asarray(fake, np.float64)[:self.n])
         if len(fake) != self.n:
             raise ValueError(f"quality: expected {self.n} samples, got {len(fake)}")
-        out = {"swd": swd_images(self.real, fake)["mean"]}
+        out = {"swd": self.swd.distance(fake)["mean"]}
         if self.classifier is not None:
             out["frechet_digits"] = frechet_digits(self.real, fake, self.classifier)
             if labels is not None:

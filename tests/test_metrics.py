@@ -41,6 +41,28 @@ def test_swd_ranks_real_halves_above_noise_and_blur():
     assert same * 5 < noisy
 
 
+def test_swd_reference_reused_across_fakes_equals_each_swd_from_scratch():
+    """SlicedWassersteinReference computes the real side once (training scores every quality point
+    against it): each of several fakes scores exactly what the procedure run from scratch gives,
+    real and fake patches drawn, then the directions, level by level from one generator."""
+    from gansuite.common.metrics import SlicedWassersteinReference, _patches
+
+    x = load_dataset(DataSpec(kind="shapes", n_examples=256), 0).get(np.arange(256))
+    real = x[:128]
+    reference = SlicedWassersteinReference(real)
+    fakes = [x[128:], np.random.default_rng(0).uniform(-1, 1, real.shape), np.clip(x[128:] + 0.1, -1, 1)]
+    for fake in fakes:
+        rng, scratch = np.random.default_rng(0), {}
+        for i, (lr, lf) in enumerate(zip(laplacian_pyramid(real, 3), laplacian_pyramid(fake, 3))):
+            pr, pf = _patches(lr, 32, 7, rng), _patches(lf, 32, 7, rng)
+            mean, std = pr.mean(axis=0), pr.std(axis=0) + 1e-8
+            scratch[f"level{i}_{lr.shape[-1]}px"] = 1e3 * sliced_wasserstein((pr - mean) / std, (pf - mean) / std, 256, rng)
+        scratch["mean"] = float(np.mean(list(scratch.values())))
+        assert reference.distance(fake) == scratch
+    with pytest.raises(ValueError, match="equal-sized"):
+        reference.distance(x[:64])
+
+
 @pytest.fixture(scope="module")
 def mnist_64():
     ds = load_dataset(DataSpec(kind="idx", path=str(require_mnist()), channels=1, image_size=64, split="test"), 0)
