@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .data import gaussian_truth
@@ -105,6 +107,17 @@ def sliced_wasserstein(a: np.ndarray, b: np.ndarray, projections: int, rng: np.r
     return float(np.mean(np.abs(pa - pb)))
 
 
+class _Level(NamedTuple):
+    """One pyramid level of the real side: what every fake is scored against."""
+
+    name: str
+    fake_positions: tuple[np.ndarray, np.ndarray]
+    mean: np.ndarray
+    std: np.ndarray
+    dirs: np.ndarray
+    sorted_real: np.ndarray
+
+
 class SlicedWassersteinReference:
     """:func:`swd_images` against one real set, its side computed once.
 
@@ -117,24 +130,24 @@ class SlicedWassersteinReference:
                  projections: int = 256, seed: int = 0) -> None:
         self.shape, self.patch = real.shape, patch
         rng = np.random.default_rng(seed)
-        self.levels: list[tuple[str, tuple[np.ndarray, np.ndarray], np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.levels: list[_Level] = []
         for i, lr in enumerate(laplacian_pyramid(real, levels)):
             pr = _patches(lr, per_image, patch, rng)
             fake_positions = _patch_positions(lr.shape, per_image, patch, rng)
             mean, std = pr.mean(axis=0), pr.std(axis=0) + 1e-8
             dirs = _directions(pr.shape[1], projections, rng)
             sorted_real = np.sort(((pr - mean) / std) @ dirs, axis=0)
-            self.levels.append((f"level{i}_{lr.shape[-1]}px", fake_positions, mean, std, dirs, sorted_real))
+            self.levels.append(_Level(f"level{i}_{lr.shape[-1]}px", fake_positions, mean, std, dirs, sorted_real))
 
     def distance(self, fake: np.ndarray) -> dict[str, float]:
         """SWD per pyramid level (x1e3) and their mean; lower is better."""
         if fake.shape != self.shape:
             raise ValueError(f"swd needs equal-sized sets of one shape, got {self.shape} and {fake.shape}")
         out: dict[str, float] = {}
-        for (name, positions, mean, std, dirs, sorted_real), lf in zip(self.levels, laplacian_pyramid(fake, len(self.levels))):
-            pf = _gather_patches(lf, positions, self.patch)
-            sorted_fake = np.sort(((pf - mean) / std) @ dirs, axis=0)
-            out[name] = 1e3 * float(np.mean(np.abs(sorted_real - sorted_fake)))
+        for level, lf in zip(self.levels, laplacian_pyramid(fake, len(self.levels))):
+            pf = _gather_patches(lf, level.fake_positions, self.patch)
+            sorted_fake = np.sort(((pf - level.mean) / level.std) @ level.dirs, axis=0)
+            out[level.name] = 1e3 * float(np.mean(np.abs(level.sorted_real - sorted_fake)))
         out["mean"] = float(np.mean(list(out.values())))
         return out
 
@@ -143,6 +156,4 @@ def swd_images(real: np.ndarray, fake: np.ndarray, levels: int = 3, patch: int =
                projections: int = 256, seed: int = 0) -> dict[str, float]:
     """SWD between two image sets (NCHW, [-1, 1], equal counts) per pyramid level, x1e3 as in
     the paper; lower is better. Patches are normalised per channel with the real set's stats."""
-    if real.shape[1:] != fake.shape[1:] or len(real) != len(fake):
-        raise ValueError(f"swd needs equal-sized sets of one shape, got {real.shape} and {fake.shape}")
     return SlicedWassersteinReference(real, levels, patch, per_image, projections, seed).distance(fake)
