@@ -230,7 +230,13 @@ def _measure_scan(backend: Any, state: Any, pool: Any, cfg: Config, budget: Budg
     if steps.median_s > SCAN_MAX_STEP_S:
         return (f"a {steps.median_s * 1e3:.0f} ms step has no per-call dispatch to remove (the scan is for small "
                 f"models; > {SCAN_MAX_STEP_S * 1e3:.0f} ms per step it is not timed)")
-    scan = EpochScan(backend, state, pool, cfg.mode == "fast", max(len(pool), steps.units_per_block))
+    # At least one epoch of the model's own data per call (the benchmark's spec holds only the pool):
+    # the trainer's unit (common/training.py ends a multi-step call at each of the Gaussian GAN's
+    # epochs, 125 iterations at batch 8). Fewer would time the per-call work (MXNet's train_epoch
+    # moves the state in and out, ~1 ms) as much as the iterations: behind a ~9 ms step, MXNet's
+    # timing block held 21-28 iterations.
+    per_epoch = -(-family_of(cfg.model).spec(cfg.model).data.n_examples // cfg.batch_size)
+    scan = EpochScan(backend, state, pool, cfg.mode == "fast", max(len(pool), steps.units_per_block, per_epoch))
     expected = steps.median_s * scan.k * (2 + budget.min_repeats)
     if expected > 2 * budget.max_total_s:
         return f"~{expected:.0f} s for {scan.k}-iteration calls exceeds this run's budget"

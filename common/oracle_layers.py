@@ -238,13 +238,18 @@ def embed_concat_backward(layer: EmbedConcat, p, cache: Cache, dy: np.ndarray):
 # -- loss ----------------------------------------------------------------------
 
 
+def bce_with_logits_terms(x: np.ndarray, target: float) -> np.ndarray:
+    """BCE-with-logits per element, computed stably: ``max(x,0) - x t + log(1 + exp(-|x|))``."""
+    return np.maximum(x, 0.0) - x * target + np.log1p(np.exp(-np.abs(x)))
+
+
 def bce_with_logits(logits: np.ndarray, target: float, reduction: str) -> tuple[float, np.ndarray]:
     """``max(x,0) - x t + log(1 + exp(-|x|))`` per example; gradient ``sigmoid(x) - t``.
 
     ``"per_example"`` is back-propagated as the sum (its 1/B comes later, on the parameter
     gradients: :func:`rescale`) and reported as the sum."""
     x = logits.reshape(logits.shape[0])
-    per = np.maximum(x, 0.0) - x * target + np.log1p(np.exp(-np.abs(x)))
+    per = bce_with_logits_terms(x, target)
     grad = sigmoid(x) - target
     if reduction == "mean":
         return float(per.mean()), (grad / x.shape[0]).reshape(logits.shape)

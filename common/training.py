@@ -220,11 +220,12 @@ MULTI_STEP_MAX = 1000
 def multi_step(backend: GANProtocol, spec: GANSpec, cfg: RunConfig) -> bool:
     """Whether the loop runs fast mode's iterations through the backend's multi-step primitive,
     ``train_epoch(state, reals)`` (JAX: one ``lax.scan``; TensorFlow: one ``tf.while_loop``;
-    PyTorch: a compiled scan): fast mode (z from the device), one worker, a backend that has one,
-    and a model that takes no per-iteration draws (labels, fresh z, dropout masks: train_epoch takes
-    only the real batches) and that the backend's primitive takes (``train_epoch_refusal``, where a
-    backend has one: PyTorch's compiles dense nets only). ``extra={"multi_step": False}`` keeps one
-    call per iteration. Parity mode stays step by step."""
+    PyTorch: a compiled scan; MXNet: executors of unrolled iterations): fast mode (z from the
+    device), one worker, a backend that has one, and a model that takes no per-iteration draws
+    (labels, fresh z, dropout masks: train_epoch takes only the real batches) and that the
+    backend's primitive takes (``train_epoch_refusal``, where a backend has one: PyTorch's and
+    MXNet's take dense nets only). ``extra={"multi_step": False}`` keeps one call per iteration.
+    Parity mode stays step by step."""
     refusal = getattr(backend, "train_epoch_refusal", None)
     return (cfg.mode == "fast" and callable(getattr(backend, "train_epoch", None))
             and getattr(backend, "workers", 1) == 1 and not spec.conditional

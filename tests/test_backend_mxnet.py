@@ -812,20 +812,3 @@ def test_seed004_module_port_matches_oracle_but_for_mxnet_float_params(mx, monke
     loss_err, param_err = trajectory_errors(port, oracle, spec, "float64", 4)
     assert loss_err[0] <= 1e-12 and param_err[0] <= 1e-12, (loss_err[0], param_err[0])
     assert loss_err.max() <= SEED_CODE and param_err.max() <= SEED_CODE, (loss_err.max(), param_err.max())
-
-
-def test_executor_op_cost_probe_times_a_bound_chain():
-    """benchmarks/mxnet_op_cost.py (README, "The Gaussian GAN's 100x"): a positive, finite steady
-    forward time of the bound chain and its per-operator share; a chain too short is refused in one line.
-    No speed is asserted (speeds are benchmarks' business)."""
-    import math
-
-    from gansuite.benchmarks.mxnet_op_cost import executor_op_cost
-    from gansuite.benchmarks.timing import Budget
-
-    out = executor_op_cost(operators=20, budget=Budget.quick())
-    assert out["operators"] == 20 and out["mxnet"] == "1.9.1"
-    assert 0 < out["forward_s"] < math.inf
-    assert out["per_operator_s"] == out["forward_s"] / 20
-    with pytest.raises(ValueError, match="operators: must be at least 2"):
-        executor_op_cost(operators=1)

@@ -27,6 +27,8 @@ FRAMEWORK_EXTRAS = {
     ("tensorflow", "backend.py", "train_epoch"): "a tf.while_loop over a stack of batches in one tf.function",
     ("torch", "backend.py", "train_epoch"): "torch.compile over torch's scan operator: dense nets' iterations in one call",
     ("torch", "backend.py", "train_epoch_refusal"): "which models that compiled scan takes (dense nets, fast mode)",
+    ("mxnet", "backend.py", "train_epoch"): "unrolled iterations in bound executors, their backward written out (epoch.py)",
+    ("mxnet", "backend.py", "train_epoch_refusal"): "which models those executors take (dense nets, BCE on logits, fast mode)",
 }
 
 

@@ -1,9 +1,10 @@
 """The training loop's multi-step path (common/training.py): in fast mode a backend with the
-multi-step primitive (``train_epoch``: JAX's lax.scan, TensorFlow's tf.while_loop, PyTorch's compiled scan) runs runs of
+multi-step primitive (``train_epoch``: JAX's lax.scan, TensorFlow's tf.while_loop, PyTorch's compiled scan,
+MXNet's unrolled executors) runs runs of
 consecutive iterations in one call, each call ending where something reads the state (a
 checkpoint, the Gaussian GAN's per-epoch Frechet distance, the end), and trains exactly as one
-``train_step`` per iteration does. Backends without one (MXNet, the oracle) keep one call
-per iteration: asserted in their envs too."""
+``train_step`` per iteration does. A backend without one (the oracle) keeps one call
+per iteration: asserted in its env too."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from gansuite.common.training import MULTI_STEP_MAX, RunConfig, multi_step, trai
 
 _declared = [b for b in os.environ.get("GANSUITE_BACKENDS", "").split(",") if b.strip()]
 BACKEND = _declared[0] if _declared else "oracle"
-HAS_PRIMITIVE = BACKEND in ("jax", "tensorflow", "torch")
+HAS_PRIMITIVE = BACKEND in ("jax", "tensorflow", "torch", "mxnet")
 
 
 def _cfg(backend, out, **kw) -> RunConfig:

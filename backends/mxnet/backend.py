@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import mxnet as mx
+import numpy as np
 from mxnet import gluon, nd
 
 from gansuite.common.errors import GanSuiteError
@@ -17,6 +18,7 @@ from gansuite.common.protocol import (MIXED_BF16, Backend, BackendState, BuildOp
 from gansuite.common.spec import GANSpec
 
 from . import ENV_FLAGS, layout, onednn_bf16_refusal, onednn_enabled
+from .epoch import multi_step_refusal, train_epoch as _train_epoch
 from .models import GANNet, _use_amp_bf16, build_net
 from .train import SpecAdam, make_adam
 
@@ -33,6 +35,8 @@ class MxnetState(BackendState):
     # iteration itself); a benchmark subtracts a steady-state step to get the build cost.
     compile_s: float | None = None
     steps: int = 0  # train_step calls on this state
+    # train_epoch's compiled graphs, per (real batch shape, z shape, host noise) (epoch.py)
+    epoch_graphs: dict = field(default_factory=dict)
 
 
 class MxnetBackend(Backend):
@@ -164,3 +168,24 @@ class MxnetBackend(Backend):
 
     def sync(self, state: MxnetState) -> None:
         nd.waitall()
+
+    # -- extra (not part of the protocol; tests/test_backend_signatures.py FRAMEWORK_EXTRAS) ------
+
+    def train_epoch(self, state: MxnetState, reals: np.ndarray, zs: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """``len(reals)`` iterations through bound executors of unrolled iterations (epoch.py: MXNet
+        has no symbolic gradient, so their backward is written out by hand), ``epoch.CHUNK`` per
+        executor call, for nets of dense layers and activations in fast mode (:meth:`train_epoch_refusal`).
+
+        ``reals``: ``(n, B, *example_shape)`` canonical. ``zs``: ``(n, B, *latent_shape)`` host
+        noise, or None to draw it in the graph from the device RNG (the same numbers as n
+        consecutive ``device_noise`` calls). Returns each scalar per iteration.
+        """
+        self.configure(state.device, state.options)
+        refusal = multi_step_refusal(state.spec, state.options)
+        if refusal is not None:
+            raise GanSuiteError(refusal)
+        return _train_epoch(state, np.asarray(reals), None if zs is None else np.asarray(zs))
+
+    def train_epoch_refusal(self, spec: GANSpec, options: BuildOptions) -> str | None:
+        """Why :meth:`train_epoch` cannot run ``spec`` under ``options`` (one line), or None."""
+        return multi_step_refusal(spec, options)

@@ -28,8 +28,11 @@ def _adam_math(F: Any, w: Any, g: Any, m: Any, v: Any, c1: Any, c2: Any, alpha: 
     is a Python float, which MXNet's scalar operators apply as a double (``1 - beta2`` is
     formed in float64 here, not from a float32 beta2).
     """
-    m_new = cfg.beta1 * m + (1 - cfg.beta1) * g
-    v_new = cfg.beta2 * v + (1 - cfg.beta2) * g * g
+    # broadcast_add, not ``+`` (elemwise_add): the same IEEE sum of equal-shape arrays, but with
+    # oneDNN on (fast mode's benchmarks) elemwise_add runs oneDNN's sum primitive, ~15 µs a call
+    # at the Gaussian GAN's sizes against ~1 µs (epoch.py's graph, measured 2026-12-07).
+    m_new = F.broadcast_add(cfg.beta1 * m, (1 - cfg.beta1) * g)
+    v_new = F.broadcast_add(cfg.beta2 * v, (1 - cfg.beta2) * g * g)
     if cfg.form == "eps_hat":  # Keras, MXNet: eps added to sqrt(v) BEFORE the bias correction
         return w - F.broadcast_div(F.broadcast_mul(m_new, alpha), F.sqrt(v_new) + cfg.eps), m_new, v_new
     m_hat = F.broadcast_div(m_new, c1)
@@ -106,6 +109,13 @@ class SpecAdam(mx.optimizer.Optimizer):
         self._index_update_count = self._all_index_update_counts[0]
         k = _fused_constants(self.cfg)[1]
         self.moments = {i: ((m * k, v) if self._scaled(m.dtype) else (m, v)) for i, (m, v) in moments.items()}
+
+    def set_step(self, step: int) -> None:
+        """The step counter after ``train_epoch`` (epoch.py) ran updates in its own graph (it wrote
+        the moments in place): the next update is ``step + 1`` for every parameter (_update_count)."""
+        self.num_update = step
+        for i in self.moments:
+            self._index_update_count[i] = step
 
     def create_state(self, index: int, weight: nd.NDArray) -> tuple[nd.NDArray, nd.NDArray]:
         # The Updater asks lazily, at a parameter's first update: hand over restored moments,

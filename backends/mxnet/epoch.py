@@ -1,0 +1,418 @@
+"""MXNet's multi-step primitive (``backend.train_epoch``): many iterations in ONE bound executor.
+
+JAX scans its step (``lax.scan``), TensorFlow loops it (``tf.while_loop``) and PyTorch compiles a
+scan over ``torch.func.grad``: each differentiates the iteration inside its loop. MXNet 1.9.1
+cannot. It has no symbolic gradient (``Symbol.gradient`` raises ``MXNetError: not implemented``),
+its graph loops (``contrib.foreach``, ``contrib.while_loop``) cannot run autograd in their body,
+and Gluon's autograd records one imperative iteration at a time: at the Gaussian GAN's 2x2
+matrices that iteration is Python dispatch, ~6 ms in d2l's MXNet tab.
+
+So here the iteration's backward is written out by hand, layer by layer, the chain rule that
+the float64 oracle spells out in NumPy (``common/oracle_layers.py``), in MXNet operators: its
+own backward kernels where MXNet registers them (``_backward_tanh``, ``_backward_relu``,
+``_backward_sigmoid``: the kernels its autograd runs). :data:`CHUNK` iterations are unrolled
+into one symbol graph, bound once per input shape (``Symbol.bind``, no autograd, no gradient
+arrays): one ``forward`` call runs them all, under 1 µs an operator at these sizes, where Gluon's
+autograd spends tens of µs of Python and engine dispatch on each.
+
+The iteration is the spec's, as PyTorch's compiled scan runs it (``backends/torch/train.py``):
+D's real and fake passes as one forward of the stacked rows (no BatchNorm here, so the same
+two forwards), BCE on the logits, Adam in the spec's form through :func:`train._adam_math`
+(the step's own operators, on one flat vector per net), then G through the updated D on the
+same z (``g_noise="reuse"``). The per-row loss scales (the spec's reduction, ``d_loss_scale``
+and the per_example reduction's 1/B, which Trainer.step applies to the gradients) multiply the
+logits' gradient, the same maths in another order. The losses and D's probabilities come
+from the logits on the host, in float64, with the oracle's BCE (``common/oracle.bce``), as
+``train_step`` takes its probability means on the host.
+
+What it takes (:func:`multi_step_refusal`): fast mode, float32 or float64 (no AMP), no
+per-iteration draws, nets of dense layers and elementwise activations, BCE on logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import mxnet as mx
+import numpy as np
+from mxnet import nd
+
+from gansuite.common.oracle_layers import bce_with_logits_terms
+from gansuite.common.protocol import BuildOptions
+from gansuite.common.spec import AdamSpec, Dense, Flatten, GANSpec, LeakyReLU, NetSpec, ReLU, Reshape, Sigmoid, Tanh
+
+from .layout import _host_to_device
+from .train import _adam_math, _fused_constants, _probability
+
+#: Iterations unrolled into one executor, chosen by measurement (Gaussian GAN, batch 8, float32,
+#: oneDNN on as in the benchmarks' fast rows, one thread, 125-iteration calls, 2026-12-07; two runs,
+#: each interleaving the sizes): 8 ran 91-106 µs an iteration at best, 4 109-110, 16 102-122, 32
+#: 94-163 (this VM's speed moves 1.5x between runs; within a run 8 was the fastest every time: a
+#: longer graph's intermediates outgrow the cache). Binding: 0.1 s for 16 iterations, 0.9 s for 128.
+#: A call of n iterations runs n // CHUNK executor calls and one of the remainder (its own executor).
+CHUNK = 8
+
+#: The spec layers whose backward is written out below.
+_LAYERS = (Dense, Tanh, ReLU, LeakyReLU, Sigmoid, Flatten, Reshape)
+
+
+def multi_step_refusal(spec: GANSpec, options: BuildOptions) -> str | None:
+    """Why ``train_epoch`` cannot run ``spec`` under ``options`` (one line), or None."""
+    if options.mode != "fast":
+        return "train_epoch is fast mode's (parity mode runs train_step, one iteration a call)"
+    if options.extra.get("mixed_precision"):
+        return "train_epoch runs float32 or float64, not MXNet's AMP (bf16-mixed)"
+    if spec.conditional or spec.has_dropout or spec.train.g_noise != "reuse":
+        return (f"train_epoch: model {spec.name!r} needs per-iteration draws (labels, fresh z, dropout "
+                "masks), which train_epoch does not take; use train_step")
+    if spec.loss.on != "logits":
+        return (f"train_epoch: MXNet's hand-derived graph takes BCE on logits; model {spec.name!r} has "
+                f"loss.on={spec.loss.on!r}; use train_step")
+    for net in (spec.generator, spec.discriminator):
+        for layer in net.layers:
+            if not isinstance(layer, _LAYERS):
+                return (f"train_epoch: MXNet's hand-derived graph takes nets of dense layers and elementwise "
+                        f"activations; model {spec.name!r} has {type(layer).__name__}; use train_step")
+    return None
+
+
+@dataclass(frozen=True)
+class _FlatNet:
+    """One net's trainable tensors as one flat vector: names in Adam's order, shapes, offsets."""
+
+    prefix: str  # "G" or "D"
+    spec: NetSpec
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def offsets(self) -> list[int]:
+        return list(np.cumsum([0] + [int(np.prod(s)) for s in self.shapes]))
+
+    @property
+    def size(self) -> int:
+        return self.offsets[-1]
+
+    # Reshapes are ``reshape_like`` a constant input of the target shape (``shape_inputs``), not
+    # ``reshape``: the same view of the same values, but with oneDNN on (fast mode's benchmarks)
+    # ``reshape`` runs oneDNN's reorder, 1.5 µs a call against 0.3 (measured 2026-12-07).
+
+    def shape_vars(self) -> dict[str, Any]:
+        """The graph's variables for :meth:`shape_inputs`, made once per graph (a name is one input)."""
+        return {k: mx.sym.var(k) for k in self.shape_inputs(mx.cpu(), np.float32)}
+
+    def unflatten(self, flat: Any, like: dict[str, Any]) -> dict[str, Any]:
+        """Canonical name -> symbol of its tensor, cut from ``flat`` (one split, a reshape per matrix)."""
+        pieces = ([flat] if len(self.names) == 1 else
+                  mx.sym.split_v2(flat, indices_or_sections=tuple(self.offsets[1:-1]), axis=0))
+        return {name: pieces[i] if len(shape) == 1 else mx.sym.reshape_like(pieces[i], like[f"shape:{name}"])
+                for i, (name, shape) in enumerate(zip(self.names, self.shapes))}
+
+    def flatten(self, tensors: dict[str, Any], like: dict[str, Any]) -> Any:
+        parts = [tensors[n] if len(s) == 1 else mx.sym.reshape_like(tensors[n], like[f"size:{n}"])
+                 for n, s in zip(self.names, self.shapes)]
+        return parts[0] if len(parts) == 1 else mx.sym.concat(*parts, dim=0)
+
+    def shape_inputs(self, device: mx.Context, dtype: Any) -> dict[str, nd.NDArray]:
+        """The constant inputs whose shapes :meth:`unflatten` and :meth:`flatten` reshape to (never read)."""
+        out = {}
+        for name, shape in zip(self.names, self.shapes):
+            if len(shape) > 1:
+                out[f"shape:{name}"] = nd.zeros(shape, device, dtype=dtype)
+                out[f"size:{name}"] = nd.zeros((int(np.prod(shape)),), device, dtype=dtype)
+        return out
+
+
+def _forward(net: _FlatNet, params: dict[str, Any], x: Any) -> tuple[Any, list[tuple[int, Any, Any, Any]]]:
+    """The net on ``x``: its output and the tape (layer index, layer, input, output) its backward reads."""
+    tape = []
+    for i, layer in enumerate(net.spec.layers):
+        if isinstance(layer, Dense):
+            y = mx.sym.dot(x, params[f"{net.prefix}.{i}.weight"], transpose_b=True)  # x W^T
+            if layer.bias:
+                y = mx.sym.broadcast_add(y, params[f"{net.prefix}.{i}.bias"])
+        elif isinstance(layer, Tanh):
+            y = mx.sym.tanh(x)
+        elif isinstance(layer, Sigmoid):
+            y = mx.sym.sigmoid(x)
+        elif isinstance(layer, ReLU):
+            y = mx.sym.relu(x)
+        elif isinstance(layer, LeakyReLU):
+            # max(x, slope x), models.ExactLeakyReLU's form: the LeakyReLU operator holds its slope
+            # as a C++ float (0.2f) and rounds x to float32 even in a float64 graph.
+            y = mx.sym.maximum(x, x * layer.slope)
+        elif isinstance(layer, Flatten):
+            y = mx.sym.flatten(x)
+        else:  # Reshape: the batch axis kept (0), the spec's example shape after it
+            y = mx.sym.reshape(x, shape=(0, *layer.shape))
+        tape.append((i, layer, x, y))
+        x = y
+    return x, tape
+
+
+def _backward(net: _FlatNet, params: dict[str, Any], tape: list[tuple[int, Any, Any, Any]], dy: Any,
+              param_grads: bool, input_grad: bool, ones: Any = None) -> tuple[dict[str, Any], Any]:
+    """The chain rule back through ``tape`` from ``dy`` (d loss / d output): the parameters'
+    gradients (if ``param_grads``; ``ones`` a vector of the batch's rows) and d loss / d input
+    (if ``input_grad``, else None).
+    Each layer's rule is the oracle's (common/oracle_layers.py) and PyTorch's autograd's."""
+    grads: dict[str, Any] = {}
+    for pos in range(len(tape) - 1, -1, -1):
+        i, layer, x, y = tape[pos]
+        if pos == 0 and not input_grad and not isinstance(layer, Dense):
+            break  # nothing below needs d/dx
+        if isinstance(layer, Dense):
+            if param_grads:
+                grads[f"{net.prefix}.{i}.weight"] = mx.sym.dot(dy, x, transpose_a=True)  # dy^T x: (out, in)
+                if layer.bias:  # dy^T 1: the sum over rows as a product (sum(axis=0) costs ~2x a dot here)
+                    grads[f"{net.prefix}.{i}.bias"] = mx.sym.dot(dy, ones, transpose_a=True)
+            if pos == 0 and not input_grad:
+                break
+            dy = mx.sym.dot(dy, params[f"{net.prefix}.{i}.weight"])  # dy W: (rows, in)
+        elif isinstance(layer, Tanh):
+            dy = mx.sym._internal._backward_tanh(dy, y)  # dy (1 - y^2), from the output
+        elif isinstance(layer, Sigmoid):
+            dy = mx.sym._internal._backward_sigmoid(dy, y)  # dy y (1 - y)
+        elif isinstance(layer, ReLU):
+            dy = mx.sym._internal._backward_relu(dy, y)  # dy where y > 0, else 0
+        elif isinstance(layer, LeakyReLU):
+            dy = mx.sym.where(x > 0, dy, dy * layer.slope)  # PyTorch's rule: x > 0 keeps dy (x == 0: slope)
+        else:  # Flatten, Reshape
+            dy = mx.sym.reshape_like(dy, x)
+    return grads, (dy if input_grad else None)
+
+
+def _adam(cfg: AdamSpec, p: Any, g: Any, m: Any, v: Any, coef: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
+    """One Adam step of a flat vector: ``train._adam_math``, the step's own operators; ``coef`` the
+    step's (1,)-symbols 1 - beta1^t, 1 - beta2^t and the eps-hat step size."""
+    c1, c2, alpha = coef
+    return _adam_math(mx.sym, p, g, m, v, c1, c2, alpha, cfg)
+
+
+#: The carried state, in the executor's argument names: flat params, first and second moments.
+_STATE = ("PG", "MG", "VG", "PD", "MD", "VD")
+
+
+def _graph(spec: GANSpec, nets: dict[str, _FlatNet], length: int, host_noise: bool, z_shape: tuple[int, ...],
+           dtype: str) -> Any:
+    """``length`` unrolled iterations. In: the carried state ``S``, the six flat vectors of
+    ``_STATE`` end to end. Out: ONE vector, the new state then every iteration's D logits on real
+    then fake rows and on fake rows after D's step (one array, so a chunk costs one copy back)."""
+    G, D = nets["G"], nets["D"]
+    sizes = [nets[k[1]].size for k in _STATE]
+    P = dict(zip(_STATE, mx.sym.split_v2(mx.sym.var("S"), indices_or_sections=tuple(np.cumsum(sizes)[:-1]), axis=0)))
+    # Per-row constants (made once per shape): the labels, and d loss / d logit's scale per row.
+    labels_d, scale_d, labels_g, scale_g, ones_d, ones_g = (
+        mx.sym.var(k) for k in ("labels_d", "scale_d", "labels_g", "scale_g", "ones_d", "ones_g"))
+    reals = mx.sym.split(mx.sym.var("reals"), num_outputs=length, axis=0, squeeze_axis=True) if length > 1 else \
+        [mx.sym.reshape(mx.sym.var("reals"), shape=(-3, -2))]
+    if host_noise:
+        zs = mx.sym.split(mx.sym.var("zs"), num_outputs=length, axis=0, squeeze_axis=True) if length > 1 else \
+            [mx.sym.reshape(mx.sym.var("zs"), shape=(-3, -2))]
+    # Adam's per-step coefficients, a (length, 6) input: one row per iteration, G's c1, c2, alpha then D's.
+    columns = mx.sym.split(mx.sym.var("coef"), num_outputs=6, axis=1, squeeze_axis=True)
+    cols = [[columns[j]] if length == 1 else mx.sym.split(columns[j], num_outputs=length, axis=0) for j in range(6)]
+    logits = []
+    # Each net's tensors, cut from its flat vector once per update (an iteration's G step reads D
+    # after D's update, and the next iteration's D step reads the same tensors).
+    like = {**G.shape_vars(), **D.shape_vars()}
+    g, d = G.unflatten(P["PG"], like), D.unflatten(P["PD"], like)
+    for t in range(length):
+        # z from the device RNG, as device_noise draws it (one normal sample of the batch's shape per
+        # iteration, in iteration order: the same numbers as a call of train_step per iteration).
+        z = zs[t] if host_noise else mx.sym.random.normal(loc=0.0, scale=1.0, shape=z_shape, dtype=dtype)
+        fake, g_tape = _forward(G, g, z)
+        # -- D step: one forward of real and fake rows; d loss / d logit = (sigmoid - label) * row scale
+        out_d, d_tape = _forward(D, d, mx.sym.concat(reals[t], fake, dim=0))
+        grads_d, _ = _backward(D, d, d_tape, (mx.sym.sigmoid(out_d) - labels_d) * scale_d, True, False, ones_d)
+        coef_d = tuple(cols[j][t] for j in (3, 4, 5))
+        P["PD"], P["MD"], P["VD"] = _adam(spec.train.optim_D, P["PD"], D.flatten(grads_d, like), P["MD"], P["VD"], coef_d)
+        # -- G step: the same fake through the updated D, its gradient back through D to G
+        d = D.unflatten(P["PD"], like)
+        out_g, dg_tape = _forward(D, d, fake)
+        _, d_fake = _backward(D, d, dg_tape, (mx.sym.sigmoid(out_g) - labels_g) * scale_g, False, True)
+        grads_g, _ = _backward(G, g, g_tape, d_fake, True, False, ones_g)
+        coef_g = tuple(cols[j][t] for j in (0, 1, 2))
+        P["PG"], P["MG"], P["VG"] = _adam(spec.train.optim_G, P["PG"], G.flatten(grads_g, like), P["MG"], P["VG"], coef_g)
+        g = G.unflatten(P["PG"], like)
+        logits += [out_d, out_g]
+    return mx.sym.concat(*[P[k] for k in _STATE], mx.sym.reshape(mx.sym.concat(*logits, dim=0), shape=(-1,)), dim=0)
+
+
+def _cached(sym: Any) -> tuple[Any, list[str]]:
+    """``sym`` as a CachedOp with its memory planned once (fixed shapes), and its input names in order."""
+    return nd.CachedOp(sym, flags=[("static_alloc", True), ("static_shape", True)]), sym.list_inputs()
+
+
+class EpochGraphs:
+    """The compiled graphs of one state and batch shape, built at the first ``train_epoch`` call with
+    these shapes: a bound executor of :data:`CHUNK` iterations and one per remainder length, and
+    :meth:`gather` and :meth:`scatter`, which move the state between Gluon and the flat state
+    vector in one call each (an MXNet imperative call costs tens of µs here; one per tensor took 8 ms).
+
+    The executors share their state input ``S`` and the constants. Per chunk: the batches' and
+    coefficients' rows are copied in (device to device), one ``forward`` runs the chunk, and its one
+    output vector is copied back: the new state into ``S``, the logits into the call's array.
+    (A bound executor, not a CachedOp writing into the other of two state buffers: at these sizes
+    the executor's forward measured 68-92 µs an iteration against the static CachedOp's 110.)"""
+
+    def __init__(self, state: Any, real_shape: tuple[int, ...], z_shape: tuple[int, ...], host_noise: bool) -> None:
+        spec, loss, device, dtype = state.spec, state.spec.loss, state.device, state.dtype
+        self.nets = {net: _FlatNet(net, spec.generator if net == "G" else spec.discriminator,
+                                   tuple(state.trainable[net]),
+                                   tuple(tuple(p.shape) for p in state.trainable[net].values()))
+                     for net in ("G", "D")}
+        self.state, self.host_noise, self.real_shape, self.z_shape = state, host_noise, real_shape, z_shape
+        n_real, n_fake = real_shape[0], z_shape[0]
+        self.out_shape = spec.discriminator.shapes()[-1]  # D's output per example: (1,), one logit
+
+        def per_row(values: list[float]) -> nd.NDArray:
+            column = np.asarray(values, np.float64).reshape(-1, *[1] * len(self.out_shape))
+            return nd.array(np.broadcast_to(column, (len(values), *self.out_shape)), ctx=device, dtype=dtype)
+
+        # d loss_D / d logit per row: d_loss_scale times the reduction's 1/rows ("mean": each BCE over
+        # its own rows) or Trainer.step(B)'s 1/B on D's gradients ("per_example", B the real rows).
+        r_real, r_fake = {"mean": (1 / n_real, 1 / n_fake), "sum": (1.0, 1.0),
+                          "per_example": (1 / n_real, 1 / n_real)}[loss.reduction]
+        r_gen = 1.0 if loss.reduction == "sum" else 1 / n_fake
+        self.state_size = sum(self.nets[k[1]].size for k in _STATE)
+        self.shared = {
+            "S": nd.zeros((self.state_size,), device, dtype=dtype),
+            "labels_d": per_row([loss.real_label] * n_real + [loss.fake_label] * n_fake),
+            "scale_d": per_row([loss.d_loss_scale * r_real] * n_real + [loss.d_loss_scale * r_fake] * n_fake),
+            "labels_g": per_row([loss.real_label] * n_fake),
+            "scale_g": per_row([r_gen] * n_fake),
+            "ones_d": nd.ones((n_real + n_fake,), device, dtype=dtype),
+            "ones_g": nd.ones((n_fake,), device, dtype=dtype),
+            **{k: v for net in self.nets.values() for k, v in net.shape_inputs(device, dtype).items()},
+        }
+        self.rows = n_real + 2 * n_fake  # logits per iteration (times out_shape)
+        self.executors: dict[int, Any] = {}
+        self._gather = self._scatter = None
+
+    def executor(self, length: int) -> Any:
+        if length not in self.executors:
+            sym = _graph(self.state.spec, self.nets, length, self.host_noise, self.z_shape,
+                         np.dtype(self.state.dtype).name)
+            device, dtype = self.state.device, self.state.dtype
+            args = {**self.shared, "reals": nd.zeros((length, *self.real_shape), device, dtype=dtype),
+                    "coef": nd.zeros((length, 6), device, dtype=dtype)}
+            if self.host_noise:
+                args["zs"] = nd.zeros((length, *self.z_shape), device, dtype=dtype)
+            self.executors[length] = sym.bind(device, {k: args[k] for k in sym.list_arguments()}, grad_req="null")
+        return self.executors[length]
+
+    def _tensors(self, trainers: dict[str, Any]) -> tuple[list[nd.NDArray], list[float]]:
+        """Every parameter, first and second moment Gluon and SpecAdam hold, in _STATE's order
+        (P, M, V of G, then of D), and each net's stored-moment scale (SpecAdam keeps k m on its
+        fused float32 path, _fused_constants; else 1). Missing moments (before a parameter's
+        first update) are created as zeros and handed to the Updater at that update (create_state)."""
+        arrays, scales = [], []
+        for net, flat in self.nets.items():
+            opt, params = trainers[net].optimizer, self.state.trainable[net]
+            for i, name in enumerate(flat.names):
+                opt.create_state(i, params[name].data(self.state.device))
+            arrays += [params[name].data(self.state.device) for name in flat.names]
+            arrays += [opt.moments[i][0] for i in range(len(flat.names))]
+            arrays += [opt.moments[i][1] for i in range(len(flat.names))]
+            scales.append(_fused_constants(opt.cfg)[1] if opt._scaled(self.state.dtype) else 1.0)
+        return arrays, scales
+
+    def gather(self, trainers: dict[str, Any]) -> None:
+        """Gluon's parameters and SpecAdam's canonical moments into the state vector ``S``."""
+        arrays, scales = self._tensors(trainers)
+        if self._gather is None:
+            parts, j = [], 0
+            for (net, flat), k in zip(self.nets.items(), scales):
+                for which in "PMV":
+                    vec = [mx.sym.reshape(mx.sym.var(f"t{j + i}"), shape=(-1,)) for i in range(len(flat.names))]
+                    j += len(flat.names)
+                    parts += [v / k for v in vec] if which == "M" and k != 1.0 else vec  # canonical m
+            self._gather = _cached(mx.sym.concat(*parts, dim=0))
+        op, names = self._gather
+        by_name = {f"t{j}": a for j, a in enumerate(arrays)}
+        op(*[by_name[n] for n in names], out=self.shared["S"])
+
+    def scatter(self, trainers: dict[str, Any]) -> None:
+        """The state vector ``S`` back into Gluon's parameters and SpecAdam's moments, in place (the
+        hybridized nets and the Updater hold those arrays)."""
+        arrays, scales = self._tensors(trainers)
+        if self._scatter is None:
+            shapes = [shape for flat in self.nets.values() for _ in "PMV" for shape in flat.shapes]
+            pieces = mx.sym.split_v2(mx.sym.var("S"), axis=0,
+                                     indices_or_sections=tuple(np.cumsum([int(np.prod(s)) for s in shapes])[:-1]))
+            outputs, j = [], 0
+            for (net, flat), k in zip(self.nets.items(), scales):
+                for which in "PMV":
+                    for shape in flat.shapes:
+                        piece = mx.sym.reshape(pieces[j], shape=shape)
+                        outputs.append(piece * k if which == "M" and k != 1.0 else piece)  # SpecAdam's stored form
+                        j += 1
+            self._scatter = _cached(mx.sym.Group(outputs))
+        op, _ = self._scatter
+        op(self.shared["S"], out=arrays)
+
+
+def _adam_coefficients(cfg: AdamSpec, first_step: int, n: int) -> np.ndarray:
+    """``(n, 3)``: 1 - beta1^t, 1 - beta2^t and the eps-hat step size for steps ``first_step + 1 ...``,
+    formed on the host in float64 as ``SpecAdam.update`` forms them."""
+    t = np.arange(first_step + 1, first_step + n + 1, dtype=np.float64)
+    c1, c2 = 1 - cfg.beta1 ** t, 1 - cfg.beta2 ** t
+    return np.stack([c1, c2, cfg.lr * np.sqrt(c2) / c1], axis=1)
+
+
+def train_epoch(state: Any, reals: np.ndarray, zs: np.ndarray | None) -> dict[str, np.ndarray]:
+    """``len(reals)`` iterations through the unrolled graphs; ``reals`` (and host ``zs``) canonical
+    ``(n, B, ...)`` (MXNet's layout is the canonical one). The state (Gluon parameters, SpecAdam's
+    moments and step counts) is gathered at the start and scattered back at the end, so train_step,
+    export_params, read_adam and checkpoints see it as if train_step had run n times."""
+    n, host_noise = len(reals), zs is not None
+    z_shape = tuple(zs.shape[1:]) if host_noise else (state.spec.train.noise_rows(reals.shape[1]),
+                                                      *state.spec.latent_shape)
+    key = (tuple(reals.shape[1:]), z_shape, host_noise)
+    if key not in state.epoch_graphs:
+        state.epoch_graphs[key] = EpochGraphs(state, tuple(reals.shape[1:]), z_shape, host_noise)
+    graphs = state.epoch_graphs[key]
+    trainers = {"G": state.trainer_G, "D": state.trainer_D}
+    steps = {net: int(trainers[net].optimizer.num_update) for net in ("G", "D")}
+    coef = np.concatenate([_adam_coefficients(state.spec.train.optim_G, steps["G"], n),
+                           _adam_coefficients(state.spec.train.optim_D, steps["D"], n)], axis=1)
+    # One host->device copy of each input for the whole call; each chunk copies its rows on the device.
+    inputs = {"reals": _host_to_device(reals, state.dtype, state.device),
+              "coef": _host_to_device(coef, state.dtype, state.device)}
+    if host_noise:
+        inputs["zs"] = _host_to_device(zs, state.dtype, state.device)
+    rows, size = graphs.rows * int(np.prod(graphs.out_shape)), graphs.state_size
+    logits = nd.empty((n * rows,), state.device, dtype=state.dtype)
+    graphs.gather(trainers)
+    for start in range(0, n, CHUNK):
+        length = min(CHUNK, n - start)
+        exe = graphs.executor(length)
+        for name, source in inputs.items():
+            source[start:start + length].copyto(exe.arg_dict[name])
+        exe.forward(is_train=False)
+        out = exe.outputs[0]
+        out[:size].copyto(graphs.shared["S"])  # the carried state, for the next chunk
+        out[size:].copyto(logits[start * rows:(start + length) * rows])
+    graphs.scatter(trainers)
+    for net, trainer in trainers.items():
+        trainer.optimizer.set_step(steps[net] + n)
+    values = logits.asnumpy().astype(np.float64).reshape(n, -1)
+    return _scalars(state.spec, values, reals.shape[1], z_shape[0])
+
+
+def _scalars(spec: GANSpec, logits: np.ndarray, n_real: int, n_fake: int) -> dict[str, np.ndarray]:
+    """Each iteration's scalars from its logits ``(n, n_real + 2 n_fake)``: D on real then fake rows,
+    then on fake rows after D's step. The losses are the oracle's BCE (common/oracle_layers), in float64."""
+    loss = spec.loss
+    real, fake, gen = np.split(logits, [n_real, n_real + n_fake], axis=1)
+    reduce = np.mean if loss.reduction == "mean" else np.sum  # per_example: reported as the sum
+
+    def bce(x: np.ndarray, target: float) -> np.ndarray:
+        return reduce(bce_with_logits_terms(x, target), axis=1)
+
+    return {"loss_D": loss.d_loss_scale * (bce(real, loss.real_label) + bce(fake, loss.fake_label)),
+            "loss_G": bce(gen, loss.real_label),
+            "D_x": _probability(real, loss).mean(axis=1), "D_G_z1": _probability(fake, loss).mean(axis=1),
+            "D_G_z2": _probability(gen, loss).mean(axis=1)}
