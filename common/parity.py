@@ -39,15 +39,8 @@ class Row:
 def rel_err(a: np.ndarray, ref: np.ndarray, scale: float | None = None) -> tuple[float, float]:
     """(max abs error, max abs error / max |ref|): the error in units of the tensor's scale, or of
     ``scale`` when the reference is a cancelling sum whose terms are larger than it (see
-    :func:`summand_scale`)."""
-    a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
-    if a.shape != ref.shape:
-        raise AssertionError(f"shape {a.shape} != reference shape {ref.shape}")
-    if not np.all(np.isfinite(a)):
-        return float("inf"), float("inf")
-    err = float(np.max(np.abs(a - ref))) if a.size else 0.0
-    ref_scale = float(np.max(np.abs(ref))) if ref.size else 0.0
-    return err, _in_scale_units(err, ref_scale, scale)
+    :func:`summand_scale`). Infinite where ``a`` is not finite; a shape mismatch is an error."""
+    return _ErrorMeter({"a": a}, ["a"], {} if scale is None else {"a": scale}).errors("a", ref)
 
 
 def _in_scale_units(err: float, ref_scale: float, scale: float | None) -> float:
@@ -56,14 +49,14 @@ def _in_scale_units(err: float, ref_scale: float, scale: float | None) -> float:
 
 
 class _ErrorMeter:
-    """:func:`rel_err` of one set of backend tensors against many candidate references.
+    """:func:`rel_err` of one set of backend tensors against any number of references: the one
+    implementation (rel_err is a meter of one tensor used once).
 
     The kink search scores up to 65 candidate oracle gradients against the same backend
-    gradients: on seed 003's G (12.6M values) rel_err's float64 copy of the backend side, its
+    gradients: on seed 003's G (12.6M values) converting the backend side to float64, its
     finiteness test and three full-size temporaries per call were 40% of the comparison's
     dcgan-mnist float32 one-iteration check (torch: 50 of 122 s). Here the backend side is
-    converted and tested once and the differences go through one reused scratch buffer: the same
-    float64 operations, so the same numbers."""
+    converted and tested once and the differences go through one reused scratch buffer."""
 
     def __init__(self, tensors: Params, names: list[str], scales: dict[str, float]) -> None:
         self.tensors = {k: np.asarray(tensors[k], np.float64) for k in names}
@@ -71,18 +64,23 @@ class _ErrorMeter:
         self.scales = scales
         self._scratch = np.empty(max((v.size for v in self.tensors.values()), default=0))
 
-    def rel(self, name: str, ref: np.ndarray) -> float:
+    def errors(self, name: str, ref: np.ndarray) -> tuple[float, float]:
+        """(max abs error, that error in scale units) of tensor ``name`` against ``ref``."""
         a, ref = self.tensors[name], np.asarray(ref, np.float64)
         if a.shape != ref.shape:
             raise AssertionError(f"shape {a.shape} != reference shape {ref.shape}")
         if not self.finite[name]:
-            return float("inf")
+            return float("inf"), float("inf")
         if not a.size:
-            return _in_scale_units(0.0, 0.0, self.scales.get(name))
+            return 0.0, _in_scale_units(0.0, 0.0, self.scales.get(name))
         buf = self._scratch[:a.size].reshape(a.shape)
         err = float(np.abs(np.subtract(a, ref, out=buf), out=buf).max())
         ref_scale = float(np.abs(ref, out=buf).max())
-        return _in_scale_units(err, ref_scale, self.scales.get(name))
+        return err, _in_scale_units(err, ref_scale, self.scales.get(name))
+
+    def rel(self, name: str, ref: np.ndarray) -> float:
+        """The error of tensor ``name`` against ``ref`` in scale units (:meth:`errors`' second)."""
+        return self.errors(name, ref)[1]
 
 
 def summand_scale(*terms: np.ndarray) -> float:

@@ -147,10 +147,11 @@ def test_a_round_goes_past_the_first_window_when_nothing_in_it_helps():
     assert search(last + 1) == []
 
 
-def test_the_kink_search_scores_exactly_as_rel_err():
-    """The search's scorer (parity._ErrorMeter: the backend side converted once, one scratch
-    buffer) gives rel_err's numbers bit for bit: float32 backend tensors, a summand scale, a
-    non-finite backend tensor, an empty one, and a shape mismatch."""
+def test_the_error_meter_is_the_stated_measure():
+    """parity._ErrorMeter, the one implementation of the error measure (rel_err is a one-tensor meter;
+    the kink search scores candidates with one meter, its scratch buffer reused), against the measure
+    written out: max|a - ref| / max(max|ref|, scale), in float64, for float32 backend tensors, a
+    summand scale, a non-finite backend tensor (inf), an empty one (0) and a shape mismatch (an error)."""
     from gansuite.common.parity import _ErrorMeter
 
     rng = np.random.default_rng(3)
@@ -160,8 +161,11 @@ def test_the_kink_search_scores_exactly_as_rel_err():
     meter = _ErrorMeter(backend, list(backend), scales)
     for trial in range(3):  # the scratch buffer is reused across candidates
         ref = {k: np.asarray(v, np.float64) + 1e-3 * rng.standard_normal(v.shape) for k, v in backend.items()}
-        for k in backend:
-            assert meter.rel(k, ref[k]) == rel_err(backend[k], ref[k], scales.get(k))[1], (trial, k)
-    assert meter.rel("nan", np.zeros(2)) == float("inf")
+        for k in ("a", "b"):
+            err = np.max(np.abs(backend[k].astype(np.float64) - ref[k]))
+            unit = max(np.max(np.abs(ref[k])), scales.get(k, 0.0))
+            assert meter.errors(k, ref[k]) == (err, err / unit) == rel_err(backend[k], ref[k], scales.get(k)), (trial, k)
+        assert meter.errors("nan", ref["nan"]) == (float("inf"), float("inf"))
+        assert meter.errors("empty", ref["empty"]) == (0.0, 0.0)
     with pytest.raises(AssertionError, match="shape"):
         meter.rel("a", np.zeros((7, 5)))
