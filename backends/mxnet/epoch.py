@@ -1,11 +1,11 @@
-"""MXNet's multi-step primitive (``backend.train_epoch``): many iterations in ONE bound executor.
+"""MXNet's multi-step primitive (``backend.train_epoch``): iterations unrolled into bound executors.
 
 JAX scans its step (``lax.scan``), TensorFlow loops it (``tf.while_loop``) and PyTorch compiles a
 scan over ``torch.func.grad``: each differentiates the iteration inside its loop. MXNet 1.9.1
 cannot. It has no symbolic gradient (``Symbol.gradient`` raises ``MXNetError: not implemented``),
 its graph loops (``contrib.foreach``, ``contrib.while_loop``) cannot run autograd in their body,
 and Gluon's autograd records one imperative iteration at a time: at the Gaussian GAN's 2x2
-matrices that iteration is Python dispatch, ~6 ms in d2l's MXNet tab.
+matrices that iteration is Python and engine dispatch, 6-10 ms in d2l's MXNet tab.
 
 So here the iteration's backward is written out by hand, layer by layer, the chain rule that
 the float64 oracle spells out in NumPy (``common/oracle_layers.py``), in MXNet operators: its
@@ -22,7 +22,8 @@ two forwards), BCE on the logits, Adam in the spec's form through :func:`train._
 same z (``g_noise="reuse"``). The per-row loss scales (the spec's reduction, ``d_loss_scale``
 and the per_example reduction's 1/B, which Trainer.step applies to the gradients) multiply the
 logits' gradient, the same maths in another order. The losses and D's probabilities come
-from the logits on the host, in float64, with the oracle's BCE (``common/oracle.bce``), as
+from the logits on the host, in float64, with the oracle's BCE terms
+(``oracle_layers.bce_with_logits_terms``), as
 ``train_step`` takes its probability means on the host.
 
 What it takes (:func:`multi_step_refusal`): fast mode, float32 or float64 (no AMP), no
@@ -46,10 +47,11 @@ from .layout import _host_to_device
 from .train import _adam_math, _fused_constants, _probability
 
 #: Iterations unrolled into one executor, chosen by measurement (Gaussian GAN, batch 8, float32,
-#: oneDNN on as in the benchmarks' fast rows, one thread, 125-iteration calls, 2026-12-07; two runs,
-#: each interleaving the sizes): 8 ran 91-106 µs an iteration at best, 4 109-110, 16 102-122, 32
-#: 94-163 (this VM's speed moves 1.5x between runs; within a run 8 was the fastest every time: a
-#: longer graph's intermediates outgrow the cache). Binding: 0.1 s for 16 iterations, 0.9 s for 128.
+#: oneDNN on as in the benchmarks' fast rows, one thread, 125-iteration calls, 2026-12-07): in two
+#: runs that interleaved 8, 16 and 32, and two that interleaved 4, 8 and 16, 8 was the fastest or
+#: tied every time (its best 79, 140, 91 and 106 µs an iteration: this VM's speed moves 1.7x between
+#: runs; 16 ran 82, 140, 102, 122; 32 94 and 163; 4 109 and 110): a longer graph's intermediates
+#: outgrow the cache. Binding took 0.1 s for 16 iterations, 0.9-1.7 s for 128.
 #: A call of n iterations runs n // CHUNK executor calls and one of the remainder (its own executor).
 CHUNK = 8
 
