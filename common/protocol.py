@@ -87,7 +87,7 @@ from .draws import Draws, check_draws, check_labels
 from .errors import GanSuiteError
 from .layout import layer_of
 from .params import OptState, Params, param_shapes, trainable_names
-from .spec import GANSpec
+from .spec import Dense, Flatten, GANSpec, LeakyReLU, ReLU, Reshape, Sigmoid, Tanh
 
 DTYPES = ("float32", "float64")
 MODES = ("parity", "fast")
@@ -149,6 +149,31 @@ def mixed_precision(options: BuildOptions) -> str | None:
         raise GanSuiteError(f"extra.mixed_precision: {mixed!r} is not supported here; allowed: {MIXED_BF16!r} "
                             "in fast mode with dtype float32 (parity runs exact float32/float64)")
     return mixed
+
+
+#: The spec layers a dense multi-step primitive takes (PyTorch's compiled scan, MXNet's executors):
+#: dense layers and parameter-free elementwise or reshaping ones.
+DENSE_MULTI_STEP_LAYERS = (Dense, Tanh, ReLU, LeakyReLU, Sigmoid, Flatten, Reshape)
+
+
+def dense_multi_step_refusal(spec: GANSpec, options: BuildOptions, primitive: str, mixed: str) -> str | None:
+    """Why a dense multi-step primitive (``train_epoch`` of nets of :data:`DENSE_MULTI_STEP_LAYERS`)
+    cannot run ``spec`` under ``options`` (one line), or None: fast mode only (parity stays step by
+    step), float32/float64 (not ``mixed``, the framework's bf16-mixed mechanism), no per-iteration
+    draws, and dense nets (``primitive`` names the framework's primitive in the message)."""
+    if options.mode != "fast":
+        return "train_epoch is fast mode's (parity mode runs train_step, one iteration a call)"
+    if options.extra.get("mixed_precision"):
+        return f"train_epoch runs float32 or float64, not {mixed} (bf16-mixed)"
+    if spec.conditional or spec.has_dropout or spec.train.g_noise != "reuse":
+        return (f"train_epoch: model {spec.name!r} needs per-iteration draws (labels, fresh z, dropout "
+                "masks), which train_epoch does not take; use train_step")
+    for net in (spec.generator, spec.discriminator):
+        for layer in net.layers:
+            if not isinstance(layer, DENSE_MULTI_STEP_LAYERS):
+                return (f"train_epoch: {primitive} takes nets of dense layers and elementwise activations; "
+                        f"model {spec.name!r} has {type(layer).__name__}; use train_step")
+    return None
 
 
 def check_options(options: BuildOptions) -> str:

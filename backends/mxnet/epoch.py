@@ -40,8 +40,8 @@ import numpy as np
 from mxnet import nd
 
 from gansuite.common.oracle_layers import bce_with_logits_terms
-from gansuite.common.protocol import BuildOptions
-from gansuite.common.spec import AdamSpec, Dense, Flatten, GANSpec, LeakyReLU, NetSpec, ReLU, Reshape, Sigmoid, Tanh
+from gansuite.common.protocol import BuildOptions, dense_multi_step_refusal
+from gansuite.common.spec import AdamSpec, Dense, Flatten, GANSpec, LeakyReLU, NetSpec, ReLU, Sigmoid, Tanh
 
 from .layout import _host_to_device
 from .train import _adam_math, _fused_constants, _probability
@@ -55,28 +55,14 @@ from .train import _adam_math, _fused_constants, _probability
 #: A call of n iterations runs n // CHUNK executor calls and one of the remainder (its own executor).
 CHUNK = 8
 
-#: The spec layers whose backward is written out below.
-_LAYERS = (Dense, Tanh, ReLU, LeakyReLU, Sigmoid, Flatten, Reshape)
-
-
 def multi_step_refusal(spec: GANSpec, options: BuildOptions) -> str | None:
-    """Why ``train_epoch`` cannot run ``spec`` under ``options`` (one line), or None."""
-    if options.mode != "fast":
-        return "train_epoch is fast mode's (parity mode runs train_step, one iteration a call)"
-    if options.extra.get("mixed_precision"):
-        return "train_epoch runs float32 or float64, not MXNet's AMP (bf16-mixed)"
-    if spec.conditional or spec.has_dropout or spec.train.g_noise != "reuse":
-        return (f"train_epoch: model {spec.name!r} needs per-iteration draws (labels, fresh z, dropout "
-                "masks), which train_epoch does not take; use train_step")
-    if spec.loss.on != "logits":
+    """Why ``train_epoch`` cannot run ``spec`` under ``options`` (one line), or None: common/protocol's
+    dense refusal (the layers _backward differentiates), and BCE on logits."""
+    refusal = dense_multi_step_refusal(spec, options, "MXNet's hand-derived graph", "MXNet's AMP")
+    if refusal is None and spec.loss.on != "logits":
         return (f"train_epoch: MXNet's hand-derived graph takes BCE on logits; model {spec.name!r} has "
                 f"loss.on={spec.loss.on!r}; use train_step")
-    for net in (spec.generator, spec.discriminator):
-        for layer in net.layers:
-            if not isinstance(layer, _LAYERS):
-                return (f"train_epoch: MXNet's hand-derived graph takes nets of dense layers and elementwise "
-                        f"activations; model {spec.name!r} has {type(layer).__name__}; use train_step")
-    return None
+    return refusal
 
 
 @dataclass(frozen=True)
@@ -100,9 +86,17 @@ class _FlatNet:
     # ``reshape``: the same view of the same values, but with oneDNN on (fast mode's benchmarks)
     # ``reshape`` runs oneDNN's reorder, 1.5 µs a call against 0.3 (measured 2026-12-07).
 
+    def _target_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Input name -> shape of each reshape target: a matrix's own shape and its flat size."""
+        out = {}
+        for name, shape in zip(self.names, self.shapes):
+            if len(shape) > 1:
+                out[f"shape:{name}"], out[f"size:{name}"] = shape, (int(np.prod(shape)),)
+        return out
+
     def shape_vars(self) -> dict[str, Any]:
         """The graph's variables for :meth:`shape_inputs`, made once per graph (a name is one input)."""
-        return {k: mx.sym.var(k) for k in self.shape_inputs(mx.cpu(), np.float32)}
+        return {k: mx.sym.var(k) for k in self._target_shapes()}
 
     def unflatten(self, flat: Any, like: dict[str, Any]) -> dict[str, Any]:
         """Canonical name -> symbol of its tensor, cut from ``flat`` (one split, a reshape per matrix)."""
@@ -118,12 +112,7 @@ class _FlatNet:
 
     def shape_inputs(self, device: mx.Context, dtype: Any) -> dict[str, nd.NDArray]:
         """The constant inputs whose shapes :meth:`unflatten` and :meth:`flatten` reshape to (never read)."""
-        out = {}
-        for name, shape in zip(self.names, self.shapes):
-            if len(shape) > 1:
-                out[f"shape:{name}"] = nd.zeros(shape, device, dtype=dtype)
-                out[f"size:{name}"] = nd.zeros((int(np.prod(shape)),), device, dtype=dtype)
-        return out
+        return {k: nd.zeros(shape, device, dtype=dtype) for k, shape in self._target_shapes().items()}
 
 
 def _forward(net: _FlatNet, params: dict[str, Any], x: Any) -> tuple[Any, list[tuple[int, Any, Any, Any]]]:
@@ -185,13 +174,6 @@ def _backward(net: _FlatNet, params: dict[str, Any], tape: list[tuple[int, Any, 
     return grads, (dy if input_grad else None)
 
 
-def _adam(cfg: AdamSpec, p: Any, g: Any, m: Any, v: Any, coef: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
-    """One Adam step of a flat vector: ``train._adam_math``, the step's own operators; ``coef`` the
-    step's (1,)-symbols 1 - beta1^t, 1 - beta2^t and the eps-hat step size."""
-    c1, c2, alpha = coef
-    return _adam_math(mx.sym, p, g, m, v, c1, c2, alpha, cfg)
-
-
 #: The carried state, in the executor's argument names: flat params, first and second moments.
 _STATE = ("PG", "MG", "VG", "PD", "MD", "VD")
 
@@ -228,15 +210,19 @@ def _graph(spec: GANSpec, nets: dict[str, _FlatNet], length: int, host_noise: bo
         # -- D step: one forward of real and fake rows; d loss / d logit = (sigmoid - label) * row scale
         out_d, d_tape = _forward(D, d, mx.sym.concat(reals[t], fake, dim=0))
         grads_d, _ = _backward(D, d, d_tape, (mx.sym.sigmoid(out_d) - labels_d) * scale_d, True, False, ones_d)
-        coef_d = tuple(cols[j][t] for j in (3, 4, 5))
-        P["PD"], P["MD"], P["VD"] = _adam(spec.train.optim_D, P["PD"], D.flatten(grads_d, like), P["MD"], P["VD"], coef_d)
+        # Adam on the flat vector: train._adam_math, the step's own operators, with this step's
+        # (1,)-symbols 1 - beta1^t, 1 - beta2^t and the eps-hat step size
+        coef_d = (cols[j][t] for j in (3, 4, 5))
+        P["PD"], P["MD"], P["VD"] = _adam_math(mx.sym, P["PD"], D.flatten(grads_d, like), P["MD"], P["VD"], *coef_d,
+                                               spec.train.optim_D)
         # -- G step: the same fake through the updated D, its gradient back through D to G
         d = D.unflatten(P["PD"], like)
         out_g, dg_tape = _forward(D, d, fake)
         _, d_fake = _backward(D, d, dg_tape, (mx.sym.sigmoid(out_g) - labels_g) * scale_g, False, True)
         grads_g, _ = _backward(G, g, g_tape, d_fake, True, False, ones_g)
-        coef_g = tuple(cols[j][t] for j in (0, 1, 2))
-        P["PG"], P["MG"], P["VG"] = _adam(spec.train.optim_G, P["PG"], G.flatten(grads_g, like), P["MG"], P["VG"], coef_g)
+        coef_g = (cols[j][t] for j in (0, 1, 2))
+        P["PG"], P["MG"], P["VG"] = _adam_math(mx.sym, P["PG"], G.flatten(grads_g, like), P["MG"], P["VG"], *coef_g,
+                                               spec.train.optim_G)
         g = G.unflatten(P["PG"], like)
         logits += [out_d, out_g]
     return mx.sym.concat(*[P[k] for k in _STATE], mx.sym.reshape(mx.sym.concat(*logits, dim=0), shape=(-1,)), dim=0)
@@ -305,7 +291,7 @@ class EpochGraphs:
             self.executors[length] = sym.bind(device, {k: args[k] for k in sym.list_arguments()}, grad_req="null")
         return self.executors[length]
 
-    def _tensors(self, trainers: dict[str, Any]) -> tuple[list[nd.NDArray], list[float]]:
+    def tensors(self, trainers: dict[str, Any]) -> tuple[list[nd.NDArray], list[float]]:
         """Every parameter, first and second moment Gluon and SpecAdam hold, in _STATE's order
         (P, M, V of G, then of D), and each net's stored-moment scale (SpecAdam keeps k m on its
         fused float32 path, _fused_constants; else 1). Missing moments (before a parameter's
@@ -321,9 +307,8 @@ class EpochGraphs:
             scales.append(_fused_constants(opt.cfg)[1] if opt._scaled(self.state.dtype) else 1.0)
         return arrays, scales
 
-    def gather(self, trainers: dict[str, Any]) -> None:
-        """Gluon's parameters and SpecAdam's canonical moments into the state vector ``S``."""
-        arrays, scales = self._tensors(trainers)
+    def gather(self, arrays: list[nd.NDArray], scales: list[float]) -> None:
+        """Gluon's parameters and SpecAdam's canonical moments (:meth:`tensors`) into the state vector ``S``."""
         if self._gather is None:
             parts, j = [], 0
             for (net, flat), k in zip(self.nets.items(), scales):
@@ -336,10 +321,9 @@ class EpochGraphs:
         by_name = {f"t{j}": a for j, a in enumerate(arrays)}
         op(*[by_name[n] for n in names], out=self.shared["S"])
 
-    def scatter(self, trainers: dict[str, Any]) -> None:
-        """The state vector ``S`` back into Gluon's parameters and SpecAdam's moments, in place (the
-        hybridized nets and the Updater hold those arrays)."""
-        arrays, scales = self._tensors(trainers)
+    def scatter(self, arrays: list[nd.NDArray], scales: list[float]) -> None:
+        """The state vector ``S`` back into Gluon's parameters and SpecAdam's moments (:meth:`tensors`),
+        in place (the hybridized nets and the Updater hold those arrays)."""
         if self._scatter is None:
             shapes = [shape for flat in self.nets.values() for _ in "PMV" for shape in flat.shapes]
             pieces = mx.sym.split_v2(mx.sym.var("S"), axis=0,
@@ -387,7 +371,8 @@ def train_epoch(state: Any, reals: np.ndarray, zs: np.ndarray | None) -> dict[st
         inputs["zs"] = _host_to_device(zs, state.dtype, state.device)
     rows, size = graphs.rows * int(np.prod(graphs.out_shape)), graphs.state_size
     logits = nd.empty((n * rows,), state.device, dtype=state.dtype)
-    graphs.gather(trainers)
+    arrays, scales = graphs.tensors(trainers)
+    graphs.gather(arrays, scales)
     for start in range(0, n, CHUNK):
         length = min(CHUNK, n - start)
         exe = graphs.executor(length)
@@ -397,7 +382,7 @@ def train_epoch(state: Any, reals: np.ndarray, zs: np.ndarray | None) -> dict[st
         out = exe.outputs[0]
         out[:size].copyto(graphs.shared["S"])  # the carried state, for the next chunk
         out[size:].copyto(logits[start * rows:(start + length) * rows])
-    graphs.scatter(trainers)
+    graphs.scatter(arrays, scales)
     for net, trainer in trainers.items():
         trainer.optimizer.set_step(steps[net] + n)
     values = logits.asnumpy().astype(np.float64).reshape(n, -1)

@@ -11,9 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gansuite.common.draws import pass_masks
-from gansuite.common.protocol import SCALARS, BuildOptions
-from gansuite.common.spec import (AdamSpec, Dense, Flatten, GANSpec, LeakyReLU, LossSpec, ReLU, Reshape, Sigmoid,
-                                  Tanh)
+from gansuite.common.protocol import SCALARS, BuildOptions, dense_multi_step_refusal
+from gansuite.common.spec import AdamSpec, GANSpec, LossSpec
 
 from .models import _autocast
 
@@ -222,28 +221,12 @@ def train_iteration(state: Any, real: torch.Tensor, z: torch.Tensor, with_grads:
 # What is left (~60% of an iteration) is the allocation of the kernel's intermediate buffers, which
 # Inductor's memory planning would pool but cannot yet do inside a while loop (C++ compile error).
 
-#: The spec layers whose nets train_epoch compiles (Dense and parameter-free elementwise or reshaping ones).
-_MULTI_STEP_LAYERS = (Dense, Tanh, ReLU, LeakyReLU, Sigmoid, Flatten, Reshape)
-
-
 def _multi_step_refusal(spec: GANSpec, options: BuildOptions) -> str | None:
-    """Why ``train_epoch`` cannot run ``spec`` under ``options``, or None: fast mode only (parity
-    stays step by step), float32/float64 (no autocast inside the scan), no per-iteration draws, and
-    nets of dense layers and elementwise activations only (not BatchNorm, with its running
-    statistics, nor convolutions, which the broadcast form below would make slower)."""
-    if options.mode != "fast":
-        return "train_epoch is fast mode's (parity mode runs train_step, one iteration a call)"
-    if options.extra.get("mixed_precision"):
-        return "train_epoch runs float32 or float64, not under autocast (bf16-mixed)"
-    if spec.conditional or spec.has_dropout or spec.train.g_noise != "reuse":
-        return (f"train_epoch: model {spec.name!r} needs per-iteration draws (labels, fresh z, dropout "
-                "masks), which train_epoch does not take; use train_step")
-    for net in (spec.generator, spec.discriminator):
-        for layer in net.layers:
-            if not isinstance(layer, _MULTI_STEP_LAYERS):
-                return (f"train_epoch: PyTorch's compiled scan takes nets of dense layers and elementwise "
-                        f"activations; model {spec.name!r} has {type(layer).__name__}; use train_step")
-    return None
+    """Why ``train_epoch`` cannot run ``spec`` under ``options``, or None (common/protocol's dense
+    refusal): fast mode, no autocast inside the scan, no per-iteration draws, and nets of dense layers
+    and elementwise activations only (not BatchNorm, with its running statistics, nor convolutions,
+    which the broadcast form below would make slower)."""
+    return dense_multi_step_refusal(spec, options, "PyTorch's compiled scan", "under autocast")
 
 
 def _flat_layout(net: nn.Module, offset: int = 0) -> list[tuple[str, slice, torch.Size]]:
