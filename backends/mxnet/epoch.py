@@ -44,7 +44,7 @@ from gansuite.common.protocol import BuildOptions, dense_multi_step_refusal
 from gansuite.common.spec import AdamSpec, Dense, Flatten, GANSpec, LeakyReLU, NetSpec, ReLU, Sigmoid, Tanh
 
 from .layout import _host_to_device
-from .train import _adam_math, _fused_constants, _probability
+from .train import _adam_moments, _fused_constants, _probability
 
 #: Iterations unrolled into one executor, chosen by measurement (Gaussian GAN, batch 8, float32,
 #: oneDNN on as in the benchmarks' fast rows, one thread, 125-iteration calls, 2026-12-07): in two
@@ -176,13 +176,31 @@ def _backward(net: _FlatNet, params: dict[str, Any], tape: list[tuple[int, Any, 
 
 #: The carried state, in the executor's argument names: flat params, first and second moments.
 _STATE = ("PG", "MG", "VG", "PD", "MD", "VD")
+#: Adam's coefficients per iteration (:func:`_adam_coefficients`): G's step size and eps, then D's.
+_COEFFICIENTS = 4
+
+
+def _adam_step(w: Any, g: Any, m: Any, v: Any, step_size: Any, eps: Any, cfg: AdamSpec,
+               grad_scale: float) -> tuple[Any, Any, Any]:
+    """One Adam step on a flat vector, in the eps-hat form ``w - a m / (sqrt(v) + e)`` with this
+    step's (1,)-symbols ``a`` and ``e`` (:func:`_adam_coefficients`). The torch form is that form
+    with ``a = lr sqrt(c2) / c1`` and ``e = eps sqrt(c2)`` (``lr m_hat / (sqrt(v_hat) + eps)``
+    multiplied out), as SpecAdam's fused float32 path runs it: 5 operators where train._adam_math's
+    torch form, in the oracle's operation order, takes 7 (the same maths; in float64 the two agree
+    to rounding, tests/test_backend_mxnet_epoch.py)."""
+    m_new, v_new = _adam_moments(mx.sym, g, m, v, cfg, grad_scale)
+    return w - mx.sym.broadcast_div(mx.sym.broadcast_mul(m_new, step_size),
+                                    mx.sym.broadcast_add(mx.sym.sqrt(v_new), eps)), m_new, v_new
 
 
 def _graph(spec: GANSpec, nets: dict[str, _FlatNet], length: int, host_noise: bool, z_shape: tuple[int, ...],
-           dtype: str) -> Any:
+           dtype: str, grad_scales: dict[str, float | None]) -> Any:
     """``length`` unrolled iterations. In: the carried state ``S``, the six flat vectors of
     ``_STATE`` end to end. Out: ONE vector, the new state then every iteration's D logits on real
-    then fake rows and on fake rows after D's step (one array, so a chunk costs one copy back)."""
+    then fake rows and on fake rows after D's step (one array, so a chunk costs one copy back).
+    ``grad_scales``: each net's loss scale per row when it is one number for every row (folded
+    into Adam's coefficients, :func:`train._adam_moments`), else None (the per-row inputs
+    ``scale_d``/``scale_g`` multiply d loss / d logit)."""
     G, D = nets["G"], nets["D"]
     sizes = [nets[k[1]].size for k in _STATE]
     P = dict(zip(_STATE, mx.sym.split_v2(mx.sym.var("S"), indices_or_sections=tuple(np.cumsum(sizes)[:-1]), axis=0)))
@@ -194,9 +212,9 @@ def _graph(spec: GANSpec, nets: dict[str, _FlatNet], length: int, host_noise: bo
     if host_noise:
         zs = mx.sym.split(mx.sym.var("zs"), num_outputs=length, axis=0, squeeze_axis=True) if length > 1 else \
             [mx.sym.reshape(mx.sym.var("zs"), shape=(-3, -2))]
-    # Adam's per-step coefficients, a (length, 6) input: one row per iteration, G's c1, c2, alpha then D's.
-    columns = mx.sym.split(mx.sym.var("coef"), num_outputs=6, axis=1, squeeze_axis=True)
-    cols = [[columns[j]] if length == 1 else mx.sym.split(columns[j], num_outputs=length, axis=0) for j in range(6)]
+    # Adam's per-step coefficients, a flat (length * 4,) input cut by ONE split (a split costs ~2.5 µs
+    # here, an elementwise operator under 1): iteration t's G step size and eps, then D's.
+    coef = mx.sym.split(mx.sym.var("coef"), num_outputs=length * _COEFFICIENTS, axis=0)
     logits = []
     # Each net's tensors, cut from its flat vector once per update (an iteration's G step reads D
     # after D's update, and the next iteration's D step reads the same tensors).
@@ -209,20 +227,21 @@ def _graph(spec: GANSpec, nets: dict[str, _FlatNet], length: int, host_noise: bo
         fake, g_tape = _forward(G, g, z)
         # -- D step: one forward of real and fake rows; d loss / d logit = (sigmoid - label) * row scale
         out_d, d_tape = _forward(D, d, mx.sym.concat(reals[t], fake, dim=0))
-        grads_d, _ = _backward(D, d, d_tape, (mx.sym.sigmoid(out_d) - labels_d) * scale_d, True, False, ones_d)
-        # Adam on the flat vector: train._adam_math, the step's own operators, with this step's
-        # (1,)-symbols 1 - beta1^t, 1 - beta2^t and the eps-hat step size
-        coef_d = (cols[j][t] for j in (3, 4, 5))
-        P["PD"], P["MD"], P["VD"] = _adam_math(mx.sym, P["PD"], D.flatten(grads_d, like), P["MD"], P["VD"], *coef_d,
-                                               spec.train.optim_D)
+        dy_d = mx.sym.sigmoid(out_d) - labels_d
+        grads_d, _ = _backward(D, d, d_tape, dy_d if grad_scales["D"] else dy_d * scale_d, True, False, ones_d)
+        # Adam on the flat vector, with this step's (1,)-symbols step size and eps
+        P["PD"], P["MD"], P["VD"] = _adam_step(P["PD"], D.flatten(grads_d, like), P["MD"], P["VD"],
+                                               coef[_COEFFICIENTS * t + 2], coef[_COEFFICIENTS * t + 3],
+                                               spec.train.optim_D, grad_scales["D"] or 1.0)
         # -- G step: the same fake through the updated D, its gradient back through D to G
         d = D.unflatten(P["PD"], like)
         out_g, dg_tape = _forward(D, d, fake)
-        _, d_fake = _backward(D, d, dg_tape, (mx.sym.sigmoid(out_g) - labels_g) * scale_g, False, True)
+        dy_g = mx.sym.sigmoid(out_g) - labels_g
+        _, d_fake = _backward(D, d, dg_tape, dy_g if grad_scales["G"] else dy_g * scale_g, False, True)
         grads_g, _ = _backward(G, g, g_tape, d_fake, True, False, ones_g)
-        coef_g = (cols[j][t] for j in (0, 1, 2))
-        P["PG"], P["MG"], P["VG"] = _adam_math(mx.sym, P["PG"], G.flatten(grads_g, like), P["MG"], P["VG"], *coef_g,
-                                               spec.train.optim_G)
+        P["PG"], P["MG"], P["VG"] = _adam_step(P["PG"], G.flatten(grads_g, like), P["MG"], P["VG"],
+                                               coef[_COEFFICIENTS * t], coef[_COEFFICIENTS * t + 1],
+                                               spec.train.optim_G, grad_scales["G"] or 1.0)
         g = G.unflatten(P["PG"], like)
         logits += [out_d, out_g]
     return mx.sym.concat(*[P[k] for k in _STATE], mx.sym.reshape(mx.sym.concat(*logits, dim=0), shape=(-1,)), dim=0)
@@ -264,13 +283,18 @@ class EpochGraphs:
         r_real, r_fake = {"mean": (1 / n_real, 1 / n_fake), "sum": (1.0, 1.0),
                           "per_example": (1 / n_real, 1 / n_real)}[loss.reduction]
         r_gen = 1.0 if loss.reduction == "sum" else 1 / n_fake
+        row_scales = {"D": [loss.d_loss_scale * r_real] * n_real + [loss.d_loss_scale * r_fake] * n_fake,
+                      "G": [r_gen] * n_fake}
+        # One scale for all of a net's rows (every reduction but "mean" over unequal real and fake
+        # batches) is folded into Adam's coefficients; else each row's gradient is multiplied by its own.
+        self.grad_scales = {net: values[0] if len(set(values)) == 1 else None for net, values in row_scales.items()}
         self.state_size = sum(self.nets[k[1]].size for k in _STATE)
         self.shared = {
             "S": nd.zeros((self.state_size,), device, dtype=dtype),
             "labels_d": per_row([loss.real_label] * n_real + [loss.fake_label] * n_fake),
-            "scale_d": per_row([loss.d_loss_scale * r_real] * n_real + [loss.d_loss_scale * r_fake] * n_fake),
+            "scale_d": per_row(row_scales["D"]),
             "labels_g": per_row([loss.real_label] * n_fake),
-            "scale_g": per_row([r_gen] * n_fake),
+            "scale_g": per_row(row_scales["G"]),
             "ones_d": nd.ones((n_real + n_fake,), device, dtype=dtype),
             "ones_g": nd.ones((n_fake,), device, dtype=dtype),
             **{k: v for net in self.nets.values() for k, v in net.shape_inputs(device, dtype).items()},
@@ -282,10 +306,10 @@ class EpochGraphs:
     def executor(self, length: int) -> Any:
         if length not in self.executors:
             sym = _graph(self.state.spec, self.nets, length, self.host_noise, self.z_shape,
-                         np.dtype(self.state.dtype).name)
+                         np.dtype(self.state.dtype).name, self.grad_scales)
             device, dtype = self.state.device, self.state.dtype
             args = {**self.shared, "reals": nd.zeros((length, *self.real_shape), device, dtype=dtype),
-                    "coef": nd.zeros((length, 6), device, dtype=dtype)}
+                    "coef": nd.zeros((length * _COEFFICIENTS,), device, dtype=dtype)}
             if self.host_noise:
                 args["zs"] = nd.zeros((length, *self.z_shape), device, dtype=dtype)
             self.executors[length] = sym.bind(device, {k: args[k] for k in sym.list_arguments()}, grad_req="null")
@@ -341,11 +365,12 @@ class EpochGraphs:
 
 
 def _adam_coefficients(cfg: AdamSpec, first_step: int, n: int) -> np.ndarray:
-    """``(n, 3)``: 1 - beta1^t, 1 - beta2^t and the eps-hat step size for steps ``first_step + 1 ...``,
-    formed on the host in float64 as ``SpecAdam.update`` forms them."""
+    """``(n, 2)``: the eps-hat form's step size and eps (:func:`_adam_step`) for steps ``first_step + 1
+    ...``, formed on the host in float64 as ``SpecAdam.update`` forms ``lr sqrt(c2) / c1``."""
     t = np.arange(first_step + 1, first_step + n + 1, dtype=np.float64)
     c1, c2 = 1 - cfg.beta1 ** t, 1 - cfg.beta2 ** t
-    return np.stack([c1, c2, cfg.lr * np.sqrt(c2) / c1], axis=1)
+    eps = cfg.eps * np.sqrt(c2) if cfg.form == "torch" else np.full(n, cfg.eps)
+    return np.stack([cfg.lr * np.sqrt(c2) / c1, eps], axis=1)
 
 
 def train_epoch(state: Any, reals: np.ndarray, zs: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -366,7 +391,7 @@ def train_epoch(state: Any, reals: np.ndarray, zs: np.ndarray | None) -> dict[st
                            _adam_coefficients(state.spec.train.optim_D, steps["D"], n)], axis=1)
     # One host->device copy of each input for the whole call; each chunk copies its rows on the device.
     inputs = {"reals": _host_to_device(reals, state.dtype, state.device),
-              "coef": _host_to_device(coef, state.dtype, state.device)}
+              "coef": _host_to_device(coef.reshape(-1), state.dtype, state.device)}
     if host_noise:
         inputs["zs"] = _host_to_device(zs, state.dtype, state.device)
     rows, size = graphs.rows * int(np.prod(graphs.out_shape)), graphs.state_size
@@ -377,7 +402,8 @@ def train_epoch(state: Any, reals: np.ndarray, zs: np.ndarray | None) -> dict[st
         length = min(CHUNK, n - start)
         exe = graphs.executor(length)
         for name, source in inputs.items():
-            source[start:start + length].copyto(exe.arg_dict[name])
+            width = _COEFFICIENTS if name == "coef" else 1  # coef is flat: _COEFFICIENTS values an iteration
+            source[start * width:(start + length) * width].copyto(exe.arg_dict[name])
         exe.forward(is_train=False)
         out = exe.outputs[0]
         out[:size].copyto(graphs.shared["S"])  # the carried state, for the next chunk
@@ -391,15 +417,13 @@ def train_epoch(state: Any, reals: np.ndarray, zs: np.ndarray | None) -> dict[st
 
 def _scalars(spec: GANSpec, logits: np.ndarray, n_real: int, n_fake: int) -> dict[str, np.ndarray]:
     """Each iteration's scalars from its logits ``(n, n_real + 2 n_fake)``: D on real then fake rows,
-    then on fake rows after D's step. The losses are the oracle's BCE (common/oracle_layers), in float64."""
+    then on fake rows after D's step. The losses are the oracle's BCE (common/oracle_layers), in
+    float64, over all of the call's logits at once (one NumPy pass each, not one per quantity)."""
     loss = spec.loss
-    real, fake, gen = np.split(logits, [n_real, n_real + n_fake], axis=1)
+    targets = np.array([loss.real_label] * n_real + [loss.fake_label] * n_fake + [loss.real_label] * n_fake)
+    bounds = [n_real, n_real + n_fake]
     reduce = np.mean if loss.reduction == "mean" else np.sum  # per_example: reported as the sum
-
-    def bce(x: np.ndarray, target: float) -> np.ndarray:
-        return reduce(bce_with_logits_terms(x, target), axis=1)
-
-    return {"loss_D": loss.d_loss_scale * (bce(real, loss.real_label) + bce(fake, loss.fake_label)),
-            "loss_G": bce(gen, loss.real_label),
-            "D_x": _probability(real, loss).mean(axis=1), "D_G_z1": _probability(fake, loss).mean(axis=1),
-            "D_G_z2": _probability(gen, loss).mean(axis=1)}
+    real, fake, gen = (reduce(part, axis=1) for part in np.split(bce_with_logits_terms(logits, targets), bounds, axis=1))
+    p_real, p_fake, p_gen = (part.mean(axis=1) for part in np.split(_probability(logits, loss), bounds, axis=1))
+    return {"loss_D": loss.d_loss_scale * (real + fake), "loss_G": gen,
+            "D_x": p_real, "D_G_z1": p_fake, "D_G_z2": p_gen}

@@ -18,21 +18,31 @@ from .layout import _host_to_device
 from .models import GANNet
 
 
+def _adam_moments(F: Any, g: Any, m: Any, v: Any, cfg: AdamSpec, grad_scale: float = 1.0) -> tuple[Any, Any]:
+    """Adam's moments after one step: ``b1 m + (1 - b1) s g`` and ``b2 v + (1 - b2) s^2 g g``, ``s``
+    the gradient's scale (``grad_scale``; 1 in train_step). epoch.py folds the loss's per-row scale
+    in here, into the Python-float coefficients, instead of multiplying the gradient by it: the
+    same maths, one operator less. Every coefficient is a Python float, which MXNet's scalar
+    operators apply as a double (``1 - beta2`` is formed in float64 here, not from a float32 beta2).
+    """
+    # broadcast_add, not ``+`` (elemwise_add): the same IEEE sum of equal-shape arrays, but with
+    # oneDNN on (fast mode's benchmarks) elemwise_add runs oneDNN's sum primitive, ~15 µs a call
+    # at the Gaussian GAN's sizes against ~1 µs (epoch.py's graph, measured 2026-12-07).
+    m_new = F.broadcast_add(cfg.beta1 * m, ((1 - cfg.beta1) * grad_scale) * g)
+    v_new = F.broadcast_add(cfg.beta2 * v, ((1 - cfg.beta2) * grad_scale**2) * g * g)
+    return m_new, v_new
+
+
 def _adam_math(F: Any, w: Any, g: Any, m: Any, v: Any, c1: Any, c2: Any, alpha: Any,
                cfg: AdamSpec) -> tuple[Any, Any, Any]:
     """The spec's Adam for one tensor, in the oracle's operation order (common/oracle.adam_update).
 
     ``c1 = 1 - beta1^t`` and ``c2 = 1 - beta2^t`` are (1,)-arrays (they change every step), and
     so is ``alpha = lr * sqrt(c2) / c1``, the eps-hat form's step size, formed on the host in
-    float64 as the oracle (and MXNet's optimizer, in Python) forms it. Every other coefficient
-    is a Python float, which MXNet's scalar operators apply as a double (``1 - beta2`` is
-    formed in float64 here, not from a float32 beta2).
+    float64 as the oracle (and MXNet's optimizer, in Python) forms it. The moments are
+    :func:`_adam_moments`'s.
     """
-    # broadcast_add, not ``+`` (elemwise_add): the same IEEE sum of equal-shape arrays, but with
-    # oneDNN on (fast mode's benchmarks) elemwise_add runs oneDNN's sum primitive, ~15 µs a call
-    # at the Gaussian GAN's sizes against ~1 µs (epoch.py's graph, measured 2026-12-07).
-    m_new = F.broadcast_add(cfg.beta1 * m, (1 - cfg.beta1) * g)
-    v_new = F.broadcast_add(cfg.beta2 * v, (1 - cfg.beta2) * g * g)
+    m_new, v_new = _adam_moments(F, g, m, v, cfg)
     if cfg.form == "eps_hat":  # Keras, MXNet: eps added to sqrt(v) BEFORE the bias correction
         return w - F.broadcast_div(F.broadcast_mul(m_new, alpha), F.sqrt(v_new) + cfg.eps), m_new, v_new
     m_hat = F.broadcast_div(m_new, c1)
