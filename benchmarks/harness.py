@@ -28,7 +28,7 @@ from .frameworks import environment, framework_of, fresh_compile_cache, is_gpu
 from .mixed import MIXED_DTYPES, mixed_precision
 from .peak import Peak, measure_peak
 from .peers import PEER_MODES, peer_class
-from .timing import Budget, Timing, measure
+from .timing import Budget, Timing, Workload, measure, measure_paired
 from .workloads import EpochScan, PeerSampling, PeerTraining
 
 #: A result row has exactly these keys; anything else goes inside "settings".
@@ -187,6 +187,8 @@ def _bench_backend(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, A
     if callable(getattr(backend, "train_epoch", None)):  # an optional extra (JAX, TensorFlow, PyTorch)
         scan = _measure_scan(backend, state, pool, cfg, budget, timing)
     peak_mem, mem_details = memory.peak_memory(framework, cfg.device, host_reset, device_reset)
+    # After the memory peak is read: the seed's loop is its own model, not this row's.
+    interleaved = _interleave_with_seed_loop(backend, state, pool, cfg, budget, scan) if isinstance(scan, Timing) else None
 
     be_settings = family.settings(backend, state, framework)
     # The oracle computes in float64 whatever dtype is asked: its ceiling is numpy's float64 product.
@@ -217,6 +219,7 @@ def _bench_backend(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, A
         settings["epoch_scan"] = _secondary(scan, cfg.batch_size, flops.total, peak,
                                             f"backend.train_epoch: {scan.iterations_per_unit} iterations per call "
                                             "(one compiled scan), stacked inputs copied to the device each call")
+        settings["epoch_scan"]["interleaved_with_seed_loop"] = interleaved
     return make_row(cfg, timing, flops.total, peak, peak_mem, settings)
 
 
@@ -241,6 +244,22 @@ def _measure_scan(backend: Any, state: Any, pool: Any, cfg: Config, budget: Budg
     if expected > 2 * budget.max_total_s:
         return f"~{expected:.0f} s for {scan.k}-iteration calls exceeds this run's budget"
     return measure(scan.run, scan.sync, replace(budget, warmup_calls=2), iterations_per_unit=scan.k)
+
+
+def _interleave_with_seed_loop(backend: Any, state: Any, pool: Any, cfg: Config, budget: Budget,
+                               scan: Timing) -> dict[str, Any]:
+    """The multi-step primitive and the seed's own loop (the Gaussian GAN's: d2l's, this framework's
+    tab) timed in alternating blocks in this process (timing.measure_paired): issue 16's 100x as one
+    ratio per pair of blocks seconds apart. The rows' ratio also holds whatever the machine's speed did
+    in the minutes between the two rows (up to 1.7x on the shared 2-core VM)."""
+    spec = family_of(cfg.model).spec(cfg.model)
+    cls, mode = peer_class(cfg.backend, spec)
+    if cls is None:
+        return {"skipped": mode}
+    loop = PeerTraining(cls(spec, cfg.batch_size, cfg.device, cfg.seed))
+    epoch = EpochScan(backend, state, pool, cfg.mode == "fast", scan.iterations_per_unit)
+    paired = measure_paired(Workload(loop.run, loop.sync), Workload(epoch.run, epoch.sync, epoch.k), budget)
+    return {"seed_loop": mode, **paired.as_dict()}
 
 
 def _bench_peer(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, Any]:

@@ -84,3 +84,52 @@ def measure(run: Callable[[int], None], sync: Callable[[], None], budget: Budget
     repeats = max(budget.min_repeats, min(budget.repeats, affordable))
     blocks = [_timed(run, sync, units) / units for _ in range(repeats)]
     return Timing(warmup, blocks, units, iterations_per_unit)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What :func:`measure_paired` times: ``run(n)`` does n units of ``iterations_per_unit`` iterations."""
+
+    run: Callable[[int], None]
+    sync: Callable[[], None]
+    iterations_per_unit: int = 1
+
+
+@dataclass
+class Paired:
+    """Two workloads timed in alternating blocks: seconds per iteration of each, one entry per pair."""
+
+    a_s: list[float]
+    b_s: list[float]
+
+    @property
+    def ratios(self) -> list[float]:
+        """Per pair, a's time per iteration over b's: how many times faster b ran in the same minute."""
+        return [a / b for a, b in zip(self.a_s, self.b_s)]
+
+    def as_dict(self) -> dict[str, Any]:
+        ratios = self.ratios
+        return {"pairs": len(ratios), "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
+                "ratio_max": max(ratios), "a_ms_per_iteration": [1e3 * s for s in self.a_s],
+                "b_ms_per_iteration": [1e3 * s for s in self.b_s]}
+
+
+def measure_paired(a: Workload, b: Workload, budget: Budget) -> Paired:
+    """``a`` and ``b`` timed in alternating blocks (a b, b a, a b, ...), each block lasting at least
+    ``min_block_s``; one ratio per pair. A ratio of two rows timed minutes apart also measures how the
+    machine's speed moved in between (this shared 2-core VM: up to 1.7x between runs of the same code);
+    a pair's two blocks are seconds apart, and the alternating order cancels a steady drift."""
+    plan = []  # per workload: units per block, estimated seconds per block
+    for w in (a, b):
+        warmup = [_timed(w.run, w.sync, 1) for _ in range(max(1, budget.warmup_calls))]
+        estimate = max(warmup[-1], 1e-7)  # the last warm-up call is the best guess of a steady unit
+        units = max(1, math.ceil(budget.min_block_s / estimate))
+        plan.append((units, units * estimate))
+    affordable = int(budget.max_total_s // (plan[0][1] + plan[1][1]))
+    pairs = max(budget.min_repeats, min(budget.repeats, affordable))
+    per_iteration: tuple[list[float], list[float]] = ([], [])
+    for p in range(pairs):
+        for which in ((0, 1) if p % 2 == 0 else (1, 0)):
+            w, units = (a, b)[which], plan[which][0]
+            per_iteration[which].append(_timed(w.run, w.sync, units) / (units * w.iterations_per_unit))
+    return Paired(*per_iteration)

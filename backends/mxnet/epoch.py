@@ -17,11 +17,13 @@ autograd spends tens of µs of Python and engine dispatch on each.
 
 The iteration is the spec's, as PyTorch's compiled scan runs it (``backends/torch/train.py``):
 D's real and fake passes as one forward of the stacked rows (no BatchNorm here, so the same
-two forwards), BCE on the logits, Adam in the spec's form through :func:`train._adam_math`
-(the step's own operators, on one flat vector per net), then G through the updated D on the
-same z (``g_noise="reuse"``). The per-row loss scales (the spec's reduction, ``d_loss_scale``
-and the per_example reduction's 1/B, which Trainer.step applies to the gradients) multiply the
-logits' gradient, the same maths in another order. The losses and D's probabilities come
+two forwards), BCE on the logits, Adam in the spec's form on one flat vector per net (the
+step's moments, :func:`train._adam_moments`, and the eps-hat update with a per-step eps:
+:func:`_adam_step`), then G through the updated D on the same z (``g_noise="reuse"``). The
+per-row loss scales (the spec's reduction, ``d_loss_scale`` and the per_example reduction's
+1/B, which Trainer.step applies to the gradients) are folded into Adam's coefficients where
+they are one number for all of a net's rows, else multiply the logits' gradient: the same
+maths in another order. The losses and D's probabilities come
 from the logits on the host, in float64, with the oracle's BCE terms
 (``oracle_layers.bce_with_logits_terms``), as
 ``train_step`` takes its probability means on the host.
