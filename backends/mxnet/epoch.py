@@ -230,20 +230,22 @@ def _graph(spec: GANSpec, nets: dict[str, _FlatNet], length: int, host_noise: bo
         # -- D step: one forward of real and fake rows; d loss / d logit = (sigmoid - label) * row scale
         out_d, d_tape = _forward(D, d, mx.sym.concat(reals[t], fake, dim=0))
         dy_d = mx.sym.sigmoid(out_d) - labels_d
-        grads_d, _ = _backward(D, d, d_tape, dy_d if grad_scales["D"] else dy_d * scale_d, True, False, ones_d)
+        folded_d = grad_scales["D"] is not None  # the row scale is in Adam's coefficients
+        grads_d, _ = _backward(D, d, d_tape, dy_d if folded_d else dy_d * scale_d, True, False, ones_d)
         # Adam on the flat vector, with this step's (1,)-symbols step size and eps
         P["PD"], P["MD"], P["VD"] = _adam_step(P["PD"], D.flatten(grads_d, like), P["MD"], P["VD"],
                                                coef[_COEFFICIENTS * t + 2], coef[_COEFFICIENTS * t + 3],
-                                               spec.train.optim_D, grad_scales["D"] or 1.0)
+                                               spec.train.optim_D, grad_scales["D"] if folded_d else 1.0)
         # -- G step: the same fake through the updated D, its gradient back through D to G
         d = D.unflatten(P["PD"], like)
         out_g, dg_tape = _forward(D, d, fake)
         dy_g = mx.sym.sigmoid(out_g) - labels_g
-        _, d_fake = _backward(D, d, dg_tape, dy_g if grad_scales["G"] else dy_g * scale_g, False, True)
+        folded_g = grad_scales["G"] is not None
+        _, d_fake = _backward(D, d, dg_tape, dy_g if folded_g else dy_g * scale_g, False, True)
         grads_g, _ = _backward(G, g, g_tape, d_fake, True, False, ones_g)
         P["PG"], P["MG"], P["VG"] = _adam_step(P["PG"], G.flatten(grads_g, like), P["MG"], P["VG"],
                                                coef[_COEFFICIENTS * t], coef[_COEFFICIENTS * t + 1],
-                                               spec.train.optim_G, grad_scales["G"] or 1.0)
+                                               spec.train.optim_G, grad_scales["G"] if folded_g else 1.0)
         g = G.unflatten(P["PG"], like)
         logits += [out_d, out_g]
     return mx.sym.concat(*[P[k] for k in _STATE], mx.sym.reshape(mx.sym.concat(*logits, dim=0), shape=(-1,)), dim=0)
