@@ -149,7 +149,9 @@ def targets_section(rows: list[dict[str, Any]], skips: list[dict[str, Any]]) -> 
         if dcgan:
             out += [f"Full-size DCGAN, batch {DCGAN_BATCH}, examples/s (float32 unless named):", "", *dcgan, ""]
         if gaussian:
-            out += [f"Gaussian GAN, batch {GAUSSIAN_BATCH}, float32, against the d2l loop:", "", *gaussian, ""]
+            out += [f"Gaussian GAN, batch {GAUSSIAN_BATCH}, float32, against the d2l loop (judged, where both were "
+                    "timed so, on `train_epoch` and the d2l loop in alternating blocks: the median ratio of the "
+                    "pairs):", "", *gaussian, ""]
     return out
 
 
