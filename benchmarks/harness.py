@@ -184,7 +184,7 @@ def _bench_backend(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, A
     sampler = family.sampling(backend, state, pool)
     sampling = measure(sampler.run, sampler.sync, sampling_budget(budget))
     scan: Timing | str | None = None
-    if callable(getattr(backend, "train_epoch", None)):  # an optional extra (JAX, TensorFlow, PyTorch)
+    if callable(getattr(backend, "train_epoch", None)):  # an optional extra (every framework backend; not the oracle)
         scan = _measure_scan(backend, state, pool, cfg, budget, timing)
     peak_mem, mem_details = memory.peak_memory(framework, cfg.device, host_reset, device_reset)
     # After the memory peak is read: the seed's loop is its own model, not this row's.

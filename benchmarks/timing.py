@@ -74,13 +74,20 @@ def _timed(run: Callable[[int], None], sync: Callable[[], None], units: int) -> 
     return time.perf_counter() - t0
 
 
-def measure(run: Callable[[int], None], sync: Callable[[], None], budget: Budget,
-            iterations_per_unit: int = 1) -> Timing:
-    """Time ``run(n)`` (``n`` units of ``iterations_per_unit`` iterations each)."""
+def _warm_up(run: Callable[[int], None], sync: Callable[[], None], budget: Budget) -> tuple[list[float], int, float]:
+    """The warm-up calls of one unit, each timed alone; the units a block needs to last ``min_block_s``;
+    and the estimated seconds of such a block."""
     warmup = [_timed(run, sync, 1) for _ in range(max(1, budget.warmup_calls))]
     estimate = max(warmup[-1], 1e-7)  # the last warm-up call is the best guess of a steady unit
     units = max(1, math.ceil(budget.min_block_s / estimate))
-    affordable = int(budget.max_total_s // (estimate * units))
+    return warmup, units, estimate * units
+
+
+def measure(run: Callable[[int], None], sync: Callable[[], None], budget: Budget,
+            iterations_per_unit: int = 1) -> Timing:
+    """Time ``run(n)`` (``n`` units of ``iterations_per_unit`` iterations each)."""
+    warmup, units, block_s = _warm_up(run, sync, budget)
+    affordable = int(budget.max_total_s // block_s)
     repeats = max(budget.min_repeats, min(budget.repeats, affordable))
     blocks = [_timed(run, sync, units) / units for _ in range(repeats)]
     return Timing(warmup, blocks, units, iterations_per_unit)
@@ -119,17 +126,12 @@ def measure_paired(a: Workload, b: Workload, budget: Budget) -> Paired:
     ``min_block_s``; one ratio per pair. A ratio of two rows timed minutes apart also measures how the
     machine's speed moved in between (this shared 2-core VM: up to 1.7x between runs of the same code);
     a pair's two blocks are seconds apart, and the alternating order cancels a steady drift."""
-    plan = []  # per workload: units per block, estimated seconds per block
-    for w in (a, b):
-        warmup = [_timed(w.run, w.sync, 1) for _ in range(max(1, budget.warmup_calls))]
-        estimate = max(warmup[-1], 1e-7)  # the last warm-up call is the best guess of a steady unit
-        units = max(1, math.ceil(budget.min_block_s / estimate))
-        plan.append((units, units * estimate))
-    affordable = int(budget.max_total_s // (plan[0][1] + plan[1][1]))
+    plan = [_warm_up(w.run, w.sync, budget) for w in (a, b)]  # each: warm-up, units per block, block seconds
+    affordable = int(budget.max_total_s // (plan[0][2] + plan[1][2]))
     pairs = max(budget.min_repeats, min(budget.repeats, affordable))
     per_iteration: tuple[list[float], list[float]] = ([], [])
     for p in range(pairs):
         for which in ((0, 1) if p % 2 == 0 else (1, 0)):
-            w, units = (a, b)[which], plan[which][0]
+            w, units = (a, b)[which], plan[which][1]
             per_iteration[which].append(_timed(w.run, w.sync, units) / (units * w.iterations_per_unit))
     return Paired(*per_iteration)
