@@ -184,11 +184,12 @@ def _bench_backend(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, A
     sampler = family.sampling(backend, state, pool)
     sampling = measure(sampler.run, sampler.sync, sampling_budget(budget))
     scan: Timing | str | None = None
+    epoch: EpochScan | None = None
     if callable(getattr(backend, "train_epoch", None)):  # an optional extra (every framework backend; not the oracle)
-        scan = _measure_scan(backend, state, pool, cfg, budget, timing)
+        scan, epoch = _measure_scan(backend, state, pool, cfg, budget, timing)
     peak_mem, mem_details = memory.peak_memory(framework, cfg.device, host_reset, device_reset)
     # After the memory peak is read: the seed's loop is its own model, not this row's.
-    interleaved = _interleave_with_seed_loop(backend, state, pool, cfg, budget, scan) if isinstance(scan, Timing) else None
+    interleaved = _interleave_with_seed_loop(epoch, cfg, budget) if epoch is not None else None
 
     be_settings = family.settings(backend, state, framework)
     # The oracle computes in float64 whatever dtype is asked: its ceiling is numpy's float64 product.
@@ -223,16 +224,18 @@ def _bench_backend(cfg: Config, budget: Budget, peaks: PeakCache) -> dict[str, A
     return make_row(cfg, timing, flops.total, peak, peak_mem, settings)
 
 
-def _measure_scan(backend: Any, state: Any, pool: Any, cfg: Config, budget: Budget, steps: Timing) -> Timing | str:
+def _measure_scan(backend: Any, state: Any, pool: Any, cfg: Config, budget: Budget,
+                  steps: Timing) -> tuple[Timing | str, EpochScan | None]:
     """A backend's optional ``train_epoch`` (JAX: ``lax.scan`` over stacked batches), timed like
-    ``train_step``, or why it was not (one call must hold several iterations to mean anything)."""
+    ``train_step``, and the workload it timed; or why it was not (one call must hold several
+    iterations to mean anything) and None."""
     refusal = getattr(backend, "train_epoch_refusal", None)  # PyTorch's compiled scan: dense nets only
     reason = refusal(state.spec, state.options) if refusal is not None else None
     if reason is not None:
-        return reason
+        return reason, None
     if steps.median_s > SCAN_MAX_STEP_S:
         return (f"a {steps.median_s * 1e3:.0f} ms step has no per-call dispatch to remove (the scan is for small "
-                f"models; > {SCAN_MAX_STEP_S * 1e3:.0f} ms per step it is not timed)")
+                f"models; > {SCAN_MAX_STEP_S * 1e3:.0f} ms per step it is not timed)"), None
     # At least one epoch of the model's own data per call (the benchmark's spec holds only the pool):
     # the trainer's unit (common/training.py ends a multi-step call at each of the Gaussian GAN's
     # epochs, 125 iterations at batch 8). Fewer would time the per-call work (MXNet's train_epoch
@@ -242,12 +245,11 @@ def _measure_scan(backend: Any, state: Any, pool: Any, cfg: Config, budget: Budg
     scan = EpochScan(backend, state, pool, cfg.mode == "fast", max(len(pool), steps.units_per_block, per_epoch))
     expected = steps.median_s * scan.k * (2 + budget.min_repeats)
     if expected > 2 * budget.max_total_s:
-        return f"~{expected:.0f} s for {scan.k}-iteration calls exceeds this run's budget"
-    return measure(scan.run, scan.sync, replace(budget, warmup_calls=2), iterations_per_unit=scan.k)
+        return f"~{expected:.0f} s for {scan.k}-iteration calls exceeds this run's budget", None
+    return measure(scan.run, scan.sync, replace(budget, warmup_calls=2), iterations_per_unit=scan.k), scan
 
 
-def _interleave_with_seed_loop(backend: Any, state: Any, pool: Any, cfg: Config, budget: Budget,
-                               scan: Timing) -> dict[str, Any]:
+def _interleave_with_seed_loop(epoch: EpochScan, cfg: Config, budget: Budget) -> dict[str, Any]:
     """The multi-step primitive and the seed's own loop (the Gaussian GAN's: d2l's, this framework's
     tab) timed in alternating blocks in this process (timing.measure_paired): issue 16's 100x as one
     ratio per pair of blocks seconds apart. The rows' ratio also holds whatever the machine's speed did
@@ -257,7 +259,6 @@ def _interleave_with_seed_loop(backend: Any, state: Any, pool: Any, cfg: Config,
     if cls is None:
         return {"skipped": mode}
     loop = PeerTraining(cls(spec, cfg.batch_size, cfg.device, cfg.seed))
-    epoch = EpochScan(backend, state, pool, cfg.mode == "fast", scan.iterations_per_unit)
     paired = measure_paired(Workload(loop.run, loop.sync), Workload(epoch.run, epoch.sync, epoch.k), budget)
     return {"seed_loop": mode, **paired.as_dict()}
 

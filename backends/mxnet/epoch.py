@@ -46,7 +46,7 @@ from gansuite.common.protocol import BuildOptions, dense_multi_step_refusal
 from gansuite.common.spec import AdamSpec, Dense, Flatten, GANSpec, LeakyReLU, NetSpec, ReLU, Sigmoid, Tanh
 
 from .layout import _host_to_device
-from .train import _adam_moments, _fused_constants, _probability
+from .train import _adam_moments, _eps_hat_update, _fused_constants, _probability
 
 #: Iterations unrolled into one executor, chosen by measurement (Gaussian GAN, batch 8, float32,
 #: oneDNN on as in the benchmarks' fast rows, one thread, 125-iteration calls, 2026-12-07): in two
@@ -184,15 +184,14 @@ _COEFFICIENTS = 4
 
 def _adam_step(w: Any, g: Any, m: Any, v: Any, step_size: Any, eps: Any, cfg: AdamSpec,
                grad_scale: float) -> tuple[Any, Any, Any]:
-    """One Adam step on a flat vector, in the eps-hat form ``w - a m / (sqrt(v) + e)`` with this
-    step's (1,)-symbols ``a`` and ``e`` (:func:`_adam_coefficients`). The torch form is that form
+    """One Adam step on a flat vector, in the eps-hat form ``w - a m / (sqrt(v) + e)``
+    (:func:`train._eps_hat_update`) with this step's (1,)-symbols ``a`` and ``e`` (:func:`_adam_coefficients`). The torch form is that form
     with ``a = lr sqrt(c2) / c1`` and ``e = eps sqrt(c2)`` (``lr m_hat / (sqrt(v_hat) + eps)``
     multiplied out), as SpecAdam's fused float32 path runs it: 5 operators where train._adam_math's
     torch form, in the oracle's operation order, takes 7 (the same maths; in float64 the two agree
     to rounding, tests/test_backend_mxnet_epoch.py)."""
     m_new, v_new = _adam_moments(mx.sym, g, m, v, cfg, grad_scale)
-    return w - mx.sym.broadcast_div(mx.sym.broadcast_mul(m_new, step_size),
-                                    mx.sym.broadcast_add(mx.sym.sqrt(v_new), eps)), m_new, v_new
+    return _eps_hat_update(mx.sym, w, m_new, v_new, step_size, eps), m_new, v_new
 
 
 def _graph(spec: GANSpec, nets: dict[str, _FlatNet], length: int, host_noise: bool, z_shape: tuple[int, ...],

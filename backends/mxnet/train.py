@@ -33,6 +33,14 @@ def _adam_moments(F: Any, g: Any, m: Any, v: Any, cfg: AdamSpec, grad_scale: flo
     return m_new, v_new
 
 
+def _eps_hat_update(F: Any, w: Any, m: Any, v: Any, step_size: Any, eps: Any) -> Any:
+    """``w - a m / (sqrt(v) + e)``, the eps-hat form's update (Keras, MXNet: eps added to sqrt(v)
+    BEFORE the bias correction), ``a`` a (1,)-array; ``e`` the spec's eps as a Python float (a
+    scalar operator, applied as a double) or a (1,)-array (epoch.py's per-step eps)."""
+    denominator = F.sqrt(v) + eps if isinstance(eps, float) else F.broadcast_add(F.sqrt(v), eps)
+    return w - F.broadcast_div(F.broadcast_mul(m, step_size), denominator)
+
+
 def _adam_math(F: Any, w: Any, g: Any, m: Any, v: Any, c1: Any, c2: Any, alpha: Any,
                cfg: AdamSpec) -> tuple[Any, Any, Any]:
     """The spec's Adam for one tensor, in the oracle's operation order (common/oracle.adam_update).
@@ -43,8 +51,8 @@ def _adam_math(F: Any, w: Any, g: Any, m: Any, v: Any, c1: Any, c2: Any, alpha: 
     :func:`_adam_moments`'s.
     """
     m_new, v_new = _adam_moments(F, g, m, v, cfg)
-    if cfg.form == "eps_hat":  # Keras, MXNet: eps added to sqrt(v) BEFORE the bias correction
-        return w - F.broadcast_div(F.broadcast_mul(m_new, alpha), F.sqrt(v_new) + cfg.eps), m_new, v_new
+    if cfg.form == "eps_hat":
+        return _eps_hat_update(F, w, m_new, v_new, alpha, float(cfg.eps)), m_new, v_new
     m_hat = F.broadcast_div(m_new, c1)
     v_hat = F.broadcast_div(v_new, c2)
     w_new = w - F.broadcast_div(cfg.lr * m_hat, F.sqrt(v_hat) + cfg.eps)
