@@ -16,23 +16,11 @@ from gansuite.common.params import init_params
 from gansuite.common.presets import preset
 from gansuite.common.protocol import SCALARS, BuildOptions
 from gansuite.common.registry import get_backend
-from gansuite.common.spec import Dense, Flatten, LeakyReLU, NetSpec, ReLU, Reshape, Sigmoid, Tanh
 from gansuite.common.streams import Streams
 
+from epoch_specs import every_layer_spec
+
 BACKEND = get_backend("mxnet")
-
-
-def _every_layer():
-    """The Gaussian GAN with nets that use every layer epoch.py differentiates: ReLU, a bias-free
-    Dense, Reshape and Flatten (G), LeakyReLU and a Sigmoid inside D; the mean reduction with a
-    D loss scale and PyTorch's Adam form."""
-    base = preset("gaussian")
-    return dataclasses.replace(
-        base, name="gaussian-every-layer",
-        generator=NetSpec((2,), (Dense(2, 6), ReLU(), Dense(6, 4, bias=False), Reshape((2, 2)), Flatten(),
-                                 Tanh(), Dense(4, 2))),
-        discriminator=NetSpec((2,), (Dense(2, 5), LeakyReLU(0.2), Dense(5, 3), Sigmoid(), Dense(3, 1))),
-        loss=dataclasses.replace(base.loss, reduction="mean", d_loss_scale=0.5))
 
 
 def _pair(spec, dtype="float64"):
@@ -83,7 +71,7 @@ def test_train_epoch_trains_as_train_step_does(model, monkeypatch):
     from gansuite.backends.mxnet import epoch
 
     monkeypatch.setattr(epoch, "CHUNK", 2)
-    spec = preset(model) if model.startswith("gaussian") else _every_layer()
+    spec = preset(model) if model.startswith("gaussian") else every_layer_spec()
     if model == "every-layer-uneven":  # 6 real rows, 8 of z: the mean's scale differs per row
         spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, noise_batch="batch_size"))
     a, b = _pair(spec)

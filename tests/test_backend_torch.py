@@ -238,6 +238,43 @@ def test_train_epoch_equals_as_many_train_steps():
                                            atol=tolerance("float64", "adam") * max(1e-8, np.abs(o_ref[net].m[k]).max()))
 
 
+def test_train_epoch_runs_every_dense_layer_as_train_step():
+    """train_epoch's functional nets hold 2-D activations feature-major between dense layers and go
+    back to batch-first for a reshape (train._functional_net): on nets with every layer it takes
+    (ReLU, a bias-free Dense, Reshape and Flatten, LeakyReLU, Sigmoid; tests/epoch_specs.py), the
+    mean reduction with a D loss scale, and 6 real rows against 8 of z, 5 iterations in two calls
+    train as 5 train_steps do: float64 round-off (tolerances.py) in every scalar, parameter and moment."""
+    import dataclasses
+
+    from gansuite.common.protocol import SCALARS, BuildOptions
+    from gansuite.common.registry import get_backend
+    from gansuite.common.streams import Streams
+    from gansuite.common.tolerances import tolerance
+
+    from epoch_specs import every_layer_spec
+
+    be, spec = get_backend("torch"), every_layer_spec()
+    spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, noise_batch="batch_size"))
+    streams, params, opts = Streams(spec, 0), init_params(spec, 0), BuildOptions(dtype="float64", mode="fast")
+    reals = np.stack([streams.real(i)[:6] for i in range(5)])
+    zs = np.stack([streams.noise(i) for i in range(5)])
+    assert reals.shape[1] == 6 and zs.shape[1] == 8
+    stepped, scanned = be.build(spec, params, None, opts), be.build(spec, params, None, opts)
+    steps = [be.train_step(stepped, reals[i], zs[i]) for i in range(5)]
+    outs = [be.train_epoch(scanned, reals[:2], zs[:2]), be.train_epoch(scanned, reals[2:], zs[2:])]
+    for k in SCALARS:
+        got = np.concatenate([o[k] for o in outs])
+        np.testing.assert_allclose(got, [getattr(s, k) for s in steps], rtol=tolerance("float64", "loss"), atol=0)
+    (p, o), (p_ref, o_ref) = be.export_params(scanned), be.export_params(stepped)
+    for k in p_ref:
+        np.testing.assert_allclose(p[k], p_ref[k], rtol=0, atol=tolerance("float64", "adam") * max(1.0, np.abs(p_ref[k]).max()))
+    for net in ("G", "D"):
+        assert o[net].step == o_ref[net].step == 5
+        for k in o_ref[net].m:
+            for got, want in ((o[net].m[k], o_ref[net].m[k]), (o[net].v[k], o_ref[net].v[k])):
+                np.testing.assert_allclose(got, want, rtol=0, atol=tolerance("float64", "adam") * max(1e-8, np.abs(want).max()))
+
+
 def test_train_epoch_is_refused_in_one_line_where_it_cannot_run():
     """train_epoch compiles dense nets in fast mode, float32/float64 only: parity, BatchNorm or
     convolutions, per-iteration draws and bf16-mixed are refused in one line naming the reason, and
