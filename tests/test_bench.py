@@ -584,7 +584,8 @@ def test_summary_rejects_files_without_the_row_keys(tmp_path, capsys):
 def test_onednn_frameworks_bench_parity_and_fast_in_separate_processes():
     """TensorFlow and MXNet read their oneDNN switch once per process and parity needs it off:
     the driver runs their parity rows as the env has it and the other modes with oneDNN on.
-    PyTorch's fast and peer rows preload TCMalloc where the machine has it, its parity rows not."""
+    PyTorch's fast and peer rows preload TCMalloc where the machine has it, its parity rows not;
+    JAX's fast and peer rows run with XLA's YNNPACK dot fusions, its parity rows without."""
     from gansuite.benchmarks.drive import FAST_ENV, processes
     from gansuite.common.registry import find_tcmalloc
 
@@ -599,6 +600,11 @@ def test_onednn_frameworks_bench_parity_and_fast_in_separate_processes():
         (["--quick", "--modes", "fast,peer"], {"TF_ENABLE_ONEDNN_OPTS": "1"})]
     assert processes("mxnet", ["--modes", "fast", "--quick"]) == [(["--quick", "--modes", "fast"], FAST_ENV["mxnet"])]
     assert processes("mxnet", ["--modes", "parity"]) == [(["--modes", "parity"], {})]
+    # JAX: XLA:CPU's YNNPACK dot fusions in fast and peer processes only (registry.JAX_FAST_XLA_FLAG)
+    (parity_args, parity_env), (fast_args, fast_env) = processes("jax", ["--quick"])
+    assert parity_args == ["--quick", "--modes", "parity"] and parity_env == {}
+    assert fast_args == ["--quick", "--modes", "fast,peer"]
+    assert fast_env["XLA_FLAGS"].split()[-1] == "--xla_cpu_experimental_ynn_fusion_type=dot"
 
 
 def test_tcmalloc_is_found_where_it_lies_and_the_allocator_is_read_from_the_memory_map(tmp_path, monkeypatch):
