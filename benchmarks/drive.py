@@ -30,7 +30,8 @@ from gansuite.common.registry import BACKENDS, FAST_ENV, backend_python
 from .summary import write_summary
 
 
-#: The non-parity (fast, peer) benchmark processes run with common/registry.py's FAST_ENV: oneDNN on.
+#: The non-parity (fast, peer) benchmark processes run with common/registry.py's FAST_ENV (oneDNN on,
+#: PyTorch's TCMalloc, JAX's YNNPACK dot fusions).
 DEFAULT_MODES = "parity,fast,peer"  # benchmarks/run.py's default
 #: The driver's default adds bf16-mixed to run.py's float32: one run holds every row issue 16's targets
 #: compare (bf16 is fast-mode only; the harness skips it elsewhere, with its reason).

@@ -21,7 +21,8 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
     "mxnet": ("gansuite.backends.mxnet", "mxnet", "mxnet"),
 }
 FRAMEWORK_BACKENDS = tuple(n for n in BACKENDS if n != "oracle")
-#: Environment of a fast-mode process (benchmarks, the report's mixed-precision rows): oneDNN on. Each
+#: Environment of a fast-mode process (benchmarks, the report's mixed-precision rows): oneDNN on for
+#: TensorFlow and MXNet; PyTorch's TCMalloc and JAX's XLA flag are added below. Each
 #: framework reads its switch once per process, and parity refuses it (float32 error), so the test and
 #: comparison envs turn it off and fast-mode work runs in a child process with this set. Measured
 #: (full-size DCGAN, batch 64, float32, 2-core Zen 4): TensorFlow's tf.function 61.2 img/s with oneDNN
