@@ -196,6 +196,32 @@ def test_bf16_mixed_fast_step_stays_near_the_oracle():
             backend.build(spec, params, None, options)
 
 
+def _assert_epoch_scalars(outs, steps):
+    """train_epoch's per-iteration scalars (``outs``, its calls in order) against ``steps``, one
+    train_step each: float64 round-off (tolerances.py)."""
+    from gansuite.common.protocol import SCALARS
+    from gansuite.common.tolerances import tolerance
+
+    for k in SCALARS:
+        got = np.concatenate([o[k] for o in outs])
+        np.testing.assert_allclose(got, [getattr(s, k) for s in steps], rtol=tolerance("float64", "loss"), atol=0)
+
+
+def _assert_same_state(be, state, ref, steps):
+    """Parameters, both Adam moments and the step counts of ``state`` against ``ref``'s, within
+    float64 round-off of each tensor's scale (tolerances.py)."""
+    from gansuite.common.tolerances import tolerance
+
+    (p, o), (p_ref, o_ref) = be.export_params(state), be.export_params(ref)
+    for k in p_ref:
+        np.testing.assert_allclose(p[k], p_ref[k], rtol=0, atol=tolerance("float64", "adam") * max(1.0, np.abs(p_ref[k]).max()))
+    for net in ("G", "D"):
+        assert o[net].step == o_ref[net].step == steps
+        for k in o_ref[net].m:
+            for got, want in ((o[net].m[k], o_ref[net].m[k]), (o[net].v[k], o_ref[net].v[k])):
+                np.testing.assert_allclose(got, want, rtol=0, atol=tolerance("float64", "adam") * max(1e-8, np.abs(want).max()))
+
+
 def test_train_epoch_equals_as_many_train_steps():
     """The multi-step primitive (backend.train_epoch: torch.compile over torch's scan operator, on a
     functional copy of the iteration over flat vectors): gaussian-mxnet (the eps-hat Adam, MXNet's
@@ -204,10 +230,9 @@ def test_train_epoch_equals_as_many_train_steps():
     same maths, sums in another order). Two calls of different lengths (one compilation: the scan
     length is dynamic), then a write_adam (new moment tensors: the flat views are rebuilt) and a
     train_step after the scan, which must see the scan's state."""
-    from gansuite.common.protocol import SCALARS, BuildOptions, OptState
+    from gansuite.common.protocol import BuildOptions, OptState
     from gansuite.common.registry import get_backend
     from gansuite.common.streams import Streams
-    from gansuite.common.tolerances import tolerance
 
     be, spec = get_backend("torch"), preset("gaussian-mxnet")
     streams, params, opts = Streams(spec, 0), init_params(spec, 0), BuildOptions(dtype="float64", mode="fast")
@@ -216,9 +241,7 @@ def test_train_epoch_equals_as_many_train_steps():
     stepped, scanned = be.build(spec, params, None, opts), be.build(spec, params, None, opts)
     steps = [be.train_step(stepped, reals[i], zs[i]) for i in range(12)]
     outs = [be.train_epoch(scanned, reals[:7], zs[:7]), be.train_epoch(scanned, reals[7:11], zs[7:11])]
-    for k in SCALARS:
-        got = np.concatenate([o[k] for o in outs])
-        np.testing.assert_allclose(got, [getattr(s, k) for s in steps[:11]], rtol=tolerance("float64", "loss"), atol=0)
+    _assert_epoch_scalars(outs, steps[:11])
     p_scan, o_scan = be.export_params(scanned)
     replaced = OptState()
     for net in ("G", "D"):  # the same moments, as new tensors: the flat views must be rebuilt
@@ -227,15 +250,7 @@ def test_train_epoch_equals_as_many_train_steps():
     be.train_epoch(rebuilt, reals[11:12], zs[11:12])
     be.train_step(scanned, reals[11], zs[11])  # a train_step after the scan: its state, through the views
     for state in (scanned, rebuilt):
-        p, o = be.export_params(state)
-        p_ref, o_ref = be.export_params(stepped)
-        for k in p_ref:
-            np.testing.assert_allclose(p[k], p_ref[k], rtol=0, atol=tolerance("float64", "adam") * max(1.0, np.abs(p_ref[k]).max()))
-        for net in ("G", "D"):
-            assert o[net].step == o_ref[net].step == 12
-            for k in o_ref[net].m:
-                np.testing.assert_allclose(o[net].m[k], o_ref[net].m[k], rtol=0,
-                                           atol=tolerance("float64", "adam") * max(1e-8, np.abs(o_ref[net].m[k]).max()))
+        _assert_same_state(be, state, stepped, 12)
 
 
 def test_train_epoch_runs_every_dense_layer_as_train_step():
@@ -246,10 +261,9 @@ def test_train_epoch_runs_every_dense_layer_as_train_step():
     train as 5 train_steps do: float64 round-off (tolerances.py) in every scalar, parameter and moment."""
     import dataclasses
 
-    from gansuite.common.protocol import SCALARS, BuildOptions
+    from gansuite.common.protocol import BuildOptions
     from gansuite.common.registry import get_backend
     from gansuite.common.streams import Streams
-    from gansuite.common.tolerances import tolerance
 
     from epoch_specs import every_layer_spec
 
@@ -262,17 +276,8 @@ def test_train_epoch_runs_every_dense_layer_as_train_step():
     stepped, scanned = be.build(spec, params, None, opts), be.build(spec, params, None, opts)
     steps = [be.train_step(stepped, reals[i], zs[i]) for i in range(5)]
     outs = [be.train_epoch(scanned, reals[:2], zs[:2]), be.train_epoch(scanned, reals[2:], zs[2:])]
-    for k in SCALARS:
-        got = np.concatenate([o[k] for o in outs])
-        np.testing.assert_allclose(got, [getattr(s, k) for s in steps], rtol=tolerance("float64", "loss"), atol=0)
-    (p, o), (p_ref, o_ref) = be.export_params(scanned), be.export_params(stepped)
-    for k in p_ref:
-        np.testing.assert_allclose(p[k], p_ref[k], rtol=0, atol=tolerance("float64", "adam") * max(1.0, np.abs(p_ref[k]).max()))
-    for net in ("G", "D"):
-        assert o[net].step == o_ref[net].step == 5
-        for k in o_ref[net].m:
-            for got, want in ((o[net].m[k], o_ref[net].m[k]), (o[net].v[k], o_ref[net].v[k])):
-                np.testing.assert_allclose(got, want, rtol=0, atol=tolerance("float64", "adam") * max(1e-8, np.abs(want).max()))
+    _assert_epoch_scalars(outs, steps)
+    _assert_same_state(be, scanned, stepped, 5)
 
 
 def test_train_epoch_is_refused_in_one_line_where_it_cannot_run():
